@@ -1,0 +1,169 @@
+"""The Dagster code location: thin assets over the domain modules, a sensor, a schedule and two jobs."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from radiomics_assets import cohort
+from radiomics_assets.dicom_series import scan_inbox
+from radiomics_assets.features import DEFAULT_PARAMS
+from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
+from radiomics_assets.paths import DataRoot, default_data_dir
+from radiomics_assets.warehouse import Warehouse
+
+patients = dg.DynamicPartitionsDefinition(name="patients")
+
+
+class RadiomicsConfig(dg.ConfigurableResource):
+    """Where the data lives and how to process it. Defaults come from ``RADIOMICS_DATA_DIR``."""
+
+    data_dir: str = ""
+    roi_pattern: str = "GTV.*"
+    params_file: str = ""
+    label_column: str = "label"
+    seed: int = 0
+
+    def root(self) -> DataRoot:
+        return DataRoot(Path(self.data_dir).resolve() if self.data_dir else default_data_dir())
+
+    def params_path(self) -> Path:
+        return Path(self.params_file) if self.params_file else DEFAULT_PARAMS
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.root().warehouse)
+
+
+def _patient_rows(radiomics: RadiomicsConfig, table: str, key: str):
+    return radiomics.warehouse().query(f"SELECT * FROM {table} WHERE patient_id = ?", [key])
+
+
+@dg.asset(partitions_def=patients, group_name="ingest", kinds={"dicom", "duckdb"})
+def studies(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """The patient's DICOM image series, validated and stored as canonical volumes; rows in ``series``."""
+    series = ingest_studies(radiomics.root(), context.partition_key)
+    store(radiomics.root(), context.partition_key, series=series)
+    return dg.MaterializeResult(metadata={
+        "series": len(series),
+        "modalities": ", ".join(sorted(series.modality.unique())),
+        "slices": int(series.n_slices.sum()),
+    })  # fmt: skip
+
+
+@dg.asset(partitions_def=patients, group_name="ingest", kinds={"dicom", "duckdb"}, deps=[studies])
+def roi_masks(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Voxel masks of the matching RTSTRUCT ROIs on their image grids; rows in ``masks``."""
+    series = _patient_rows(radiomics, "series", context.partition_key)
+    masks = build_masks(radiomics.root(), context.partition_key, series, radiomics.roi_pattern)
+    store(radiomics.root(), context.partition_key, masks=masks)
+    return dg.MaterializeResult(metadata={
+        "rois": len(masks),
+        "roi_names": ", ".join(sorted(masks.roi.unique())),
+        "voxels": int(masks.voxel_count.sum()),
+        "volume_ml": float(masks.volume_ml.sum()),
+    })  # fmt: skip
+
+
+@dg.asset(partitions_def=patients, group_name="features", kinds={"python", "duckdb"}, deps=[roi_masks])
+def features(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """PyRadiomics features per (series, ROI) in the long ``features`` table; a re-run replaces the rows."""
+    key = context.partition_key
+    series = _patient_rows(radiomics, "series", key)
+    masks = _patient_rows(radiomics, "masks", key)
+    rows, diagnostics = extract_features(key, series, masks, radiomics.params_path())
+    store(radiomics.root(), key, features=rows, diagnostics=diagnostics)
+    preview = rows.head(8)[["modality", "roi", "image_type", "feature_class", "feature", "value"]]
+    return dg.MaterializeResult(metadata={
+        "features": len(rows),
+        "series": int(rows.series_uid.nunique()),
+        "rois": int(rows.roi.nunique()),
+        "params_hash": rows.params_hash.iloc[0],
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+    })  # fmt: skip
+
+
+@dg.asset(group_name="modelling", kinds={"csv", "duckdb"})
+def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
+    table = cohort.load_labels(radiomics.root(), radiomics.label_column)
+    radiomics.warehouse().replace_table("labels", table)
+    return dg.MaterializeResult(metadata={"patients": len(table), "positives": int(table.label.sum())})
+
+
+@dg.asset(group_name="modelling", kinds={"pandas", "duckdb"}, deps=[features, labels])
+def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Patients x features (wide), joined with labels; table ``feature_matrix``."""
+    matrix = cohort.build_feature_matrix(radiomics.warehouse())
+    return dg.MaterializeResult(metadata={
+        "patients": len(matrix),
+        "labelled": int(matrix.label.notna().sum()),
+        "features": matrix.shape[1] - 1,
+    })  # fmt: skip
+
+
+@dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[feature_matrix])
+def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Univariate ranking with redundancy filter on the labelled cohort (for reporting); table ``selected_features``."""
+    ranked = cohort.select_features(radiomics.warehouse())
+    top = ranked[ranked.status == "kept"].head(10)[["feature", "p_value", "auc"]]
+    return dg.MaterializeResult(metadata={
+        "kept": int((ranked.status == "kept").sum()),
+        "top_features": dg.MetadataValue.md(top.to_markdown(index=False)),
+    })  # fmt: skip
+
+
+@dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix, selected_features])
+def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Pipeline (impute, scale, select k best, logistic regression) tuned by CV and refitted on all labels."""
+    path, card = cohort.train_model(radiomics.root(), radiomics.seed)
+    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), **{
+        k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in card.items()}})  # fmt: skip
+
+
+@dg.asset(group_name="modelling", kinds={"html"}, deps=[model])
+def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
+    result = cohort.validate(radiomics.root(), radiomics.seed)
+    return dg.MaterializeResult(metadata={
+        **{k: float(result[k]) for k in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1")},
+        "n_patients": result["n_patients"],
+        "report": dg.MetadataValue.path(str(result["report_path"])),
+        "roc": dg.MetadataValue.md(f"![ROC](data:image/png;base64,{result['roc_png']})"),
+    })  # fmt: skip
+
+
+PATIENT_ASSETS = [studies, roi_masks, features]
+COHORT_ASSETS = [labels, feature_matrix, selected_features, model, validation_report]
+
+ingest_patient_job = dg.define_asset_job("ingest_patient", selection=dg.AssetSelection.assets(*PATIENT_ASSETS))
+retrain_cohort_job = dg.define_asset_job("retrain_cohort", selection=dg.AssetSelection.assets(*COHORT_ASSETS))
+
+
+@dg.sensor(job=ingest_patient_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig) -> dg.SensorResult:
+    """Registers each patient found in the inbox as a partition once, and requests its ingest run."""
+    found = set(scan_inbox(radiomics.root().inbox).patients)
+    known = set(context.instance.get_dynamic_partitions(patients.name))
+    new = sorted(found - known)
+    if not new:
+        return dg.SensorResult(skip_reason=f"no new patients ({len(found)} in the inbox, all registered)")
+    return dg.SensorResult(
+        dynamic_partitions_requests=[patients.build_add_request(new)],
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"ingest-{key}") for key in new],
+    )
+
+
+weekly_retrain = dg.ScheduleDefinition(
+    name="weekly_retrain",
+    job=retrain_cohort_job,
+    cron_schedule="0 3 * * 1",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=PATIENT_ASSETS + COHORT_ASSETS,
+    jobs=[ingest_patient_job, retrain_cohort_job],
+    sensors=[inbox_sensor],
+    schedules=[weekly_retrain],
+    resources={"radiomics": RadiomicsConfig()},
+)

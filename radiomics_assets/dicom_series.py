@@ -1,0 +1,195 @@
+"""Find DICOM files in an inbox, group them by patient and series (by UID, not folder), read and validate series.
+
+A series becomes a volume only when its slices are consistent: one orientation, one in-plane geometry,
+and slice positions (from ImagePositionPatient) that are evenly spaced with no gap or duplicate. Anything
+else raises :class:`DicomInputError` naming the file and the problem, instead of producing a wrong volume.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from radiomics_assets.paths import patient_key
+
+IMAGE_MODALITIES = {"CT", "MR", "PT"}
+_HEADER_TAGS = [
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality",
+    "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
+]  # fmt: skip
+
+
+class DicomInputError(ValueError):
+    """Input that cannot become a correct volume or mask; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    path: Path
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    modality: str
+    frame_of_reference_uid: str
+
+
+@dataclass
+class PatientFiles:
+    """Every DICOM file of one patient, grouped by series; RTSTRUCTs kept apart from image series."""
+
+    key: str
+    image_series: dict[str, list[DicomFile]] = field(default_factory=dict)
+    rtstructs: list[DicomFile] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        files = [f for series in self.image_series.values() for f in series] + self.rtstructs
+        return sorted(f.path for f in files)
+
+
+@dataclass
+class InboxScan:
+    patients: dict[str, PatientFiles]
+    ignored: dict[Path, str]  # path -> why it was not used
+
+
+def read_header(path: Path) -> DicomFile:
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except InvalidDicomError as exc:
+        raise DicomInputError(f"{path}: not a DICOM file ({exc})") from exc
+    except Exception as exc:  # truncated or corrupt files raise many different errors inside pydicom
+        raise DicomInputError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    missing = [t for t in ("PatientID", "SeriesInstanceUID", "Modality") if not getattr(ds, t, "")]
+    if missing:
+        raise DicomInputError(f"{path}: DICOM header lacks {', '.join(missing)}")
+    return DicomFile(
+        path=path,
+        patient_id=str(ds.PatientID),
+        study_uid=str(getattr(ds, "StudyInstanceUID", "")),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(getattr(ds, "SOPInstanceUID", "")),
+        modality=str(ds.Modality).upper(),
+        frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
+    )
+
+
+def scan_inbox(inbox: Path) -> InboxScan:
+    """Header-only pass over every file under ``inbox`` (any nesting)."""
+    patients: dict[str, PatientFiles] = {}
+    ignored: dict[Path, str] = {}
+    for path in sorted(p for p in Path(inbox).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            header = read_header(path)
+        except DicomInputError as exc:
+            ignored[path] = str(exc)
+            continue
+        key = patient_key(header.patient_id)
+        patient = patients.setdefault(key, PatientFiles(key=key))
+        if header.modality == "RTSTRUCT":
+            patient.rtstructs.append(header)
+        elif header.modality in IMAGE_MODALITIES:
+            patient.image_series.setdefault(header.series_uid, []).append(header)
+        else:
+            ignored[path] = f"{path}: modality {header.modality} is not an image series or RTSTRUCT"
+    return InboxScan(patients=patients, ignored=ignored)
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    series_uid: str
+    study_uid: str
+    modality: str
+    frame_of_reference_uid: str
+    n_slices: int
+    size: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    first_file: Path
+
+
+def _slice_geometry(paths: list[Path]) -> list[tuple[Path, np.ndarray, np.ndarray, tuple]]:
+    rows = []
+    for path in paths:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        try:
+            position = np.array([float(v) for v in ds.ImagePositionPatient])
+            orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
+            in_plane = (int(ds.Rows), int(ds.Columns), *(round(float(v), 4) for v in ds.PixelSpacing))
+        except AttributeError as exc:
+            raise DicomInputError(f"{path}: missing image geometry ({exc})") from exc
+        rows.append((path, position, orientation, in_plane))
+    return rows
+
+
+def sorted_slice_files(files: list[DicomFile]) -> list[Path]:
+    """Slice files in position order, after checking orientation, in-plane geometry and slice spacing."""
+    geometry = _slice_geometry([f.path for f in files])
+    path0, _, orientation0, plane0 = geometry[0]
+    for path, _, orientation, plane in geometry[1:]:
+        if not np.allclose(orientation, orientation0, atol=1e-4):
+            raise DicomInputError(f"{path}: orientation {orientation.tolist()} differs from {path0} in the same series")
+        if plane != plane0:
+            raise DicomInputError(f"{path}: rows/columns/pixel spacing {plane} differ from {path0} {plane0}")
+    normal = np.cross(orientation0[:3], orientation0[3:])
+    ordered = sorted(geometry, key=lambda g: float(g[1] @ normal))
+    positions = np.array([float(g[1] @ normal) for g in ordered])
+    if len(positions) > 1:
+        steps = np.diff(positions)
+        duplicate = np.flatnonzero(steps < 1e-3)
+        if duplicate.size:
+            i = duplicate[0]
+            raise DicomInputError(
+                f"{ordered[i + 1][0]}: duplicate slice at position {positions[i + 1]:.3f} mm (same as {ordered[i][0]})"
+            )
+        step = float(np.median(steps))
+        gaps = np.flatnonzero(np.abs(steps - step) > max(0.01 * step, 1e-3))
+        if gaps.size:
+            i = gaps[0]
+            raise DicomInputError(
+                f"{ordered[i + 1][0]}: slice spacing {steps[i]:.3f} mm after {ordered[i][0]} where the series has "
+                f"{step:.3f} mm: a slice is missing or out of place"
+            )
+    return [g[0] for g in ordered]
+
+
+def read_series(files: list[DicomFile]) -> sitk.Image:
+    """Read a validated series as a float32 volume in stored units after rescale (HU for CT, SUV for PET)."""
+    ordered = sorted_slice_files(files)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in ordered])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DicomInputError(f"{ordered[0].parent}: SimpleITK could not read the series ({exc})") from exc
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def describe_series(files: list[DicomFile], image: sitk.Image) -> SeriesInfo:
+    first = files[0]
+    return SeriesInfo(
+        series_uid=first.series_uid,
+        study_uid=first.study_uid,
+        modality=first.modality,
+        frame_of_reference_uid=first.frame_of_reference_uid,
+        n_slices=len(files),
+        size=tuple(int(v) for v in image.GetSize()),
+        spacing_mm=tuple(float(v) for v in image.GetSpacing()),
+        origin_mm=tuple(float(v) for v in image.GetOrigin()),
+        first_file=min(f.path for f in files),
+    )
+
+
+def patients_by_key(scan: InboxScan) -> dict[str, list[str]]:
+    """Partition key -> series UIDs (for logs and metadata)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, patient in scan.patients.items():
+        out[key].extend(sorted(patient.image_series))
+    return dict(out)
