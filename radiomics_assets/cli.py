@@ -64,13 +64,13 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     root = _data_dir(args)
     if (root / "inbox").exists() and any((root / "inbox").iterdir()):
-        print(f"{root / 'inbox'} is not empty: the demo needs a fresh data directory (use --data-dir)")
-        return 2
-    cmd_synth(args)
+        print(f"{root / 'inbox'} already holds studies: running on them without synthesising again")
+    else:
+        cmd_synth(args)
     code = cmd_run(args)
     print(
         "\nOpen the UI on the same data:\n"
-        f"  RADIOMICS_DATA_DIR={root} DAGSTER_HOME={root / '.dagster'} .venv/bin/dagster dev -h 127.0.0.1\n"
+        f"  RADIOMICS_DATA_DIR={root} ./dev ui\n"
         "then browse http://127.0.0.1:3000"
     )
     return code

@@ -78,8 +78,8 @@ def make_pipeline(seed: int) -> Pipeline:
 PARAM_GRID = {"select__k": [5, 10, 20], "classify__C": [0.05, 0.5, 5.0]}
 
 
-def tuned_model(n_samples: int, seed: int) -> GridSearchCV:
-    inner = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
+def tuned_model(n_samples: int, seed: int, smallest_class: int = 3) -> GridSearchCV:
+    inner = StratifiedKFold(n_splits=max(2, min(3, smallest_class)), shuffle=True, random_state=seed)
     grid = {k: [v for v in vs if k != "select__k" or v < n_samples] or vs for k, vs in PARAM_GRID.items()}
     return GridSearchCV(make_pipeline(seed), grid, scoring="roc_auc", cv=inner, error_score="raise")
 
@@ -98,15 +98,15 @@ def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5)
     if folds < 2:
         raise ValueError("cross-validation needs at least two patients of each class")
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    probabilities = cross_val_predict(
-        tuned_model(len(y) * (folds - 1) // folds, seed), X, y, cv=outer, method="predict_proba"
-    )[:, 1]
+    smallest_train_class = int(np.bincount(y.to_numpy()).min()) * (folds - 1) // folds
+    search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class)
+    probabilities = cross_val_predict(search, X, y, cv=outer, method="predict_proba")[:, 1]
     scheme = f"nested CV: outer stratified {folds}-fold, inner 3-fold grid search over {PARAM_GRID}"
     return CrossValidation(scheme, probabilities, y.to_numpy(), list(X.index))
 
 
 def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0) -> GridSearchCV:
-    return tuned_model(len(y) * 2 // 3, seed).fit(X, y)
+    return tuned_model(len(y) * 2 // 3, seed, int(np.bincount(y.to_numpy()).min())).fit(X, y)
 
 
 def metrics(cv: CrossValidation, threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:

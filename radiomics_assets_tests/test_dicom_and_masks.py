@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from radiomics_assets.dicom_series import DicomInputError, read_series, scan_inbox
+from radiomics_assets.rtstruct import RoiContours, rasterise, read_structure_set, select_rois
+from radiomics_assets.synth import cohort_labels, make_patient, write_cohort
+
+
+def test_rtstruct_rasterisation_reproduces_generated_lesion(tmp_path, small_config):
+    write_cohort(small_config, tmp_path)
+    scan = scan_inbox(tmp_path / "inbox")
+    labels = cohort_labels(small_config)
+    for index in range(4):
+        patient = make_patient(small_config, index, labels[index])
+        files = scan.patients[patient.patient_id]
+        image = read_series(next(iter(files.image_series.values())))
+        (roi,) = select_rois(read_structure_set(files.rtstructs[0].path), "GTV.*")
+        mask = sitk.GetArrayFromImage(rasterise(roi, image)).astype(bool)
+        assert patient.lesion.sum() > 100
+        assert np.array_equal(mask, patient.lesion)
+
+
+def test_inner_contour_cuts_a_hole():
+    image = sitk.Image(20, 20, 3, sitk.sitkFloat32)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    square = lambda lo, hi: np.array([[lo, lo, 2.0], [hi, lo, 2.0], [hi, hi, 2.0], [lo, hi, 2.0]])  # noqa: E731
+    roi = RoiContours("ring", 1, "", [square(1.5, 10.5), square(4.5, 7.5)])
+    mask = sitk.GetArrayFromImage(rasterise(roi, image))
+    assert mask[1].sum() == 9 * 9 - 3 * 3 and mask[1, 6, 6] == 0 and mask[0].sum() == mask[2].sum() == 0
+
+
+def test_missing_slice_is_reported_with_the_file(tmp_path, small_config):
+    write_cohort(small_config, tmp_path)
+    ct = tmp_path / "inbox" / "SYN-0002" / "CT"
+    (ct / "CT_0007.dcm").unlink()
+    files = scan_inbox(tmp_path / "inbox").patients["SYN-0002"]
+    with pytest.raises(DicomInputError, match=r"CT_0008\.dcm: slice spacing 4\.000 mm .* missing"):
+        read_series(next(iter(files.image_series.values())))
+
+
+def test_non_dicom_and_truncated_files_are_ignored_with_a_reason(tmp_path, small_config):
+    write_cohort(small_config, tmp_path)
+    (tmp_path / "inbox" / "notes.txt").write_text("not an image")
+    good = (tmp_path / "inbox" / "SYN-0001" / "CT" / "CT_0001.dcm").read_bytes()
+    (tmp_path / "inbox" / "broken.dcm").write_bytes(good[:200])
+    scan = scan_inbox(tmp_path / "inbox")
+    assert set(scan.patients) == {f"SYN-{i:04d}" for i in range(1, 9)}
+    reasons = {p.name: why for p, why in scan.ignored.items()}
+    assert set(reasons) == {"notes.txt", "broken.dcm"}
+    assert "notes.txt" in reasons["notes.txt"]
