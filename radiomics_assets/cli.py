@@ -16,6 +16,18 @@ def _data_dir(args) -> Path:
     return path
 
 
+def step_failure_messages(result) -> list[str]:
+    """The root cause of each failed step (Dagster wraps the domain error in its own)."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            while error.cause is not None:
+                error = error.cause
+            messages.append(f"{event.step_key}: {error.message.strip()}")
+    return messages
+
+
 def cmd_synth(args) -> int:
     from radiomics_assets.synth import SynthConfig, write_cohort
 
@@ -49,9 +61,7 @@ def cmd_run(args) -> int:
         result = ingest.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
         if not result.success:
             failed.append(key)
-            errors = [e.event_specific_data.error.message.strip() for e in result.all_events
-                      if e.is_step_failure]  # fmt: skip
-            print(f"FAILED {key}: {' | '.join(errors)}", file=sys.stderr)
+            print(f"FAILED {key}: {' | '.join(step_failure_messages(result))}", file=sys.stderr)
     cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(instance=instance, raise_on_error=False)
     if not cohort.success:
         print("FAILED cohort assets (labels, matrix, selection, model or report)", file=sys.stderr)

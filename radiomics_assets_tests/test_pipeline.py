@@ -6,6 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import defs, inbox_sensor, patients
 from radiomics_assets.synth import SynthConfig, write_cohort
 
@@ -91,8 +92,8 @@ def test_broken_patient_fails_alone_and_keeps_other_rows(cohort_root):
         (cohort_root / "inbox" / "SYN-0002" / "CT" / "CT_0005.dcm").unlink()
         result = _ingest(instance, "SYN-0002")
         assert not result.success
-        (failure,) = [e for e in result.all_events if e.is_step_failure]
-        message = failure.event_specific_data.error.message
+        (message,) = step_failure_messages(result)
+        assert message.startswith("studies: ")
         assert "CT_0006.dcm" in message and "missing" in message
         # The failed re-run leaves the earlier rows of both patients as they were.
         assert _feature_counts(cohort_root) == before
