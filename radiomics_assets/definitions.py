@@ -8,8 +8,8 @@ import dagster as dg
 from radiomics_assets import cohort
 from radiomics_assets.dicom_series import scan_inbox
 from radiomics_assets.features import DEFAULT_PARAMS
-from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
 from radiomics_assets.paths import DataRoot, default_data_dir
+from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
 from radiomics_assets.warehouse import Warehouse
 
 patients = dg.DynamicPartitionsDefinition(name="patients")
