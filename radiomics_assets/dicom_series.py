@@ -7,6 +7,7 @@ else raises :class:`DicomInputError` naming the file and the problem, instead of
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +82,20 @@ def read_header(path: Path) -> DicomFile:
     )
 
 
+def inbox_files(inbox: Path) -> list[Path]:
+    """Every non-hidden file under ``inbox``, following symlinked folders (studies are often linked in)."""
+    found = []
+    for folder, dirs, files in os.walk(inbox, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(folder) / f for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
 def scan_inbox(inbox: Path) -> InboxScan:
     """Header-only pass over every file under ``inbox`` (any nesting)."""
     patients: dict[str, PatientFiles] = {}
     ignored: dict[Path, str] = {}
-    for path in sorted(p for p in Path(inbox).rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in inbox_files(inbox):
         try:
             header = read_header(path)
         except DicomInputError as exc:
