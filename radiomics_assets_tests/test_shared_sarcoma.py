@@ -34,7 +34,8 @@ def test_sarcoma_masks_equal_reference_voxel_masks(sarcoma_inbox):
             assert result.success
     with duckdb.connect(str(sarcoma_inbox / "radiomics.duckdb"), read_only=True) as con:
         masks = con.execute(
-            "SELECT m.patient_id, s.modality, m.roi, m.mask_path FROM masks m JOIN series s USING (patient_id, series_uid)"
+            "SELECT m.patient_id, s.modality, m.roi, m.mask_path "
+            "FROM masks m JOIN series s USING (patient_id, series_uid)"
         ).df()
     assert len(masks) == 6  # CT, MR and PET for each of the two patients
     for row in masks.itertuples():
