@@ -5,9 +5,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from radiomics_assets import cohort
+from radiomics_assets import cohort, quality
 from radiomics_assets.dicom_series import scan_inbox
-from radiomics_assets.features import DEFAULT_PARAMS
+from radiomics_assets.features import PARAMS_DIR, params_by_modality
 from radiomics_assets.paths import DataRoot, default_data_dir
 from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
 from radiomics_assets.warehouse import Warehouse
@@ -20,15 +20,22 @@ class RadiomicsConfig(dg.ConfigurableResource):
 
     data_dir: str = ""
     roi_pattern: str = "GTV.*"
+    params_dir: str = ""
     params_file: str = ""
     label_column: str = "label"
+    min_roi_voxels: int = 64
+    """Below this many voxels texture features are unreliable; the check warns."""
     seed: int = 0
 
     def root(self) -> DataRoot:
         return DataRoot(Path(self.data_dir).resolve() if self.data_dir else default_data_dir())
 
-    def params_path(self) -> Path:
-        return Path(self.params_file) if self.params_file else DEFAULT_PARAMS
+    def params(self) -> dict[str, Path]:
+        """Parameter file per modality: ``params_file`` for all if set, else ``<params_dir>/{ct,mr,pt}.yaml``."""
+        return params_by_modality(
+            Path(self.params_dir) if self.params_dir else PARAMS_DIR,
+            Path(self.params_file) if self.params_file else None,
+        )
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.root().warehouse)
@@ -64,20 +71,58 @@ def roi_masks(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> 
     })  # fmt: skip
 
 
-@dg.asset(partitions_def=patients, group_name="features", kinds={"python", "duckdb"}, deps=[roi_masks])
+FEATURE_CHECKS = [
+    dg.AssetCheckSpec("all_values_finite", asset="features", description="No NaN or infinite feature value"),
+    dg.AssetCheckSpec(
+        "feature_count_matches_parameter_set", asset="features",
+        description="Each (series, ROI) has as many features as other patients extracted with the same parameters",
+    ),
+    dg.AssetCheckSpec(
+        "roi_large_enough", asset="features",
+        description="Every ROI has at least `min_roi_voxels` voxels, enough for texture features",
+    ),
+]  # fmt: skip
+
+
+def _usual_feature_counts(radiomics: RadiomicsConfig, key: str) -> dict[str, int]:
+    counts = radiomics.warehouse().query(
+        "SELECT params_hash, mode(n) AS n FROM (SELECT params_hash, count(*) AS n FROM features "
+        "WHERE patient_id <> ? GROUP BY patient_id, series_uid, roi, params_hash) GROUP BY params_hash",
+        [key],
+    )
+    return dict(zip(counts.params_hash, counts.n.astype(int), strict=True))
+
+
+def _check(name: str, problems: list[str], severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name, passed=not problems, severity=severity,
+        metadata={"problems": len(problems), "details": dg.MetadataValue.json(problems[:50])},
+    )  # fmt: skip
+
+
+@dg.asset(
+    partitions_def=patients, group_name="features", kinds={"python", "duckdb"}, deps=[roi_masks],
+    check_specs=FEATURE_CHECKS,
+)  # fmt: skip
 def features(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """PyRadiomics features per (series, ROI) in the long ``features`` table; a re-run replaces the rows."""
     key = context.partition_key
     series = _patient_rows(radiomics, "series", key)
     masks = _patient_rows(radiomics, "masks", key)
-    rows, diagnostics = extract_features(key, series, masks, radiomics.params_path())
+    rows, diagnostics = extract_features(key, series, masks, radiomics.params())
+    usual = _usual_feature_counts(radiomics, key)
     store(radiomics.root(), key, features=rows, diagnostics=diagnostics)
     preview = rows.head(8)[["modality", "roi", "image_type", "feature_class", "feature", "value"]]
-    return dg.MaterializeResult(metadata={
+    checks = [
+        _check("all_values_finite", quality.non_finite_features(rows)),
+        _check("feature_count_matches_parameter_set", quality.feature_count_mismatches(rows, usual)),
+        _check("roi_large_enough", quality.small_rois(masks, radiomics.min_roi_voxels), dg.AssetCheckSeverity.WARN),
+    ]
+    return dg.MaterializeResult(check_results=checks, metadata={
         "features": len(rows),
         "series": int(rows.series_uid.nunique()),
         "rois": int(rows.roi.nunique()),
-        "params_hash": rows.params_hash.iloc[0],
+        "params_hash": ", ".join(sorted(rows.params_hash.unique())),
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
     })  # fmt: skip
 

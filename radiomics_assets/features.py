@@ -18,7 +18,8 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-DEFAULT_PARAMS = Path(__file__).parent / "params" / "ct_default.yaml"
+PARAMS_DIR = Path(__file__).parent / "params"
+MODALITIES = ("CT", "MR", "PT")
 FEATURE_COLUMNS = [
     "patient_id", "series_uid", "modality", "roi", "image_type", "feature_class", "feature", "value",
     "params_hash", "pyradiomics_version", "image_hash", "mask_hash", "extracted_at",
@@ -49,15 +50,36 @@ class ExtractionTarget:
     mask: sitk.Image
 
 
+class ParameterFileError(ValueError):
+    """A PyRadiomics parameter file that PyRadiomics' own schema check rejects."""
+
+
+def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None = None) -> dict[str, Path]:
+    """Parameter file per modality: ``<dir>/ct.yaml``, ``mr.yaml``, ``pt.yaml``, or one file for all."""
+    if single_file is not None:
+        return dict.fromkeys(MODALITIES, Path(single_file))
+    return {m: Path(params_dir) / f"{m.lower()}.yaml" for m in MODALITIES}
+
+
+def load_extractor(params_path: Path) -> featureextractor.RadiomicsFeatureExtractor:
+    """The extractor for a parameter file; a file PyRadiomics rejects raises with the schema message."""
+    if not Path(params_path).is_file():
+        raise ParameterFileError(f"{params_path}: parameter file not found")
+    try:
+        return featureextractor.RadiomicsFeatureExtractor(str(params_path))
+    except Exception as exc:  # PyRadiomics raises ValueError or pykwalify's SchemaError
+        raise ParameterFileError(f"{params_path}: invalid PyRadiomics parameter file: {exc}") from exc
+
+
 def split_feature_name(name: str) -> tuple[str, str, str]:
     """``wavelet-LLH_glcm_Contrast`` -> (``wavelet-LLH``, ``glcm``, ``Contrast``)."""
     image_type, feature_class, feature = name.rsplit("_", 2)
     return image_type, feature_class, feature
 
 
-def extract(target: ExtractionTarget, params_path: Path = DEFAULT_PARAMS) -> tuple[pd.DataFrame, dict]:
+def extract(target: ExtractionTarget, params_path: Path) -> tuple[pd.DataFrame, dict]:
     """Run PyRadiomics on one image/mask pair; returns (long feature rows, diagnostics dict)."""
-    extractor = featureextractor.RadiomicsFeatureExtractor(str(params_path))
+    extractor = load_extractor(params_path)
     result = extractor.execute(target.image, target.mask)
     diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
     provenance = {

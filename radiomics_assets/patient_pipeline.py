@@ -14,7 +14,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from radiomics_assets.dicom_series import DicomInputError, PatientFiles, describe_series, read_series, scan_inbox
-from radiomics_assets.features import DEFAULT_PARAMS, ExtractionTarget, extract, image_hash
+from radiomics_assets.features import ExtractionTarget, extract, image_hash, load_extractor
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 from radiomics_assets.warehouse import Warehouse
@@ -104,11 +104,17 @@ def build_masks(root: DataRoot, key: str, series: pd.DataFrame, roi_pattern: str
 
 
 def extract_features(
-    key: str, series: pd.DataFrame, masks: pd.DataFrame, params_path: Path = DEFAULT_PARAMS
+    key: str, series: pd.DataFrame, masks: pd.DataFrame, params: dict[str, Path]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """PyRadiomics on every (series, ROI) of a patient; returns (``features`` rows, ``diagnostics`` rows)."""
+    """PyRadiomics on every (series, ROI) of a patient; returns (``features`` rows, ``diagnostics`` rows).
+
+    ``params`` maps modality (CT, MR, PT) to its parameter file; every file needed is checked before any
+    extraction starts, so a broken file fails fast with PyRadiomics' own message.
+    """
     modality = dict(zip(series.series_uid, series.modality, strict=True))
     volume = dict(zip(series.series_uid, series.volume_path, strict=True))
+    for needed in sorted({modality[uid] for uid in masks.series_uid}):
+        load_extractor(params[needed])
     feature_frames, diagnostic_rows = [], []
     for mask_row in masks.itertuples():
         target = ExtractionTarget(
@@ -116,7 +122,7 @@ def extract_features(
             roi=mask_row.roi, image=sitk.ReadImage(volume[mask_row.series_uid]),
             mask=sitk.ReadImage(mask_row.mask_path),
         )  # fmt: skip
-        rows, diagnostics = extract(target, params_path)
+        rows, diagnostics = extract(target, params[target.modality])
         feature_frames.append(rows)
         diagnostic_rows += [
             {"patient_id": key, "series_uid": mask_row.series_uid, "roi": mask_row.roi, "name": k, "value": str(v)}

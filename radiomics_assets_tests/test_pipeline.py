@@ -52,7 +52,11 @@ def test_whole_graph_end_to_end(cohort_root):
         keys = [f"SYN-{i:04d}" for i in range(1, 11)]
         instance.add_dynamic_partitions(patients.name, keys)
         for key in keys:
-            assert _ingest(instance, key).success
+            result = _ingest(instance, key)
+            assert result.success
+            checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+            assert checks == {"all_values_finite": True, "feature_count_matches_parameter_set": True,
+                              "roi_large_enough": True}  # fmt: skip
 
         counts = _feature_counts(cohort_root)
         assert set(counts) == set(keys) and min(counts.values()) >= 100
