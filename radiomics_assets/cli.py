@@ -17,12 +17,12 @@ def _data_dir(args) -> Path:
 
 
 def step_failure_messages(result) -> list[str]:
-    """The root cause of each failed step (Dagster wraps the domain error in its own)."""
+    """The domain error of each failed step (Dagster wraps it in errors of its own)."""
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.event_specific_data.error
-            while error.cause is not None:
+            while error.cause is not None and error.cls_name.startswith("Dagster"):
                 error = error.cause
             messages.append(f"{event.step_key}: {error.message.strip()}")
     return messages

@@ -48,6 +48,8 @@ class PatientFiles:
     key: str
     image_series: dict[str, list[DicomFile]] = field(default_factory=dict)
     rtstructs: list[DicomFile] = field(default_factory=list)
+    unreadable: dict[Path, str] = field(default_factory=dict)
+    """Files that could not be read, found in a folder that holds this patient's files (likely theirs)."""
 
     @property
     def paths(self) -> list[Path]:
@@ -70,7 +72,7 @@ def read_header(path: Path) -> DicomFile:
         raise DicomInputError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from exc
     missing = [t for t in ("PatientID", "SeriesInstanceUID", "Modality") if not getattr(ds, t, "")]
     if missing:
-        raise DicomInputError(f"{path}: DICOM header lacks {', '.join(missing)}")
+        raise DicomInputError(f"{path}: incomplete DICOM header, lacks {', '.join(missing)} (truncated file?)")
     return DicomFile(
         path=path,
         patient_id=str(ds.PatientID),
@@ -109,6 +111,10 @@ def scan_inbox(inbox: Path) -> InboxScan:
             patient.image_series.setdefault(header.series_uid, []).append(header)
         else:
             ignored[path] = f"{path}: modality {header.modality} is not an image series or RTSTRUCT"
+    folders = {f.path.parent: p for p in patients.values() for f in p.rtstructs + sum(p.image_series.values(), [])}
+    for path, why in ignored.items():
+        if path.parent in folders:
+            folders[path.parent].unreadable[path] = why
     return InboxScan(patients=patients, ignored=ignored)
 
 
@@ -178,8 +184,18 @@ def read_series(files: list[DicomFile]) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise DicomInputError(f"{ordered[0].parent}: SimpleITK could not read the series ({exc})") from exc
+        raise DicomInputError(_first_unreadable_pixels(ordered) or f"{ordered[0].parent}: unreadable series") from exc
     return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _first_unreadable_pixels(paths: list[Path]) -> str | None:
+    """Name the slice whose pixel data is broken (ITK's own error does not say which file)."""
+    for path in paths:
+        try:
+            _ = pydicom.dcmread(path).pixel_array  # decoding is the check
+        except Exception as exc:
+            return f"{path}: pixel data unreadable ({type(exc).__name__}: {exc})"
+    return None
 
 
 def describe_series(files: list[DicomFile], image: sitk.Image) -> SeriesInfo:

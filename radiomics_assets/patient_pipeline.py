@@ -40,7 +40,11 @@ def ingest_studies(root: DataRoot, key: str) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for series_uid, files in sorted(patient.image_series.items()):
-        image = read_series(files)
+        try:
+            image = read_series(files)
+        except DicomInputError as exc:
+            beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
+            raise DicomInputError("; ".join([str(exc), *beside])) from exc
         info = describe_series(files, image)
         volume_path = out_dir / f"{_safe_name(series_uid)}.nii.gz"
         sitk.WriteImage(image, str(volume_path), useCompression=True)
