@@ -93,7 +93,7 @@ def contour_outside_image(root):
 
 
 CASES = [
-    (truncated_header, "studies", [r"CT_0007\.dcm: slice spacing", r"CT_0006\.dcm: incomplete DICOM header.*truncated"]),
+    (truncated_header, "studies", [r"CT_0007\.dcm: slice spacing", r"CT_0006\.dcm: incomplete DICOM header"]),
     (truncated_pixels, "studies", [r"CT_0006\.dcm: pixel data unreadable"]),
     (missing_slice, "studies", [r"CT_0007\.dcm: slice spacing 4\.000 mm", "missing"]),
     (duplicate_slice, "studies", [r"CT_000[56]\.dcm: duplicate slice"]),
