@@ -7,7 +7,7 @@ import dagster as dg
 
 from radiomics_assets import cohort, quality
 from radiomics_assets.dicom_series import scan_inbox
-from radiomics_assets.features import PARAMS_DIR, params_by_modality
+from radiomics_assets.features import configured_params_dir, params_by_modality, params_version
 from radiomics_assets.paths import DataRoot, default_data_dir
 from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
 from radiomics_assets.warehouse import Warehouse
@@ -33,7 +33,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     def params(self) -> dict[str, Path]:
         """Parameter file per modality: ``params_file`` for all if set, else ``<params_dir>/{ct,mr,pt}.yaml``."""
         return params_by_modality(
-            Path(self.params_dir) if self.params_dir else PARAMS_DIR,
+            Path(self.params_dir) if self.params_dir else configured_params_dir(),
             Path(self.params_file) if self.params_file else None,
         )
 
@@ -103,6 +103,8 @@ def _check(name: str, problems: list[str], severity=dg.AssetCheckSeverity.ERROR)
 @dg.asset(
     partitions_def=patients, group_name="features", kinds={"python", "duckdb"}, deps=[roi_masks],
     check_specs=FEATURE_CHECKS,
+    # Editing a parameter file changes the code version, so the UI marks every partition stale.
+    code_version=params_version(RadiomicsConfig().params()),
 )  # fmt: skip
 def features(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """PyRadiomics features per (series, ROI) in the long ``features`` table; a re-run replaces the rows."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import SimpleITK as sitk
 from radiomics import featureextractor
 
 PARAMS_DIR = Path(__file__).parent / "params"
+PARAMS_DIR_ENV = "RADIOMICS_PARAMS_DIR"
 MODALITIES = ("CT", "MR", "PT")
 FEATURE_COLUMNS = [
     "patient_id", "series_uid", "modality", "roi", "image_type", "feature_class", "feature", "value",
@@ -59,6 +61,19 @@ def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None =
     if single_file is not None:
         return dict.fromkeys(MODALITIES, Path(single_file))
     return {m: Path(params_dir) / f"{m.lower()}.yaml" for m in MODALITIES}
+
+
+def configured_params_dir() -> Path:
+    """``$RADIOMICS_PARAMS_DIR`` if set, else the shipped parameter files."""
+    return Path(os.environ.get(PARAMS_DIR_ENV, PARAMS_DIR))
+
+
+def params_version(params: dict[str, Path]) -> str:
+    """Hash of the parameter files' contents: changes whenever any file used for extraction changes."""
+    digest = hashlib.sha256()
+    for modality, path in sorted(params.items()):
+        digest.update(modality.encode() + (Path(path).read_bytes() if Path(path).is_file() else b"missing"))
+    return digest.hexdigest()[:12]
 
 
 def load_extractor(params_path: Path) -> featureextractor.RadiomicsFeatureExtractor:
