@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def cmd_synth(args) -> int:
 
 def cmd_run(args) -> int:
     root = _data_dir(args)
-    os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
     from dagster import DagsterInstance
 
     from radiomics_assets.definitions import defs, patients
@@ -64,7 +67,7 @@ def cmd_run(args) -> int:
             print(f"FAILED {key}: {' | '.join(step_failure_messages(result))}", file=sys.stderr)
     cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(instance=instance, raise_on_error=False)
     if not cohort.success:
-        print("FAILED cohort assets (labels, matrix, selection, model or report)", file=sys.stderr)
+        print(f"FAILED cohort assets: {' | '.join(step_failure_messages(cohort))}", file=sys.stderr)
     else:
         print(f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}")
     print(f"features: {root / 'radiomics.duckdb'} (table 'features')")

@@ -92,11 +92,22 @@ class CrossValidation:
     patient_ids: list[str]
 
 
+MIN_PER_CLASS = 4  # outer 2-fold with an inner 2-fold still has a patient of each class in every split
+
+
+def require_class_sizes(y: pd.Series) -> None:
+    counts = np.bincount(y.to_numpy(), minlength=2)
+    if counts.min() < MIN_PER_CLASS:
+        raise ValueError(
+            f"the labelled cohort has {counts[0]} patients of class 0 and {counts[1]} of class 1; "
+            f"nested cross-validation needs at least {MIN_PER_CLASS} of each"
+        )
+
+
 def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5) -> CrossValidation:
     """Out-of-fold probabilities from nested CV (outer stratified k-fold, grid search inside)."""
+    require_class_sizes(y)
     folds = int(min(folds, np.bincount(y.to_numpy()).min()))
-    if folds < 2:
-        raise ValueError("cross-validation needs at least two patients of each class")
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     smallest_train_class = int(np.bincount(y.to_numpy()).min()) * (folds - 1) // folds
     search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class)
@@ -106,6 +117,7 @@ def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5)
 
 
 def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0) -> GridSearchCV:
+    require_class_sizes(y)
     return tuned_model(len(y) * 2 // 3, seed, int(np.bincount(y.to_numpy()).min())).fit(X, y)
 
 
