@@ -49,13 +49,17 @@ def cmd_run(args) -> int:
 
     from radiomics_assets.definitions import defs, patients
     from radiomics_assets.dicom_series import scan_inbox
+    from radiomics_assets.file_inputs import scan_file_pairs
     from radiomics_assets.paths import DataRoot
 
     instance = DagsterInstance.get()
     scan = scan_inbox(DataRoot(root).inbox)
-    for path, why in scan.ignored.items():
-        print(f"note: ignored {path.relative_to(root)}: {why.split(': ', 1)[-1]}")
-    keys = sorted(scan.patients)
+    pairs, incomplete = scan_file_pairs(DataRoot(root).inbox)
+    used = {path for pair in pairs.values() for path in pair.paths}
+    for path, why in {**scan.ignored, **incomplete}.items():
+        if path not in used:
+            print(f"note: ignored {path.relative_to(root)}: {why.split(': ', 1)[-1]}")
+    keys = sorted(set(scan.patients) | set(pairs))
     instance.add_dynamic_partitions(patients.name, keys)
     print(f"{len(keys)} patients registered; materialising their partitions")
     ingest = defs.resolve_job_def("ingest_patient")
@@ -89,6 +93,24 @@ def cmd_demo(args) -> int:
     return code
 
 
+def cmd_labels_from_folders(args) -> int:
+    """Write labels.csv from the class folder (benign/malignant) of each PNG image/mask pair in the inbox."""
+    from radiomics_assets.file_inputs import labels_from_folders
+    from radiomics_assets.paths import DataRoot
+
+    root = DataRoot(_data_dir(args))
+    table, notes = labels_from_folders(root.inbox, tuple(args.classes))
+    for note in notes:
+        print(f"note: {note}")
+    if table.empty:
+        print(f"no image in a class folder {args.classes} under {root.inbox}", file=sys.stderr)
+        return 1
+    out = Path(args.output) if args.output else root.labels_csv
+    table.to_csv(out, index=False)
+    print(f"wrote {len(table)} labels ({table.label.value_counts().to_dict()}) to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
@@ -103,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seed", type=int, default=7)
             p.add_argument("--effect-size", type=float, default=1.0)
             p.add_argument("--noise", type=float, default=1.0)
+    p = sub.add_parser("labels-from-folders", help="write labels.csv from class folder names (BUSI layout)")
+    p.set_defaults(func=cmd_labels_from_folders)
+    p.add_argument("--classes", nargs=2, default=["benign", "malignant"], help="the two class folder names")
+    p.add_argument("--output", help="where to write (default <data root>/labels.csv)")
     args = parser.parse_args(argv)
     return args.func(args)
 

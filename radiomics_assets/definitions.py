@@ -6,10 +6,9 @@ from pathlib import Path
 import dagster as dg
 
 from radiomics_assets import cohort, quality
-from radiomics_assets.dicom_series import scan_inbox
 from radiomics_assets.features import configured_params_dir, params_by_modality, params_version
 from radiomics_assets.paths import DataRoot, default_data_dir
-from radiomics_assets.patient_pipeline import build_masks, extract_features, ingest_studies, store
+from radiomics_assets.patient_pipeline import build_masks, extract_features, inbox_patient_keys, ingest_studies, store
 from radiomics_assets.warehouse import Warehouse
 
 patients = dg.DynamicPartitionsDefinition(name="patients")
@@ -26,6 +25,16 @@ class RadiomicsConfig(dg.ConfigurableResource):
     min_roi_voxels: int = 64
     """Below this many voxels texture features are unreliable; the check warns."""
     seed: int = 0
+    candidate_models: list[str] = ["logreg", "random_forest", "svm", "gradient_boosting"]
+    """Compared by nested CV; the best CV AUC becomes the model."""
+    selection_method: str = "anova"
+    """anova | mannwhitney | mutual_info (filters, + correlation filter) | rfe | l1 | tree."""
+    cv_folds: int = 5
+    cv_repeats: int = 2
+    file_modality: str = "CT"
+    """Modality of NIfTI/NRRD image files without a ``<id>.json`` sidecar (PNG images are ``US``)."""
+    resample_masks_to_image: bool = False
+    """Resample a NIfTI/NRRD mask on another grid than its image (nearest neighbour) instead of failing."""
 
     def root(self) -> DataRoot:
         return DataRoot(Path(self.data_dir).resolve() if self.data_dir else default_data_dir())
@@ -48,7 +57,7 @@ def _patient_rows(radiomics: RadiomicsConfig, table: str, key: str):
 @dg.asset(partitions_def=patients, group_name="ingest", kinds={"dicom", "duckdb"})
 def studies(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """The patient's DICOM image series, validated and stored as canonical volumes; rows in ``series``."""
-    series = ingest_studies(radiomics.root(), context.partition_key)
+    series = ingest_studies(radiomics.root(), context.partition_key, radiomics.file_modality)
     store(radiomics.root(), context.partition_key, series=series)
     return dg.MaterializeResult(metadata={
         "series": len(series),
@@ -61,7 +70,11 @@ def studies(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg
 def roi_masks(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Voxel masks of the matching RTSTRUCT ROIs on their image grids; rows in ``masks``."""
     series = _patient_rows(radiomics, "series", context.partition_key)
-    masks = build_masks(radiomics.root(), context.partition_key, series, radiomics.roi_pattern)
+    if radiomics.resample_masks_to_image:
+        context.log.warning("resample_masks_to_image is on: file masks on another grid are resampled (nearest)")
+    masks = build_masks(
+        radiomics.root(), context.partition_key, series, radiomics.roi_pattern, radiomics.resample_masks_to_image
+    )
     store(radiomics.root(), context.partition_key, masks=masks)
     return dg.MaterializeResult(metadata={
         "rois": len(masks),
@@ -133,8 +146,9 @@ def features(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> d
 def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
     table = cohort.load_labels(radiomics.root(), radiomics.label_column)
-    radiomics.warehouse().replace_table("labels", table)
-    return dg.MaterializeResult(metadata={"patients": len(table), "positives": int(table.label.sum())})
+    cohort.store_labels(radiomics.warehouse(), table)
+    return dg.MaterializeResult(metadata={"patients": len(table), "positives": int(table.label.sum()),
+                                          "test_patients": int((table.cohort == "test").sum())})  # fmt: skip
 
 
 @dg.asset(group_name="modelling", kinds={"pandas", "duckdb"}, deps=[features, labels])
@@ -145,42 +159,57 @@ def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "patients": len(matrix),
         "labelled": int(matrix.label.notna().sum()),
         "features": matrix.shape[1] - 1,
+        "missing_values_imputed": int(matrix.drop(columns="label").isna().sum().sum()),
+        "patients_with_missing_values": int(matrix.drop(columns="label").isna().any(axis=1).sum()),
     })  # fmt: skip
 
 
-@dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[feature_matrix])
-def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Univariate ranking with redundancy filter on the labelled cohort (for reporting); table ``selected_features``."""
-    ranked = cohort.select_features(radiomics.warehouse())
-    top = ranked[ranked.status == "kept"].head(10)[["feature", "p_value", "auc"]]
-    return dg.MaterializeResult(metadata={
-        "kept": int((ranked.status == "kept").sum()),
-        "top_features": dg.MetadataValue.md(top.to_markdown(index=False)),
-    })  # fmt: skip
-
-
-@dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix, selected_features])
+@dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix])
 def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Pipeline (impute, scale, select k best, logistic regression) tuned by CV and refitted on all labels."""
-    path, card = cohort.train_model(radiomics.root(), radiomics.seed)
+    """Candidate pipelines compared by nested CV; the best is refitted on the training patients (+ model card)."""
+    path, card = cohort.train_model(radiomics.root(), radiomics.seed, radiomics.candidate_models,
+                                    radiomics.selection_method, radiomics.cv_folds, radiomics.cv_repeats)  # fmt: skip
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(path)), **{
-        k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in card.items()}})  # fmt: skip
+        k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in card.items()}})  # fmt: skip
 
 
-@dg.asset(group_name="modelling", kinds={"html"}, deps=[model])
+@dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[model])
+def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Final model's features with selection scores and outer-fold selection frequency; table ``selected_features``."""
+    ranked = cohort.select_features(radiomics.warehouse(), radiomics.root())
+    top = ranked[ranked.selected][["feature", "selection_score", "selection_frequency", "p_value", "auc"]]
+    return dg.MaterializeResult(metadata={
+        "selected": int(ranked.selected.sum()),
+        "selection_method": str(ranked.selection_method.iloc[0]) if len(ranked) else "",
+        "selected_features": dg.MetadataValue.md(top.to_markdown(index=False)),
+    })  # fmt: skip
+
+
+@dg.asset(group_name="modelling", kinds={"duckdb"}, deps=[model, feature_matrix])
+def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Saved model's scores for patients with features but no label; table ``predictions``."""
+    table = cohort.predict(radiomics.root())
+    positive = int(table.predicted_label.sum())
+    return dg.MaterializeResult(metadata={"patients": len(table), "predicted_positive": positive})
+
+
+@dg.asset(group_name="modelling", kinds={"html"}, deps=[model, selected_features])
 def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
     result = cohort.validate(radiomics.root(), radiomics.seed)
     return dg.MaterializeResult(metadata={
         **{k: float(result[k]) for k in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1")},
         "n_patients": result["n_patients"],
+        "model": result["model"],
+        "brier": float(result["brier"]),
+        **({"external_auc": float(result["external"]["auc"])} if "external" in result else {}),
         "report": dg.MetadataValue.path(str(result["report_path"])),
         "roc": dg.MetadataValue.md(f"![ROC](data:image/png;base64,{result['roc_png']})"),
     })  # fmt: skip
 
 
 PATIENT_ASSETS = [studies, roi_masks, features]
-COHORT_ASSETS = [labels, feature_matrix, selected_features, model, validation_report]
+COHORT_ASSETS = [labels, feature_matrix, model, selected_features, validation_report, predictions]
 
 ingest_patient_job = dg.define_asset_job("ingest_patient", selection=dg.AssetSelection.assets(*PATIENT_ASSETS))
 retrain_cohort_job = dg.define_asset_job("retrain_cohort", selection=dg.AssetSelection.assets(*COHORT_ASSETS))
@@ -189,7 +218,7 @@ retrain_cohort_job = dg.define_asset_job("retrain_cohort", selection=dg.AssetSel
 @dg.sensor(job=ingest_patient_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig) -> dg.SensorResult:
     """Registers each patient found in the inbox as a partition once, and requests its ingest run."""
-    found = set(scan_inbox(radiomics.root().inbox).patients)
+    found = inbox_patient_keys(radiomics.root().inbox)
     known = set(context.instance.get_dynamic_partitions(patients.name))
     new = sorted(found - known)
     if not new:

@@ -21,7 +21,7 @@ from radiomics import featureextractor
 
 PARAMS_DIR = Path(__file__).parent / "params"
 PARAMS_DIR_ENV = "RADIOMICS_PARAMS_DIR"
-MODALITIES = ("CT", "MR", "PT")
+MODALITIES = ("CT", "MR", "PT", "US")
 FEATURE_COLUMNS = [
     "patient_id", "series_uid", "modality", "roi", "image_type", "feature_class", "feature", "value",
     "params_hash", "pyradiomics_version", "image_hash", "mask_hash", "extracted_at",
@@ -57,7 +57,7 @@ class ParameterFileError(ValueError):
 
 
 def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None = None) -> dict[str, Path]:
-    """Parameter file per modality: ``<dir>/ct.yaml``, ``mr.yaml``, ``pt.yaml``, or one file for all."""
+    """Parameter file per modality: ``<dir>/ct.yaml``, ``mr.yaml``, ``pt.yaml``, ``us.yaml`` (2D), or one for all."""
     if single_file is not None:
         return dict.fromkeys(MODALITIES, Path(single_file))
     return {m: Path(params_dir) / f"{m.lower()}.yaml" for m in MODALITIES}

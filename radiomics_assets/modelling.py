@@ -7,18 +7,32 @@ cross-validated estimate never sees the patients it is scored on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
-from sklearn.feature_selection import SelectKBest, VarianceThreshold, f_classif
+from scipy.stats import mannwhitneyu, rankdata
+from sklearn.base import BaseEstimator, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.feature_selection import RFE, SelectorMixin, VarianceThreshold, f_classif, mutual_info_classif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 
 
 def wide_matrix(features_long: pd.DataFrame) -> pd.DataFrame:
@@ -65,23 +79,119 @@ def rank_features(X: pd.DataFrame, y: pd.Series, max_correlation: float = 0.95) 
     return ranked
 
 
-def make_pipeline(seed: int) -> Pipeline:
+SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree")
+FILTER_METHODS = ("anova", "mannwhitney", "mutual_info")
+
+
+class Selector(SelectorMixin, BaseEstimator):
+    """Keeps the ``k`` best features by one configurable method; a Pipeline step, so it is refitted per fold.
+
+    Filter methods (``anova`` F, ``mannwhitney`` |AUC - 0.5|, ``mutual_info``) walk the ranking and skip any
+    feature whose |Spearman| correlation with an already kept one exceeds ``max_correlation``. ``rfe`` is
+    recursive feature elimination with a balanced logistic regression (wrapper); ``l1`` ranks by the
+    coefficients of an L1 logistic regression and ``tree`` by extra-trees importances (embedded).
+    """
+
+    def __init__(self, method: str = "anova", k: int = 10, max_correlation: float = 0.95, random_state: int = 0):
+        self.method = method
+        self.k = k
+        self.max_correlation = max_correlation
+        self.random_state = random_state
+
+    def _scores(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if self.method == "anova":
+            return np.nan_to_num(f_classif(X, y)[0])
+        if self.method == "mannwhitney":
+            ranks = rankdata(X, axis=0)
+            n1, n0 = int((y == 1).sum()), int((y == 0).sum())
+            auc = (ranks[y == 1].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+            return np.abs(auc - 0.5)
+        if self.method == "mutual_info":
+            return mutual_info_classif(X, y, random_state=self.random_state)
+        if self.method == "rfe":
+            estimator = LogisticRegression(class_weight="balanced", C=0.5, max_iter=5000)
+            rfe = RFE(estimator, n_features_to_select=min(self.k, X.shape[1]), step=0.2).fit(X, y)
+            return 1.0 / rfe.ranking_
+        if self.method == "l1":
+            l1 = LogisticRegression(penalty="l1", solver="liblinear", C=0.5, class_weight="balanced",
+                                    random_state=self.random_state).fit(X, y)  # fmt: skip
+            return np.abs(l1.coef_[0])
+        if self.method == "tree":
+            trees = ExtraTreesClassifier(n_estimators=100, class_weight="balanced", random_state=self.random_state)
+            return trees.fit(X, y).feature_importances_
+        raise ValueError(f"unknown selection method {self.method!r}; choose one of {SELECTION_METHODS}")
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, dtype=float), np.asarray(y)
+        self.scores_ = self._scores(X, y)
+        order = np.argsort(-self.scores_, kind="stable")
+        k = max(1, min(self.k, X.shape[1]))
+        kept: list[int] = []
+        if self.method in FILTER_METHODS and self.max_correlation < 1:
+            ranks = rankdata(X, axis=0)
+            for j in order:
+                if kept:
+                    corr = np.abs(np.corrcoef(ranks[:, [j] + kept], rowvar=False)[0, 1:])
+                    if np.nanmax(corr) > self.max_correlation:
+                        continue
+                kept.append(int(j))
+                if len(kept) == k:
+                    break
+        else:
+            kept = [int(j) for j in order[:k]]
+        self.support_ = np.zeros(X.shape[1], dtype=bool)
+        self.support_[kept] = True
+        return self
+
+    def _get_support_mask(self):
+        return self.support_
+
+
+def _estimator(name: str, seed: int):
+    if name == "logreg":
+        return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
+    if name == "random_forest":
+        return RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
+    if name == "svm":
+        # Platt scaling on internal 3-fold CV predictions (SVC(probability=True) is deprecated in sklearn 1.9).
+        svc = SVC(kernel="rbf", class_weight="balanced", random_state=seed)
+        return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+    if name == "gradient_boosting":
+        return HistGradientBoostingClassifier(max_iter=50, learning_rate=0.1, class_weight="balanced",
+                                              min_samples_leaf=3, random_state=seed)  # fmt: skip
+    raise ValueError(f"unknown model {name!r}; choose from {list(PARAM_GRIDS)}")
+
+
+PARAM_GRIDS: dict[str, dict[str, list]] = {
+    "logreg": {"select__k": [5, 10, 20], "classify__C": [0.05, 0.5, 5.0]},
+    "random_forest": {"select__k": [5, 20], "classify__max_depth": [3, None]},
+    "svm": {"select__k": [5, 10, 20], "classify__estimator__C": [0.5, 5.0]},
+    "gradient_boosting": {"select__k": [5, 20], "classify__max_depth": [2, 3]},
+}
+PARAM_GRID = PARAM_GRIDS["logreg"]
+MODELS = tuple(PARAM_GRIDS)
+
+
+def make_pipeline(
+    seed: int, model: str = "logreg", selection: str = "anova", max_correlation: float = 0.95
+) -> Pipeline:
+    """impute (median) -> drop constant -> scale -> select (configurable) -> classifier (class-balanced)."""
+    if selection not in SELECTION_METHODS:
+        raise ValueError(f"unknown selection method {selection!r}; choose one of {SELECTION_METHODS}")
     return Pipeline([
         ("impute", SimpleImputer(strategy="median")),
         ("drop_constant", VarianceThreshold(0.0)),
         ("scale", StandardScaler()),
-        ("select", SelectKBest(f_classif, k=10)),
-        ("classify", LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)),
+        ("select", Selector(selection, k=10, max_correlation=max_correlation, random_state=seed)),
+        ("classify", _estimator(model, seed)),
     ])  # fmt: skip
 
 
-PARAM_GRID = {"select__k": [5, 10, 20], "classify__C": [0.05, 0.5, 5.0]}
-
-
-def tuned_model(n_samples: int, seed: int, smallest_class: int = 3) -> GridSearchCV:
+def tuned_model(n_samples: int, seed: int, smallest_class: int = 3, model: str = "logreg",
+                selection: str = "anova") -> GridSearchCV:  # fmt: skip
     inner = StratifiedKFold(n_splits=max(2, min(3, smallest_class)), shuffle=True, random_state=seed)
-    grid = {k: [v for v in vs if k != "select__k" or v < n_samples] or vs for k, vs in PARAM_GRID.items()}
-    return GridSearchCV(make_pipeline(seed), grid, scoring="roc_auc", cv=inner, error_score="raise")
+    grid = {k: [v for v in vs if k != "select__k" or v < n_samples] or vs for k, vs in PARAM_GRIDS[model].items()}
+    return GridSearchCV(make_pipeline(seed, model, selection), grid, scoring="roc_auc", cv=inner, error_score="raise")
 
 
 @dataclass
@@ -90,6 +200,10 @@ class CrossValidation:
     probabilities: np.ndarray
     y: np.ndarray
     patient_ids: list[str]
+    model: str = "logreg"
+    repeat_aucs: list[float] = field(default_factory=list)
+    selection_frequency: dict[str, float] = field(default_factory=dict)
+    fold_params: list[dict] = field(default_factory=list)
 
 
 MIN_PER_CLASS = 4  # outer 2-fold with an inner 2-fold still has a patient of each class in every split
@@ -104,25 +218,71 @@ def require_class_sizes(y: pd.Series) -> None:
         )
 
 
-def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5) -> CrossValidation:
-    """Out-of-fold probabilities from nested CV (outer stratified k-fold, grid search inside)."""
+def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
+    """Input feature names that survive ``drop_constant`` and ``select`` in a fitted pipeline."""
+    kept = np.asarray(columns)[pipeline.named_steps["drop_constant"].get_support()]
+    return list(kept[pipeline.named_steps["select"].get_support()])
+
+
+def selection_scores(pipeline: Pipeline, columns: list[str]) -> dict[str, float]:
+    kept = np.asarray(columns)[pipeline.named_steps["drop_constant"].get_support()]
+    return {str(f): float(s) for f, s in zip(kept, pipeline.named_steps["select"].scores_, strict=True)}
+
+
+def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5, repeats: int = 2,
+                   model: str = "logreg", selection: str = "anova") -> CrossValidation:  # fmt: skip
+    """Nested CV: outer repeated stratified k-fold, grid search inside every outer training set.
+
+    A patient's probability is the mean of its out-of-fold probabilities over the repeats; the AUC of each
+    repeat is kept to show the spread. Also counts how often each feature is selected across outer fits.
+    """
     require_class_sizes(y)
     folds = int(min(folds, np.bincount(y.to_numpy()).min()))
-    outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    outer = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     smallest_train_class = int(np.bincount(y.to_numpy()).min()) * (folds - 1) // folds
-    search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class)
-    probabilities = cross_val_predict(search, X, y, cv=outer, method="predict_proba")[:, 1]
-    scheme = f"nested CV: outer stratified {folds}-fold, inner 3-fold grid search over {PARAM_GRID}"
-    return CrossValidation(scheme, probabilities, y.to_numpy(), list(X.index))
+    search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class, model, selection)
+    y_arr, X_arr = y.to_numpy(), X.to_numpy(dtype=float)
+    per_repeat = np.full((repeats, len(y)), np.nan)
+    counts = pd.Series(0.0, index=X.columns)
+    fold_params = []
+    for i, (train, test) in enumerate(outer.split(X, y_arr)):
+        fitted = clone(search).fit(X_arr[train], y_arr[train])
+        per_repeat[i // folds, test] = fitted.predict_proba(X_arr[test])[:, 1]
+        counts[selected_columns(fitted.best_estimator_, list(X.columns))] += 1
+        fold_params.append(fitted.best_params_)
+    repeat_aucs = [float(roc_auc_score(y_arr, row)) for row in per_repeat]
+    scheme = (f"nested CV: outer repeated stratified {folds}-fold x {repeats} (probabilities averaged over repeats), "
+              f"inner {search.cv.n_splits}-fold grid search over {PARAM_GRIDS[model]}; model {model}, "
+              f"selection {selection}")  # fmt: skip
+    frequency = (counts / (folds * repeats)).sort_values(ascending=False)
+    return CrossValidation(scheme, per_repeat.mean(axis=0), y_arr, list(X.index), model, repeat_aucs,
+                           {k: float(v) for k, v in frequency[frequency > 0].items()}, fold_params)  # fmt: skip
 
 
-def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0) -> GridSearchCV:
+def compare_models(X: pd.DataFrame, y: pd.Series, seed: int = 0, models=MODELS, selection: str = "anova",
+                   folds: int = 5, repeats: int = 2) -> dict[str, CrossValidation]:  # fmt: skip
+    """Nested CV of every candidate on the same splits; ``best_model`` picks the highest mean AUC."""
+    # One thread per fit: on tiny cohorts OpenMP/BLAS threads (gradient boosting) cost more than they gain.
+    with threadpool_limits(limits=1):
+        return {m: cross_validate(X, y, seed, folds, repeats, m, selection) for m in models}
+
+
+def best_model(results: dict[str, CrossValidation]) -> str:
+    return max(results, key=lambda m: (roc_auc_score(results[m].y, results[m].probabilities), -list(results).index(m)))
+
+
+def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0, model: str = "logreg",
+              selection: str = "anova") -> GridSearchCV:  # fmt: skip
     require_class_sizes(y)
-    return tuned_model(len(y) * 2 // 3, seed, int(np.bincount(y.to_numpy()).min())).fit(X, y)
+    return tuned_model(len(y) * 2 // 3, seed, int(np.bincount(y.to_numpy()).min()), model, selection).fit(
+        np.asarray(X, dtype=float), y.to_numpy()
+    )
 
 
-def metrics(cv: CrossValidation, threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    y, p = cv.y, cv.probabilities
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_bootstrap: int = 1000,
+                   seed: int = 0) -> dict:  # fmt: skip
+    """Discrimination (AUC + bootstrap CI, average precision), calibration (Brier) and threshold metrics."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     predicted = (p >= threshold).astype(int)
     rng = np.random.default_rng(seed)
     boot = []
@@ -130,18 +290,30 @@ def metrics(cv: CrossValidation, threshold: float = 0.5, n_bootstrap: int = 1000
         idx = rng.integers(0, len(y), len(y))
         if len(np.unique(y[idx])) == 2:
             boot.append(roc_auc_score(y[idx], p[idx]))
+    both = len(np.unique(y)) == 2
     tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
     return {
-        "auc": float(roc_auc_score(y, p)),
-        "auc_ci_low": float(np.percentile(boot, 2.5)),
-        "auc_ci_high": float(np.percentile(boot, 97.5)),
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "auc_ci_low": float(np.percentile(boot, 2.5)) if boot else float("nan"),
+        "auc_ci_high": float(np.percentile(boot, 97.5)) if boot else float("nan"),
+        "average_precision": float(average_precision_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p)),
         "accuracy": float(accuracy_score(y, predicted)),
         "precision": float(precision_score(y, predicted, zero_division=0)),
         "recall": float(recall_score(y, predicted, zero_division=0)),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "f1": float(f1_score(y, predicted, zero_division=0)),
         "threshold": threshold,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "n_patients": int(len(y)),
         "n_positive": int(y.sum()),
-        "cv_scheme": cv.scheme,
     }
+
+
+def metrics(cv: CrossValidation, threshold: float = 0.5, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    figures = binary_metrics(cv.y, cv.probabilities, threshold, n_bootstrap, seed)
+    figures["cv_scheme"] = cv.scheme
+    if cv.repeat_aucs:
+        figures["auc_per_repeat"] = cv.repeat_aucs
+        figures["auc_repeat_sd"] = float(np.std(cv.repeat_aucs))
+    return figures

@@ -15,6 +15,14 @@ import SimpleITK as sitk
 
 from radiomics_assets.dicom_series import DicomInputError, PatientFiles, describe_series, read_series, scan_inbox
 from radiomics_assets.features import ExtractionTarget, extract, image_hash, load_extractor
+from radiomics_assets.file_inputs import (
+    FilePair,
+    file_series_uid,
+    pair_modality,
+    read_pair_image,
+    read_pair_masks,
+    scan_file_pairs,
+)
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 from radiomics_assets.warehouse import Warehouse
@@ -23,16 +31,52 @@ from radiomics_assets.warehouse import Warehouse
 def find_patient(root: DataRoot, key: str) -> PatientFiles:
     scan = scan_inbox(root.inbox)
     if key not in scan.patients:
-        raise DicomInputError(f"no DICOM files for patient key {key!r} under {root.inbox}")
+        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {root.inbox}")
     return scan.patients[key]
+
+
+def inbox_patient_keys(inbox: Path) -> set[str]:
+    """Partition keys of every patient in the inbox: DICOM PatientIDs and NIfTI/NRRD/PNG pair ids."""
+    return set(scan_inbox(inbox).patients) | set(scan_file_pairs(inbox)[0])
+
+
+def find_file_pair(root: DataRoot, key: str) -> FilePair | None:
+    """The image/mask file pair of ``key`` when the patient came as files rather than DICOM."""
+    return scan_file_pairs(root.inbox)[0].get(key)
 
 
 def _safe_name(text: str) -> str:
     return patient_key(text)
 
 
-def ingest_studies(root: DataRoot, key: str) -> pd.DataFrame:
-    """Read and validate every image series of a patient, store canonical volumes; returns ``series`` rows."""
+def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataFrame:
+    image = read_pair_image(pair)
+    series_uid = file_series_uid(pair.image)
+    out_dir = root.volumes / pair.key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume_path = out_dir / f"{_safe_name(series_uid)}.nii.gz"
+    sitk.WriteImage(image, str(volume_path), useCompression=True)
+    size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
+    return pd.DataFrame([{
+        "patient_id": pair.key, "study_uid": "", "series_uid": series_uid, "modality": pair_modality(pair, modality),
+        "frame_of_reference_uid": "", "n_slices": int(size[2]),
+        "size_x": size[0], "size_y": size[1], "size_z": size[2],
+        "spacing_x": spacing[0], "spacing_y": spacing[1], "spacing_z": spacing[2],
+        "origin_x": origin[0], "origin_y": origin[1], "origin_z": origin[2],
+        "source_path": str(pair.image.relative_to(root.root)), "volume_path": str(volume_path),
+        "image_hash": image_hash(image), "ingested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    }])  # fmt: skip
+
+
+def ingest_studies(root: DataRoot, key: str, file_modality: str = "CT") -> pd.DataFrame:
+    """Read and validate every image series of a patient, store canonical volumes; returns ``series`` rows.
+
+    A patient given as an image/mask file pair (NIfTI, NRRD, PNG) gets one series of modality
+    ``file_modality`` (``US`` for PNG; a ``<id>.json`` sidecar overrides both).
+    """
+    pair = find_file_pair(root, key)
+    if pair is not None and key not in scan_inbox(root.inbox).patients:
+        return _ingest_file_pair(root, pair, file_modality)
     patient = find_patient(root, key)
     if not patient.image_series:
         raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}")
@@ -74,8 +118,36 @@ def _image_series_for(series: pd.DataFrame, referenced: frozenset[str], frame_ui
     )
 
 
-def build_masks(root: DataRoot, key: str, series: pd.DataFrame, roi_pattern: str) -> pd.DataFrame:
-    """Rasterise every matching RTSTRUCT ROI onto its image series; returns ``masks`` rows."""
+def _file_pair_masks(root: DataRoot, pair: FilePair, series: pd.DataFrame, resample: bool) -> pd.DataFrame:
+    target = series.iloc[0]
+    image = sitk.ReadImage(target.volume_path)
+    out_dir = root.masks / pair.key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for roi, mask in read_pair_masks(pair, image, resample_masks_to_image=resample).items():
+        voxels = int(sitk.GetArrayViewFromImage(mask).sum())
+        mask_path = out_dir / f"{_safe_name(target.series_uid)}__{roi}.nii.gz"
+        sitk.WriteImage(mask, str(mask_path), useCompression=True)
+        rows.append({
+            "patient_id": pair.key, "series_uid": target.series_uid, "roi": roi, "source_kind": "file",
+            "source_path": ";".join(str(p.relative_to(root.root)) for p in pair.masks), "voxel_count": voxels,
+            "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0, "mask_path": str(mask_path),
+            "mask_hash": image_hash(mask),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def build_masks(
+    root: DataRoot, key: str, series: pd.DataFrame, roi_pattern: str, resample_masks_to_image: bool = False
+) -> pd.DataFrame:
+    """Rasterise every matching RTSTRUCT ROI onto its image series, or read file masks; returns ``masks`` rows.
+
+    ``resample_masks_to_image`` resamples a file mask on another grid than its image (nearest neighbour)
+    instead of failing; it does not apply to RTSTRUCTs, which are rasterised on the image grid anyway.
+    """
+    pair = find_file_pair(root, key)
+    if pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
+        return _file_pair_masks(root, pair, series, resample_masks_to_image)
     patient = find_patient(root, key)
     if not patient.rtstructs:
         raise DicomInputError(f"patient {key}: no RTSTRUCT in {root.inbox} (automated segmentation comes later)")

@@ -107,5 +107,5 @@ def test_definitions_list_every_asset_sensor_and_schedule():
     repo = defs.get_repository_def()
     names = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     assert names == {"studies", "roi_masks", "features", "labels", "feature_matrix", "selected_features",
-                     "model", "validation_report"}  # fmt: skip
+                     "model", "validation_report", "predictions"}  # fmt: skip
     assert repo.get_sensor_def("inbox_sensor") and repo.get_schedule_def("weekly_retrain")

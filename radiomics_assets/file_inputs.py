@@ -1,0 +1,229 @@
+"""Non-DICOM inputs: NIfTI/NRRD image + mask pairs and 2D PNG images with masks (the BUSI ultrasound layout).
+
+Layouts (any nesting under the inbox):
+- ``<id>.nii.gz`` + ``<id>_mask.nii.gz`` (also ``.nii``, ``.nrrd``), optional ``<id>.json`` sidecar
+  ``{"modality": "MR"}``. Each non-zero mask label becomes an ROI ``label_<n>`` (a single ROI ``mask`` when the
+  mask holds one label value).
+- ``<id>.png`` + ``<id>_mask.png`` (+ ``<id>_mask_1.png``, ...: merged by OR into one lesion mask), RGB converted
+  to grayscale, modality ``US``; the class folder (``benign``/``malignant``) can become the label.
+
+The partition key is ``patient_key(<id>)``, e.g. ``benign (3).png`` -> ``benign_3``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from radiomics_assets.dicom_series import DicomInputError, inbox_files
+from radiomics_assets.paths import patient_key
+
+log = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+PNG_SUFFIX = ".png"
+_MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<n>\d+))?$")
+SPACING_TOLERANCE_MM = 1e-3
+DIRECTION_TOLERANCE = 1e-4
+
+
+@dataclass
+class FilePair:
+    """One image file with its mask file(s); ``kind`` is ``volume`` (NIfTI/NRRD) or ``png``."""
+
+    key: str
+    kind: str
+    image: Path | None = None
+    masks: list[Path] = field(default_factory=list)
+    sidecar: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return sorted(p for p in [self.image, *self.masks, self.sidecar] if p is not None)
+
+
+def _split_suffix(path: Path) -> tuple[str, str] | None:
+    name = path.name
+    for suffix in (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return None
+
+
+def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
+    """Image/mask pairs under ``inbox`` by partition key, and files that look like pairs but are incomplete."""
+    groups: dict[tuple[Path, str, str], FilePair] = {}
+    sidecars: dict[tuple[Path, str], Path] = {}
+    for path in inbox_files(inbox):
+        split = _split_suffix(path)
+        if split is None:
+            continue
+        stem, suffix = split
+        if suffix == ".json":
+            sidecars[(path.parent, stem)] = path
+            continue
+        kind = "png" if suffix == PNG_SUFFIX else "volume"
+        match = _MASK.match(stem)
+        ident = match.group("id") if match else stem
+        try:
+            key = patient_key(ident)
+        except ValueError:
+            continue
+        pair = groups.setdefault((path.parent, ident, kind), FilePair(key=key, kind=kind))
+        if match:
+            pair.masks.append(path)
+        else:
+            pair.image = path
+    pairs: dict[str, FilePair] = {}
+    incomplete: dict[Path, str] = {}
+    for (folder, ident, _), pair in sorted(groups.items()):
+        pair.masks.sort()
+        if pair.image is None or not pair.masks:
+            for path in pair.paths:
+                missing = "image" if pair.image is None else "mask"
+                incomplete[path] = f"{path}: no {missing} file beside it for {ident!r}"
+            continue
+        if pair.key in pairs:
+            incomplete[pair.image] = f"{pair.image}: patient key {pair.key!r} already used by {pairs[pair.key].image}"
+            continue
+        pair.sidecar = sidecars.get((folder, ident))
+        pairs[pair.key] = pair
+    return pairs, incomplete
+
+
+def file_series_uid(path: Path) -> str:
+    """Stable series UID for an image file: hash of its content."""
+    return "file-" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:24]
+
+
+def pair_modality(pair: FilePair, default: str = "CT") -> str:
+    """Sidecar ``{"modality": ...}`` if present, else ``US`` for PNG, else ``default``."""
+    if pair.sidecar is not None:
+        try:
+            value = json.loads(pair.sidecar.read_text()).get("modality")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise DicomInputError(f"{pair.sidecar}: unreadable JSON sidecar ({exc})") from exc
+        if value:
+            return str(value).upper()
+    return "US" if pair.kind == "png" else default.upper()
+
+
+def _read(path: Path, what: str) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise DicomInputError(f"{path}: unreadable {what} ({first})") from exc
+
+
+def _png_array(path: Path, what: str) -> np.ndarray:
+    image = _read(path, what)
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        channels = array[..., :3]
+        if what == "image":
+            array = (
+                channels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+                if channels.shape[-1] == 3
+                else channels[..., 0]
+            )
+        else:
+            array = channels.max(axis=-1)
+    if array.ndim != 2:
+        raise DicomInputError(f"{path}: expected a 2D {what}, got array shape {array.shape}")
+    return array
+
+
+def read_pair_image(pair: FilePair) -> sitk.Image:
+    """The image as float32; a PNG becomes a one-slice 3D volume (grayscale, 1 mm pixels)."""
+    if pair.kind == "png":
+        image = sitk.GetImageFromArray(_png_array(pair.image, "image")[None])
+        return sitk.Cast(image, sitk.sitkFloat32)
+    image = _read(pair.image, "image")
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise DicomInputError(f"{pair.image}: multi-component image, expected a scalar volume")
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> str | None:
+    if a.GetSize() != b.GetSize():
+        return f"size {b.GetSize()} vs {a.GetSize()}"
+    for name, tol in (("spacing", SPACING_TOLERANCE_MM), ("origin", SPACING_TOLERANCE_MM),
+                      ("direction", DIRECTION_TOLERANCE)):  # fmt: skip
+        va, vb = getattr(a, f"Get{name.capitalize()}")(), getattr(b, f"Get{name.capitalize()}")()
+        if not np.allclose(va, vb, atol=tol):
+            return f"{name} {tuple(round(v, 4) for v in vb)} vs {tuple(round(v, 4) for v in va)}"
+    return None
+
+
+def read_pair_masks(pair: FilePair, image: sitk.Image, resample_masks_to_image: bool = False) -> dict[str, sitk.Image]:
+    """ROI name -> binary uint8 mask on the grid of ``image`` (as returned by :func:`read_pair_image`)."""
+    if pair.kind == "png":
+        merged = np.zeros(sitk.GetArrayViewFromImage(image).shape[1:], dtype=bool)
+        for path in pair.masks:
+            array = _png_array(path, "mask")
+            if array.shape != merged.shape:
+                raise DicomInputError(
+                    f"{path}: mask size {array.shape[::-1]} differs from its image {pair.image} {merged.shape[::-1]}"
+                )
+            merged |= array > 0
+        if not merged.any():
+            raise DicomInputError(f"{', '.join(map(str, pair.masks))}: empty mask (no lesion) for image {pair.image}")
+        mask = sitk.GetImageFromArray(merged[None].astype(np.uint8))
+        mask.CopyInformation(image)
+        return {"mask": mask}
+    if len(pair.masks) > 1:
+        raise DicomInputError(f"{pair.image}: several mask files {[str(p) for p in pair.masks]}, expected one")
+    path = pair.masks[0]
+    mask = _read(path, "mask")
+    if mask.GetNumberOfComponentsPerPixel() > 1:
+        raise DicomInputError(f"{path}: multi-component mask, expected a label image")
+    if mask.GetDimension() == 2:
+        mask = sitk.JoinSeries(mask)
+    mismatch = _same_grid(image, mask)
+    if mismatch:
+        if not resample_masks_to_image:
+            raise DicomInputError(
+                f"{path}: mask geometry differs from image {pair.image} ({mismatch}); fix the files or set "
+                "resample_masks_to_image to resample the mask (nearest neighbour)"
+            )
+        log.warning("resampling mask %s onto the grid of %s (nearest neighbour): %s", path, pair.image, mismatch)
+        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+    labels = sitk.GetArrayFromImage(mask)
+    values = sorted(int(v) for v in np.unique(labels) if v != 0)
+    if not values:
+        raise DicomInputError(f"{path}: empty mask (no non-zero voxel) for image {pair.image}")
+    out = {}
+    for value in values:
+        roi = sitk.GetImageFromArray((labels == value).astype(np.uint8))
+        roi.CopyInformation(image)
+        out["mask" if len(values) == 1 else f"label_{value}"] = roi
+    return out
+
+
+def labels_from_folders(
+    inbox: Path, classes: tuple[str, ...] = ("benign", "malignant")
+) -> tuple[pd.DataFrame, list[str]]:
+    """``patient_id,label`` from the class folder of each PNG pair; other folders (e.g. ``normal``) are noted."""
+    pairs, _ = scan_file_pairs(inbox)
+    rows, notes = [], []
+    for key, pair in sorted(pairs.items()):
+        folder = pair.image.parent.name.lower()
+        if folder in classes:
+            rows.append({"patient_id": key, "label": folder})
+        else:
+            notes.append(
+                f"{pair.image}: folder {pair.image.parent.name!r} is not one of {list(classes)}; excluded"
+                + (" (normal images have empty masks)" if folder == "normal" else "")
+            )
+    return pd.DataFrame(rows, columns=["patient_id", "label"]), notes
