@@ -8,7 +8,6 @@ else raises :class:`DicomInputError` naming the file and the problem, instead of
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,10 +211,3 @@ def describe_series(files: list[DicomFile], image: sitk.Image) -> SeriesInfo:
         first_file=min(f.path for f in files),
     )
 
-
-def patients_by_key(scan: InboxScan) -> dict[str, list[str]]:
-    """Partition key -> series UIDs (for logs and metadata)."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for key, patient in scan.patients.items():
-        out[key].extend(sorted(patient.image_series))
-    return dict(out)

@@ -45,16 +45,13 @@ def find_file_pair(root: DataRoot, key: str) -> FilePair | None:
     return scan_file_pairs(root.inbox)[0].get(key)
 
 
-def _safe_name(text: str) -> str:
-    return patient_key(text)
-
 
 def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataFrame:
     image = read_pair_image(pair)
     series_uid = file_series_uid(pair.image)
     out_dir = root.volumes / pair.key
     out_dir.mkdir(parents=True, exist_ok=True)
-    volume_path = out_dir / f"{_safe_name(series_uid)}.nii.gz"
+    volume_path = out_dir / f"{patient_key(series_uid)}.nii.gz"
     sitk.WriteImage(image, str(volume_path), useCompression=True)
     size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
     return pd.DataFrame([{
@@ -90,7 +87,7 @@ def ingest_studies(root: DataRoot, key: str, file_modality: str = "CT") -> pd.Da
             beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
             raise DicomInputError("; ".join([str(exc), *beside])) from exc
         info = describe_series(files, image)
-        volume_path = out_dir / f"{_safe_name(series_uid)}.nii.gz"
+        volume_path = out_dir / f"{patient_key(series_uid)}.nii.gz"
         sitk.WriteImage(image, str(volume_path), useCompression=True)
         rows.append({
             "patient_id": key, "study_uid": info.study_uid, "series_uid": series_uid, "modality": info.modality,
@@ -126,7 +123,7 @@ def _file_pair_masks(root: DataRoot, pair: FilePair, series: pd.DataFrame, resam
     rows = []
     for roi, mask in read_pair_masks(pair, image, resample_masks_to_image=resample).items():
         voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-        mask_path = out_dir / f"{_safe_name(target.series_uid)}__{roi}.nii.gz"
+        mask_path = out_dir / f"{patient_key(target.series_uid)}__{roi}.nii.gz"
         sitk.WriteImage(mask, str(mask_path), useCompression=True)
         rows.append({
             "patient_id": pair.key, "series_uid": target.series_uid, "roi": roi, "source_kind": "file",
@@ -168,7 +165,7 @@ def build_masks(
             voxels = int(sitk.GetArrayViewFromImage(mask).sum())
             if voxels == 0:
                 raise DicomInputError(f"{rt.path}: ROI {roi.name!r} is empty on series {target.series_uid}")
-            mask_path = out_dir / f"{_safe_name(target.series_uid)}__{_safe_name(roi.name)}.nii.gz"
+            mask_path = out_dir / f"{patient_key(target.series_uid)}__{patient_key(roi.name)}.nii.gz"
             sitk.WriteImage(mask, str(mask_path), useCompression=True)
             rows.append({
                 "patient_id": key, "series_uid": target.series_uid, "roi": roi.name, "source_kind": "rtstruct",
