@@ -2,25 +2,28 @@
 
 What is measured
 ----------------
-(a) ``pyradiomics batch.csv --jobs N --param ct.yaml -o out.csv -f csv`` on NIfTI image/mask pairs.
+(a) ``pyradiomics batch.csv --jobs N --param P -o out.csv -f csv`` on NIfTI image/mask pairs.
     The DICOM -> NIfTI conversion that produces those pairs (done with the project's own readers:
     ``scan_inbox``, ``read_series``, ``read_structure_set``, ``select_rois("GTV.*")``, ``rasterise``)
-    is NOT part of (a)'s timing.
-(b) ``radiomics-assets --data-dir DIR run``: the whole pipeline headless, from DICOM in the inbox to the
-    DuckDB ``features`` table (it also materialises the cohort assets: labels, matrix, model, report).
-    It runs the partitions one after another in one process (no ``--jobs``).
+    is NOT part of (a)'s timing: (a) gets its inputs for free.
+(b) ``radiomics-assets --data-dir DIR run --no-cohort``: our pipeline headless, from DICOM in the inbox to the
+    DuckDB ``features`` table: DICOM crawling and validation, volumes and masks written, PyRadiomics,
+    provenance, DuckDB writes, Dagster runs and events, interpreter start-up. All patients go into one
+    Dagster run whose worker processes (one per core by default) extract in parallel.
 
-Both use ``radiomics_assets/params/ct.yaml``. For each run the script reports wall time, CPU time
-(user + system) of the child process tree as the delta of ``getrusage(RUSAGE_CHILDREN)`` around the run,
-and peak RSS. Peak RSS is ``ru_maxrss`` of the rusage that ``wait4`` returns for that one child, i.e. the
-largest resident set of any single process in its tree (not a sum over concurrent workers);
-``RUSAGE_CHILDREN``'s own ``ru_maxrss`` is a maximum over every child ever waited for, so it cannot tell
-two runs apart.
+Both use the same parameter file (``--params``, default ``radiomics_assets/params/ct.yaml``) for every
+series, whatever its modality. For each run the script reports wall time, CPU time (user + system) summed
+over every process of the command's tree, and peak RSS of the largest single process (a worker or the main
+process). Both come from sampling /proc every 0.1 s (``ProcessTreeSampler``), because ``getrusage`` does not
+see processes that their parent's parent never waits for, such as a multiprocessing forkserver's workers.
 
 It also times pure extraction: ``radiomics_assets.features.extract`` called in this process, sequentially,
-on the same NIfTI pairs (images loaded beforehand). Orchestration overhead per partition is
-``(pipeline wall - pure extraction) / K``: DICOM reading, mask rasterising, NIfTI and DuckDB writes,
-Dagster bookkeeping, interpreter start-up and the cohort job, spread over the K patients.
+on the same NIfTI pairs (images loaded beforehand), E seconds. With W workers the best a pipeline could do
+is E / W, so the orchestration overhead per partition is ``(pipeline wall - E / W) / K``: DICOM reading, mask
+rasterising, NIfTI and DuckDB writes, Dagster bookkeeping and interpreter start-up, spread over K patients.
+
+Then it adds one new patient to the inbox and times ``radiomics-assets run --new-only`` (the incremental
+cost of one patient in a cohort of K, patient assets and cohort assets reported separately).
 
 Finally it checks that (a) and (b) agree: the maximum relative difference over the features both produced.
 
@@ -28,11 +31,14 @@ How to run
 ----------
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --patients 6
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --patients 20 --jobs 2 --data-dir /tmp/bench20
-    .venv/bin/python benchmarks/bench_vs_pyradiomics.py --inbox-from /path/to/dicom --data-dir /tmp/bench_real
+    .venv/bin/python benchmarks/bench_vs_pyradiomics.py --inbox-from ../shared/data/sarcoma/dicom
+    .venv/bin/python benchmarks/bench_vs_pyradiomics.py --inbox-from ../shared/data/sarcoma/dicom --replicate 2
 
 ``--data-dir`` must be empty or absent (default: a new temporary folder); everything is written under it.
-``--inbox-from`` benchmarks a DICOM folder of your own instead of a synthetic cohort (it is symlinked as the
-pipeline's inbox; without a ``labels.csv`` the pipeline's cohort job fails, which is reported but tolerated).
+``--inbox-from`` benchmarks a DICOM folder of your own instead of a synthetic cohort. ``--replicate R`` copies
+that folder R times into the work folder with PatientID rewritten (``<id>-r1``, ...), to reach a bigger cohort
+from a small real sample; the originals are not modified. Without a ``labels.csv`` the incremental run's
+cohort job fails, which is reported but tolerated.
 """
 
 from __future__ import annotations
@@ -40,18 +46,21 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pydicom
 import SimpleITK as sitk
 
+from radiomics_assets.batch import default_workers
 from radiomics_assets.dicom_series import read_series, scan_inbox
 from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract
 from radiomics_assets.paths import patient_key
@@ -80,6 +89,7 @@ class RunStats:
     cpu_s: float
     peak_rss_mib: float
     returncode: int
+    processes: int = 1
 
 
 def _safe(text: str) -> str:
@@ -115,39 +125,116 @@ def convert_inbox(inbox: Path, out_dir: Path) -> list[Case]:
     return cases
 
 
+class ProcessTreeSampler:
+    """Polls /proc for every process descended from ``root_pid``: CPU seconds and peak RSS of each.
+
+    ``getrusage`` misses processes that are not waited for by their parents' parents (a multiprocessing
+    forkserver's workers, for instance), so the tree is sampled every ``interval`` seconds instead: a
+    process's CPU is its last sampled utime + stime, its peak RSS the kernel's high-water mark (VmHWM).
+    """
+
+    def __init__(self, root_pid: int, interval: float = 0.1):
+        self.root_pid, self.interval = root_pid, interval
+        self.cpu_s: dict[int, float] = {}
+        self.peak_rss_mib: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ticks = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> ProcessTreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _tree(self) -> list[int]:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        tree, frontier = [self.root_pid], [self.root_pid]
+        while frontier:
+            frontier = [pid for pid, parent in parents.items() if parent in frontier]
+            tree += frontier
+        return tree
+
+    def _sample(self) -> None:
+        for pid in self._tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            self.cpu_s[pid] = (int(fields[11]) + int(fields[12])) / self._ticks
+            hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+            if hwm:
+                self.peak_rss_mib[pid] = max(self.peak_rss_mib.get(pid, 0.0), int(hwm[0]) / 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+
 def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> RunStats:
-    """Run ``cmd`` to completion; wall time, CPU of its process tree and its peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Run ``cmd`` to completion; wall time, CPU of its whole process tree and the largest process's peak RSS."""
     start = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps it, so RUSAGE_CHILDREN now includes its tree
+        with ProcessTreeSampler(proc.pid) as tree:
+            _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return RunStats(wall, cpu, usage.ru_maxrss / 1024, proc.returncode)
+    # The root process's own rusage is exact; its descendants come from the samples.
+    own_cpu = usage.ru_utime + usage.ru_stime
+    cpu = max(own_cpu, sum(tree.cpu_s.values()))
+    peak = max([usage.ru_maxrss / 1024, *tree.peak_rss_mib.values()])
+    return RunStats(wall, cpu, peak, os.waitstatus_to_exitcode(status), len(tree.cpu_s))
 
 
-def run_pyradiomics_cli(cases: list[Case], work: Path, jobs: int) -> tuple[RunStats, Path]:
+def run_pyradiomics_cli(cases: list[Case], work: Path, jobs: int, params: Path) -> tuple[RunStats, Path]:
     batch, out = work / "batch.csv", work / "out.csv"
     with open(batch, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["Image", "Mask", *KEY_COLUMNS])  # extra columns are copied to the output
         writer.writerows([c.image_path, c.mask_path, c.patient_id, c.series_uid, c.roi] for c in cases)
-    cmd = [str(BIN / "pyradiomics"), str(batch), "--jobs", str(jobs), "--param", str(PARAMS),
+    cmd = [str(BIN / "pyradiomics"), str(batch), "--jobs", str(jobs), "--param", str(params),
            "-o", str(out), "-f", "csv"]  # fmt: skip
     return measure(cmd, work / "pyradiomics.log"), out
 
 
-def run_pipeline(data_root: Path, work: Path) -> tuple[RunStats, Path]:
-    env = {**os.environ, "DAGSTER_HOME": str(work / "dagster_home")}
+def run_pipeline(data_root: Path, work: Path, params: Path, *extra: str, log: str = "pipeline.log") -> RunStats:
+    env = {**os.environ, "DAGSTER_HOME": str(work / "dagster_home"), "RADIOMICS_PARAMS_FILE": str(params)}
     env.pop("RADIOMICS_DATA_DIR", None)
-    cmd = [str(BIN / "radiomics-assets"), "--data-dir", str(data_root), "run"]
-    return measure(cmd, work / "pipeline.log", env), data_root / "radiomics.duckdb"
+    cmd = [str(BIN / "radiomics-assets"), "--data-dir", str(data_root), "run", *extra]
+    return measure(cmd, work / log, env)
 
 
-def time_pure_extraction(cases: list[Case]) -> float:
+def replicate_inbox(source: Path, inbox: Path, copies: int) -> None:
+    """Copy every DICOM file under ``source`` ``copies`` times into ``inbox`` with PatientID made unique."""
+    for copy in range(1, copies + 1):
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            try:
+                ds = pydicom.dcmread(path)
+            except Exception:  # noqa: BLE001 - not DICOM: not part of the benchmark cohort
+                continue
+            ds.PatientID = f"{ds.PatientID}-r{copy}"
+            out = inbox / f"r{copy}" / path.relative_to(source)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(out)
+
+
+def timing_line(log: Path, prefix: str) -> str:
+    """The CLI's own timing line (e.g. ``patient assets: ...``) from a run's log, for the report."""
+    lines = [line for line in log.read_text().splitlines() if line.startswith(prefix)]
+    return lines[-1] if lines else f"{prefix} (not reported; see {log})"
+
+
+def time_pure_extraction(cases: list[Case], params: Path) -> float:
     targets = [
         ExtractionTarget(c.patient_id, c.series_uid, c.modality, c.roi,
                          sitk.ReadImage(str(c.image_path)), sitk.ReadImage(str(c.mask_path)))
@@ -155,7 +242,7 @@ def time_pure_extraction(cases: list[Case]) -> float:
     ]  # fmt: skip
     start = time.perf_counter()
     for target in targets:
-        extract(target, PARAMS)
+        extract(target, params)
     return time.perf_counter() - start
 
 
@@ -188,20 +275,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for the PyRadiomics CLI (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic cohort")
     parser.add_argument("--inbox-from", type=Path, help="benchmark this DICOM folder instead of a synthetic cohort")
+    parser.add_argument("--replicate", type=int, default=0, help="copies of --inbox-from with new PatientIDs")
+    parser.add_argument("--params", type=Path, default=PARAMS, help="PyRadiomics parameter file for both tools")
     args = parser.parse_args(argv)
+    params = args.params.resolve()
 
     work = (args.data_dir or Path(tempfile.mkdtemp(prefix="bench_radiomics_"))).resolve()
     if work.exists() and any(work.iterdir()):
         parser.error(f"{work} is not empty; give a new or empty --data-dir")
     data_root = work / "pipeline_data"
     data_root.mkdir(parents=True)
+    late = work / "late_patient"  # dropped into the inbox after the first run, for the incremental timing
 
-    if args.inbox_from:
-        (data_root / "inbox").symlink_to(args.inbox_from.resolve(), target_is_directory=True)
+    if args.inbox_from and args.replicate:
+        replicate_inbox(args.inbox_from.resolve(), data_root / "inbox", args.replicate)
+        print(f"inbox: {args.replicate} copies of {args.inbox_from.resolve()} with new PatientIDs")
+    elif args.inbox_from:
+        (data_root / "inbox").mkdir()
+        (data_root / "inbox" / "linked").symlink_to(args.inbox_from.resolve(), target_is_directory=True)
         print(f"inbox: {args.inbox_from.resolve()} (linked)")
     else:
         write_cohort(SynthConfig(n_patients=args.patients, seed=args.seed), data_root)
         print(f"inbox: synthetic cohort, {args.patients} patients, seed {args.seed}")
+    write_cohort(SynthConfig(n_patients=1, seed=args.seed + 1, id_prefix="LATE"), late)
 
     start = time.perf_counter()
     cases = convert_inbox(data_root / "inbox", work / "nifti")
@@ -210,18 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print("no image/mask pairs found; nothing to benchmark", file=sys.stderr)
         return 1
-    if any(c.modality != "CT" for c in cases):
-        print("note: non-CT series present; the pipeline uses its per-modality parameter file for them")
-    print(f"work dir: {work}\nparams: {PARAMS}")
+    workers = default_workers()
+    print(f"work dir: {work}\nparams: {params} (both tools, every modality)\nworkers (cores): {workers}")
     print(f"converted {len(cases)} image/mask pair(s) of {k} patient(s) to NIfTI in {convert_s:.1f} s "
           "(excluded from (a)'s timing)")  # fmt: skip
 
     print(f"(a) PyRadiomics CLI, --jobs {args.jobs} ...", flush=True)
-    cli, cli_csv = run_pyradiomics_cli(cases, work, args.jobs)
-    print("(b) radiomics-assets run ...", flush=True)
-    ours, warehouse = run_pipeline(data_root, work)
+    cli, cli_csv = run_pyradiomics_cli(cases, work, args.jobs, params)
+    print("(b) radiomics-assets run --no-cohort ...", flush=True)
+    ours = run_pipeline(data_root, work, params, "--no-cohort")
     print("pure extraction in-process ...", flush=True)
-    pure_s = time_pure_extraction(cases)
+    pure_s = time_pure_extraction(cases, params)
+    rel, where, n_common, n_unmatched = max_relative_difference(cli_csv, data_root / "radiomics.duckdb")
+    print("one more patient: radiomics-assets run --new-only ...", flush=True)
+    shutil.copytree(late / "inbox", data_root / "inbox", dirs_exist_ok=True)
+    if (data_root / "labels.csv").exists():
+        with open(data_root / "labels.csv", "a") as fh:
+            fh.write((late / "labels.csv").read_text().splitlines()[1] + "\n")
+    incremental = run_pipeline(data_root, work, params, "--new-only", log="incremental.log")
 
     if cli.returncode != 0:
         print(f"PyRadiomics CLI exited {cli.returncode}; see {work / 'pyradiomics.log'}", file=sys.stderr)
@@ -230,18 +332,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: radiomics-assets exited {ours.returncode} (see {work / 'pipeline.log'}); "
               "comparing the features it stored")  # fmt: skip
 
-    rows = [("(a) pyradiomics CLI, NIfTI", cli, f"--jobs {args.jobs}"), ("(b) radiomics-assets run, DICOM", ours, "1")]
+    rows = [("(a) pyradiomics CLI, NIfTI", cli, f"--jobs {args.jobs}"),
+            ("(b) radiomics-assets run, DICOM", ours, f"{workers} workers")]  # fmt: skip
     print(f"\nK = {k} patients, {len(cases)} image/mask pairs")
-    print(f"{'run':<34}{'procs':>8}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}")
-    for name, s, procs in rows:
-        print(f"{name:<34}{procs:>8}{s.wall_s:>9.1f}{s.cpu_s:>9.1f}{s.peak_rss_mib:>14.0f}")
+    print(f"{'run':<34}{'procs':>12}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}")
+    for name, stats, procs in rows:
+        print(f"{name:<34}{procs:>12}{stats.wall_s:>9.1f}{stats.cpu_s:>9.1f}{stats.peak_rss_mib:>14.0f}")
     print(f"ratio ours/theirs: wall {ours.wall_s / cli.wall_s:.2f}x, CPU {ours.cpu_s / cli.cpu_s:.2f}x")
-    print("(CPU = user+sys of the child process tree; peak RSS = largest single process in the tree)")
-    print(f"pure extraction (extract() in-process, sequential): {pure_s:.1f} s, {pure_s / k:.2f} s/patient")
-    print(f"orchestration overhead: ({ours.wall_s:.1f} - {pure_s:.1f}) / {k} = {(ours.wall_s - pure_s) / k:.2f} s "
-          "per partition (DICOM read, masks, NIfTI/DuckDB writes, Dagster, start-up, cohort job)")  # fmt: skip
+    print("(CPU = user+sys of every process in the command's tree, sampled from /proc; peak RSS = high-water mark "
+          f"of the largest single process: one worker or the main process; {ours.processes} processes seen for (b))")
+    print(f"pure extraction (extract() in-process, sequential): E = {pure_s:.1f} s, {pure_s / len(cases):.2f} s/pair")
+    overhead = (ours.wall_s - pure_s / workers) / k
+    print(f"orchestration overhead: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "
+          "(DICOM read, masks, NIfTI/DuckDB writes, Dagster, interpreter start-up)")  # fmt: skip
+    print(f"one new patient in a cohort of {k}: {incremental.wall_s:.1f} s wall for the whole command; "
+          f"{timing_line(work / 'incremental.log', 'patient assets:')}; "
+          f"{timing_line(work / 'incremental.log', 'cohort assets:')}")  # fmt: skip
 
-    rel, where, n_common, n_unmatched = max_relative_difference(cli_csv, warehouse)
     print(f"agreement: max relative difference {rel:.3g} over {n_common} common (case, feature) values "
           f"[worst: {where}]; {n_unmatched} value(s) only on one side")  # fmt: skip
     return 0

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from radiomics_assets.paths import DATA_DIR_ENV, default_data_dir
@@ -18,15 +19,37 @@ def _data_dir(args) -> Path:
 
 
 def step_failure_messages(result) -> list[str]:
-    """The domain error of each failed step (Dagster wraps it in errors of its own)."""
+    """The domain error of each failed step (Dagster wraps it in errors of its own).
+
+    The patient step fails with one line per failed patient (``<key> <stage>: <problem>``); those lines
+    are returned one by one. Other steps give ``<step>: <problem>``.
+    """
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
             error = event.event_specific_data.error
             while error.cause is not None and error.cls_name.startswith("Dagster"):
                 error = error.cause
-            messages.append(f"{event.step_key}: {error.message.strip()}")
+            text = error.message.strip()
+            if error.cls_name == "Failure":  # raised on purpose; its description is the message
+                messages += text.split(": ", 1)[-1].splitlines()
+            else:
+                messages.append(f"{event.step_key}: {text}")
     return messages
+
+
+def partition_ranges(registered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
+    """(first, last) of each run of consecutive ``wanted`` keys in the instance's partition order."""
+    wanted_set, ranges, start, previous = set(wanted), [], None, None
+    for key in registered:
+        if key in wanted_set:
+            start, previous = start or key, key
+        elif start is not None:
+            ranges.append((start, previous))
+            start = None
+    if start is not None:
+        ranges.append((start, previous))
+    return ranges
 
 
 def cmd_synth(args) -> int:
@@ -45,11 +68,12 @@ def cmd_run(args) -> int:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
-    from dagster import DagsterInstance
+    from dagster import AssetKey, DagsterInstance
 
     from radiomics_assets.definitions import defs, patients
     from radiomics_assets.dicom_series import scan_inbox
     from radiomics_assets.file_inputs import scan_file_pairs
+    from radiomics_assets.inbox_index import write_manifests
     from radiomics_assets.paths import DataRoot
 
     instance = DagsterInstance.get()
@@ -61,20 +85,36 @@ def cmd_run(args) -> int:
             print(f"note: ignored {path.relative_to(root)}: {why.split(': ', 1)[-1]}")
     keys = sorted(set(scan.patients) | set(pairs))
     instance.add_dynamic_partitions(patients.name, keys)
-    print(f"{len(keys)} patients registered; materialising their partitions")
+    write_manifests(DataRoot(root), keys)  # each partition then reads only its own files, as after the sensor
+    todo = keys
+    if getattr(args, "new_only", False):
+        done = instance.get_materialized_partitions(AssetKey("features"))
+        todo = [key for key in keys if key not in done]
+    print(f"{len(keys)} patients registered; materialising {len(todo)} of them")
     ingest = defs.resolve_job_def("ingest_patient")
     failed = []
-    for key in keys:
-        result = ingest.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+    started = time.perf_counter()
+    # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
+    for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
+        result = ingest.execute_in_process(instance=instance, raise_on_error=False, tags={
+            "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+        })  # fmt: skip
         if not result.success:
-            failed.append(key)
-            print(f"FAILED {key}: {' | '.join(step_failure_messages(result))}", file=sys.stderr)
+            failed += step_failure_messages(result)
+    for line in failed:
+        print(f"FAILED {line}", file=sys.stderr)
+    print(f"patient assets: {len(todo) - len(failed)} of {len(todo)} patients materialised "
+          f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    print(f"features: {root / 'radiomics.duckdb'} (table 'features')")
+    if getattr(args, "no_cohort", False):
+        return 1 if failed else 0
+    started = time.perf_counter()
     cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(instance=instance, raise_on_error=False)
     if not cohort.success:
         print(f"FAILED cohort assets: {' | '.join(step_failure_messages(cohort))}", file=sys.stderr)
     else:
-        print(f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}")
-    print(f"features: {root / 'radiomics.duckdb'} (table 'features')")
+        print(f"cohort assets: {time.perf_counter() - started:.1f} s\n"
+              f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}")  # fmt: skip
     return 1 if failed or not cohort.success else 0
 
 
@@ -111,6 +151,23 @@ def cmd_labels_from_folders(args) -> int:
     return 0
 
 
+def cmd_ibsi(args) -> int:
+    """IBSI-1 conformance report of PyRadiomics on the IBSI phantoms (see README "IBSI conformance")."""
+    from radiomics_assets.ibsi import PhantomDataError, default_phantom_dir, run_conformance
+    from radiomics_assets.paths import DataRoot
+
+    phantom_dir = Path(args.phantom_dir) if args.phantom_dir else default_phantom_dir()
+    output = Path(args.output) if args.output else DataRoot(_data_dir(args)).reports / "ibsi_conformance.csv"
+    try:
+        _, summary = run_conformance(phantom_dir, output, args.configs)
+    except (PhantomDataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.to_string(index=False))
+    print(f"table: {output}\nrendering: {output.with_suffix('.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
@@ -125,10 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--seed", type=int, default=7)
             p.add_argument("--effect-size", type=float, default=1.0)
             p.add_argument("--noise", type=float, default=1.0)
+    run_parser = sub.choices["run"]
+    run_parser.add_argument("--new-only", action="store_true", help="only patients whose features are not yet stored")
+    run_parser.add_argument("--no-cohort", action="store_true", help="patient assets only, not the cohort assets")
     p = sub.add_parser("labels-from-folders", help="write labels.csv from class folder names (BUSI layout)")
     p.set_defaults(func=cmd_labels_from_folders)
     p.add_argument("--classes", nargs=2, default=["benign", "malignant"], help="the two class folder names")
     p.add_argument("--output", help="where to write (default <data root>/labels.csv)")
+    p = sub.add_parser("ibsi", help="IBSI-1 conformance table of PyRadiomics on the IBSI phantoms")
+    p.set_defaults(func=cmd_ibsi)
+    p.add_argument("--phantom-dir", help="the ibsi_phantom folder (default $IBSI_PHANTOM_DIR or ../shared/data/...)")
+    p.add_argument("--output", help="CSV to write, .md beside it (default <data root>/reports/ibsi_conformance.csv)")
+    p.add_argument("--configs", nargs="+", help="digital, A-E, B-ibsi-interp ... E-ibsi-interp (default all)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -19,8 +19,9 @@ from pydicom.errors import InvalidDicomError
 from radiomics_assets.paths import patient_key
 
 IMAGE_MODALITIES = {"CT", "MR", "PT"}
+SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label map SEG
 _HEADER_TAGS = [
-    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality",
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
     "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
 ]  # fmt: skip
 
@@ -38,22 +39,31 @@ class DicomFile:
     sop_uid: str
     modality: str
     frame_of_reference_uid: str
+    sop_class_uid: str = ""
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.modality == "SEG" or self.sop_class_uid in SEGMENTATION_SOP_CLASSES
 
 
 @dataclass
 class PatientFiles:
-    """Every DICOM file of one patient, grouped by series; RTSTRUCTs kept apart from image series."""
+    """Every DICOM file of one patient, grouped by series; RTSTRUCTs and SEGs kept apart from image series."""
 
     key: str
     image_series: dict[str, list[DicomFile]] = field(default_factory=dict)
     rtstructs: list[DicomFile] = field(default_factory=list)
+    segmentations: list[DicomFile] = field(default_factory=list)
+    """DICOM-SEG objects (Segmentation Storage), each paired later with its image series."""
     unreadable: dict[Path, str] = field(default_factory=dict)
     """Files that could not be read, found in a folder that holds this patient's files (likely theirs)."""
 
+    def all_files(self) -> list[DicomFile]:
+        return [f for series in self.image_series.values() for f in series] + self.rtstructs + self.segmentations
+
     @property
     def paths(self) -> list[Path]:
-        files = [f for series in self.image_series.values() for f in series] + self.rtstructs
-        return sorted(f.path for f in files)
+        return sorted(f.path for f in self.all_files())
 
 
 @dataclass
@@ -80,41 +90,87 @@ def read_header(path: Path) -> DicomFile:
         sop_uid=str(getattr(ds, "SOPInstanceUID", "")),
         modality=str(ds.Modality).upper(),
         frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
+        sop_class_uid=str(getattr(ds, "SOPClassUID", "")),
     )
 
 
-def inbox_files(inbox: Path) -> list[Path]:
-    """Every non-hidden file under ``inbox``, following symlinked folders (studies are often linked in)."""
-    found = []
-    for folder, dirs, files in os.walk(inbox, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(folder) / f for f in files if not f.startswith(".")]
-    return sorted(found)
+def inbox_entries(inbox: Path) -> list[tuple[str, os.stat_result]]:
+    """Every non-hidden file under ``inbox`` as (path relative to ``inbox`` with ``/``, ``stat``), sorted.
 
-
-def scan_inbox(inbox: Path) -> InboxScan:
-    """Header-only pass over every file under ``inbox`` (any nesting)."""
-    patients: dict[str, PatientFiles] = {}
-    ignored: dict[Path, str] = {}
-    for path in inbox_files(inbox):
+    Symlinked folders are followed (studies are often linked in), but each real folder is listed once, so a link
+    loop or two links to the same study cannot repeat files. Files that vanish or cannot be stat'ed are skipped.
+    Plain strings, not ``Path`` objects: this runs on every sensor tick over the whole inbox.
+    """
+    found: list[tuple[str, os.stat_result]] = []
+    visited: set[tuple[int, int]] = set()
+    stack = [(str(inbox), "")]
+    while stack:
+        folder, prefix = stack.pop()
         try:
-            header = read_header(path)
-        except DicomInputError as exc:
-            ignored[path] = str(exc)
+            folder_stat = os.stat(folder)
+            if (folder_stat.st_dev, folder_stat.st_ino) in visited:
+                continue
+            visited.add((folder_stat.st_dev, folder_stat.st_ino))
+            with os.scandir(folder) as listing:
+                entries = [e for e in listing if not e.name.startswith(".")]
+        except OSError:
             continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.is_file(follow_symlinks=True):
+                    found.append((prefix + entry.name, entry.stat(follow_symlinks=True)))
+            except OSError:  # removed while listing, or a broken link
+                continue
+    return sorted(found, key=lambda item: item[0].split("/"))
+
+
+def inbox_files(inbox: Path) -> list[Path]:
+    """Every non-hidden file under ``inbox``, following symlinked folders (see :func:`inbox_entries`)."""
+    return [Path(inbox) / rel for rel, _ in inbox_entries(inbox)]
+
+
+def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> InboxScan:
+    """Group read headers by patient and series; ``unreadable`` maps files whose header failed to the reason.
+
+    Shared by the full inbox scan and the incremental inbox index, so both sort files the same way.
+    """
+    patients: dict[str, PatientFiles] = {}
+    ignored = dict(unreadable)
+    for header in sorted(headers, key=lambda h: h.path):
+        path = header.path
         key = patient_key(header.patient_id)
         patient = patients.setdefault(key, PatientFiles(key=key))
         if header.modality == "RTSTRUCT":
             patient.rtstructs.append(header)
+        elif header.is_segmentation:
+            patient.segmentations.append(header)
         elif header.modality in IMAGE_MODALITIES:
             patient.image_series.setdefault(header.series_uid, []).append(header)
         else:
-            ignored[path] = f"{path}: modality {header.modality} is not an image series or RTSTRUCT"
-    folders = {f.path.parent: p for p in patients.values() for f in p.rtstructs + sum(p.image_series.values(), [])}
-    for path, why in ignored.items():
+            ignored[path] = f"{path}: modality {header.modality} is not an image series, RTSTRUCT or SEG"
+    folders = {f.path.parent: p for p in patients.values() for f in p.all_files()}
+    for path, why in sorted(ignored.items()):
         if path.parent in folders:
             folders[path.parent].unreadable[path] = why
     return InboxScan(patients=patients, ignored=ignored)
+
+
+def read_headers(paths: list[Path]) -> tuple[list[DicomFile], dict[Path, str]]:
+    """Headers of ``paths`` that are DICOM, and the reason for each file that is not."""
+    headers, unreadable = [], {}
+    for path in paths:
+        try:
+            headers.append(read_header(path))
+        except DicomInputError as exc:
+            unreadable[path] = str(exc)
+    return headers, unreadable
+
+
+def scan_inbox(inbox: Path) -> InboxScan:
+    """Header-only pass over every file under ``inbox`` (any nesting)."""
+    return group_headers(*read_headers(inbox_files(inbox)))
 
 
 @dataclass(frozen=True)

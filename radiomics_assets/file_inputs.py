@@ -3,15 +3,18 @@
 Layouts (any nesting under the inbox):
 - ``<id>.nii.gz`` + ``<id>_mask.nii.gz`` (also ``.nii``, ``.nrrd``), optional ``<id>.json`` sidecar
   ``{"modality": "MR"}``. Each non-zero mask label becomes an ROI ``label_<n>`` (a single ROI ``mask`` when the
-  mask holds one label value).
+  mask holds one label value). More mask files ``<id>_mask_<name>.nii.gz`` give ROIs ``<name>`` (``mask_<n>``
+  for a number), or ``<name>_label_<n>`` for several label values.
 - ``<id>.png`` + ``<id>_mask.png`` (+ ``<id>_mask_1.png``, ...: merged by OR into one lesion mask), RGB converted
-  to grayscale, modality ``US``; the class folder (``benign``/``malignant``) can become the label.
+  to grayscale, modality ``US``; the class folder (``benign``/``malignant``) can become the label. An image whose
+  masks are all empty (BUSI ``normal`` images) has no lesion to describe: it is skipped with a note.
 
 The partition key is ``patient_key(<id>)``, e.g. ``benign (3).png`` -> ``benign_3``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
 PNG_SUFFIX = ".png"
-_MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<n>\d+))?$")
+_MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*))?$")
+EMPTY_LESION_MASK = "empty lesion mask (normal image)"
 SPACING_TOLERANCE_MM = 1e-3
 DIRECTION_TOLERANCE = 1e-4
 
@@ -94,9 +98,32 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
         if pair.key in pairs:
             incomplete[pair.image] = f"{pair.image}: patient key {pair.key!r} already used by {pairs[pair.key].image}"
             continue
+        if pair.kind == "png" and all(_png_mask_is_empty(path) for path in pair.masks):
+            incomplete[pair.image] = f"{pair.image}: {EMPTY_LESION_MASK}, skipped"
+            for path in pair.masks:
+                incomplete[path] = f"{path}: {EMPTY_LESION_MASK} of {pair.image.name}, skipped"
+            continue
         pair.sidecar = sidecars.get((folder, ident))
         pairs[pair.key] = pair
     return pairs, incomplete
+
+
+def _png_mask_is_empty(path: Path) -> bool:
+    """Whether a PNG mask has no lesion pixel; an unreadable one is not judged here (the pipeline reports it)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return _png_mask_is_empty_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=65536)
+def _png_mask_is_empty_cached(path: Path, mtime_ns: int, size: int) -> bool:
+    # Keyed by mtime and size: the sensor rescans the inbox often, and a mask is read again only when it changes.
+    try:
+        return not sitk.GetArrayFromImage(sitk.ReadImage(str(path))).any()
+    except RuntimeError:
+        return False
 
 
 def file_series_uid(path: Path) -> str:
@@ -182,9 +209,24 @@ def read_pair_masks(pair: FilePair, image: sitk.Image, resample_masks_to_image: 
         mask = sitk.GetImageFromArray(merged[None].astype(np.uint8))
         mask.CopyInformation(image)
         return {"mask": mask}
-    if len(pair.masks) > 1:
-        raise DicomInputError(f"{pair.image}: several mask files {[str(p) for p in pair.masks]}, expected one")
-    path = pair.masks[0]
+    out: dict[str, sitk.Image] = {}
+    for path in pair.masks:
+        out.update(_volume_mask_rois(pair, path, image, resample_masks_to_image))
+    return out
+
+
+def mask_file_roi(path: Path) -> str:
+    """ROI name (or prefix) of a volume mask file: ``mask`` for ``<id>_mask``, else the part after ``_mask_``."""
+    split = _split_suffix(path)
+    match = _MASK.match(split[0]) if split else None
+    name = match.group("name") if match else None
+    if not name:
+        return "mask"
+    return f"mask_{name}" if name.isdigit() else name
+
+
+def _volume_mask_rois(pair: FilePair, path: Path, image: sitk.Image, resample_masks_to_image: bool):
+    base = mask_file_roi(path)
     mask = _read(path, "mask")
     if mask.GetNumberOfComponentsPerPixel() > 1:
         raise DicomInputError(f"{path}: multi-component mask, expected a label image")
@@ -207,7 +249,10 @@ def read_pair_masks(pair: FilePair, image: sitk.Image, resample_masks_to_image: 
     for value in values:
         roi = sitk.GetImageFromArray((labels == value).astype(np.uint8))
         roi.CopyInformation(image)
-        out["mask" if len(values) == 1 else f"label_{value}"] = roi
+        if len(values) == 1:
+            out[base] = roi
+        else:
+            out[f"label_{value}" if base == "mask" else f"{base}_label_{value}"] = roi
     return out
 
 
@@ -215,8 +260,9 @@ def labels_from_folders(
     inbox: Path, classes: tuple[str, ...] = ("benign", "malignant")
 ) -> tuple[pd.DataFrame, list[str]]:
     """``patient_id,label`` from the class folder of each PNG pair; other folders (e.g. ``normal``) are noted."""
-    pairs, _ = scan_file_pairs(inbox)
-    rows, notes = [], []
+    pairs, skipped = scan_file_pairs(inbox)
+    rows = []
+    notes = [why for path, why in sorted(skipped.items()) if EMPTY_LESION_MASK in why and "_mask" not in path.name]
     for key, pair in sorted(pairs.items()):
         folder = pair.image.parent.name.lower()
         if folder in classes:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu, rankdata
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.feature_selection import RFE, SelectorMixin, VarianceThreshold, f_classif, mutual_info_classif
+from sklearn.feature_selection import RFE, SelectorMixin, f_classif, mutual_info_classif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -78,6 +79,34 @@ def rank_features(X: pd.DataFrame, y: pd.Series, max_correlation: float = 0.95) 
     return ranked
 
 
+class NearZeroVariance(SelectorMixin, BaseEstimator):
+    """Drops constant and near-zero-variance features (the rule of caret's ``nearZeroVar``), scale-free.
+
+    A feature is near-zero-variance when its most common value is more than ``freq_ratio`` times as frequent
+    as the second most common one *and* it has fewer than ``unique_percent`` % distinct values. A variance
+    threshold would depend on each feature's unit, and radiomics features span many orders of magnitude.
+    """
+
+    def __init__(self, freq_ratio: float = 95 / 5, unique_percent: float = 10.0):
+        self.freq_ratio = freq_ratio
+        self.unique_percent = unique_percent
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=float)
+        ordered = np.sort(X, axis=0)
+        n_unique = 1 + (ordered[1:] != ordered[:-1]).sum(axis=0)
+        keep = 100 * n_unique / len(X) >= self.unique_percent
+        # Only the few columns with few distinct values need their value frequencies counted.
+        for j in np.flatnonzero(~keep):
+            counts = np.sort(np.unique(X[:, j], return_counts=True)[1])[::-1]
+            keep[j] = len(counts) > 1 and counts[0] / counts[1] <= self.freq_ratio
+        self.support_ = keep
+        return self
+
+    def _get_support_mask(self):
+        return self.support_
+
+
 SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree")
 FILTER_METHODS = ("anova", "mannwhitney", "mutual_info")
 
@@ -112,7 +141,7 @@ class Selector(SelectorMixin, BaseEstimator):
             rfe = RFE(estimator, n_features_to_select=min(self.k, X.shape[1]), step=0.2).fit(X, y)
             return 1.0 / rfe.ranking_
         if self.method == "l1":
-            l1 = LogisticRegression(penalty="l1", solver="liblinear", C=0.5, class_weight="balanced",
+            l1 = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=0.5, class_weight="balanced",
                                     random_state=self.random_state).fit(X, y)  # fmt: skip
             return np.abs(l1.coef_[0])
         if self.method == "tree":
@@ -146,14 +175,48 @@ class Selector(SelectorMixin, BaseEstimator):
         return self.support_
 
 
+class CalibratedSVC(ClassifierMixin, BaseEstimator):
+    """Class-balanced RBF SVM with Platt-scaled probabilities.
+
+    scikit-learn 1.9 deprecates ``SVC(probability=True)`` and recommends ``CalibratedClassifierCV(SVC(),
+    ensemble=False)``: the sigmoid is fitted on cross-validated decision values, then the SVM is refitted on all
+    the data. The calibration folds follow the smallest class (2 or 3), because inner-CV training sets of a
+    small cohort hold as few as 2 patients of a class and a fixed ``cv=3`` would fail there.
+    ``decision_function`` is deliberately not exposed, so every AUC (inner search and outer CV) is computed on
+    the same calibrated probabilities.
+    """
+
+    def __init__(self, C: float = 1.0, gamma="scale", class_weight="balanced", random_state: int = 0):
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.classes_, counts = np.unique(y, return_counts=True)
+        folds = int(max(2, min(3, counts.min())))
+        svm = SVC(kernel="rbf", C=self.C, gamma=self.gamma, class_weight=self.class_weight)
+        self.calibrated_ = CalibratedClassifierCV(
+            svm, method="sigmoid", ensemble=False,
+            cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
+        ).fit(X, y)  # fmt: skip
+        return self
+
+    def predict_proba(self, X):
+        return self.calibrated_.predict_proba(X)
+
+    def predict(self, X):
+        return self.calibrated_.predict(X)
+
+
 def _estimator(name: str, seed: int):
     if name == "logreg":
         return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
     if name == "random_forest":
         return RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
     if name == "svm":
-        # libsvm Platt scaling copes with tiny folds; CalibratedClassifierCV(cv=3) fails below 3 per class.
-        return SVC(kernel="rbf", probability=True, class_weight="balanced", random_state=seed)
+        return CalibratedSVC(class_weight="balanced", random_state=seed)
     if name == "gradient_boosting":
         return HistGradientBoostingClassifier(max_iter=50, learning_rate=0.1, class_weight="balanced",
                                               min_samples_leaf=3, random_state=seed)  # fmt: skip
@@ -171,25 +234,31 @@ MODELS = tuple(PARAM_GRIDS)
 
 
 def make_pipeline(
-    seed: int, model: str = "logreg", selection: str = "anova", max_correlation: float = 0.95
-) -> Pipeline:
-    """impute (median) -> drop constant -> scale -> select (configurable) -> classifier (class-balanced)."""
+    seed: int, model: str = "logreg", selection: str = "anova", max_correlation: float = 0.95,
+    standardise: bool = True,
+) -> Pipeline:  # fmt: skip
+    """impute (median) -> drop near-zero variance -> scale (optional) -> select (configurable) -> classifier.
+
+    ``keep_empty_features`` keeps a column that is all missing in a training fold (as zeros, which the
+    near-zero-variance step then drops), so column positions, and hence selected feature names, stay aligned.
+    """
     if selection not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {selection!r}; choose one of {SELECTION_METHODS}")
     return Pipeline([
-        ("impute", SimpleImputer(strategy="median")),
-        ("drop_constant", VarianceThreshold(0.0)),
-        ("scale", StandardScaler()),
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("near_zero_variance", NearZeroVariance()),
+        ("scale", StandardScaler() if standardise else "passthrough"),
         ("select", Selector(selection, k=10, max_correlation=max_correlation, random_state=seed)),
         ("classify", _estimator(model, seed)),
     ])  # fmt: skip
 
 
 def tuned_model(n_samples: int, seed: int, smallest_class: int = 3, model: str = "logreg",
-                selection: str = "anova") -> GridSearchCV:  # fmt: skip
+                selection: str = "anova", standardise: bool = True) -> GridSearchCV:  # fmt: skip
     inner = StratifiedKFold(n_splits=max(2, min(3, smallest_class)), shuffle=True, random_state=seed)
     grid = {k: [v for v in vs if k != "select__k" or v < n_samples] or vs for k, vs in PARAM_GRIDS[model].items()}
-    return GridSearchCV(make_pipeline(seed, model, selection), grid, scoring="roc_auc", cv=inner, error_score="raise")
+    pipeline = make_pipeline(seed, model, selection, standardise=standardise)
+    return GridSearchCV(pipeline, grid, scoring="roc_auc", cv=inner, error_score="raise")
 
 
 @dataclass
@@ -216,19 +285,25 @@ def require_class_sizes(y: pd.Series) -> None:
         )
 
 
+def _variable_columns(pipeline: Pipeline, columns: list[str]) -> np.ndarray:
+    # Models pickled before the near-zero-variance step named it "drop_constant"; kept versions still load.
+    step = pipeline.named_steps.get("near_zero_variance") or pipeline.named_steps["drop_constant"]
+    return np.asarray(columns)[step.get_support()]
+
+
 def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
-    """Input feature names that survive ``drop_constant`` and ``select`` in a fitted pipeline."""
-    kept = np.asarray(columns)[pipeline.named_steps["drop_constant"].get_support()]
-    return list(kept[pipeline.named_steps["select"].get_support()])
+    """Input feature names that survive ``near_zero_variance`` and ``select`` in a fitted pipeline."""
+    return list(_variable_columns(pipeline, columns)[pipeline.named_steps["select"].get_support()])
 
 
 def selection_scores(pipeline: Pipeline, columns: list[str]) -> dict[str, float]:
-    kept = np.asarray(columns)[pipeline.named_steps["drop_constant"].get_support()]
+    kept = _variable_columns(pipeline, columns)
     return {str(f): float(s) for f, s in zip(kept, pipeline.named_steps["select"].scores_, strict=True)}
 
 
 def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5, repeats: int = 2,
-                   model: str = "logreg", selection: str = "anova") -> CrossValidation:  # fmt: skip
+                   model: str = "logreg", selection: str = "anova",
+                   standardise: bool = True) -> CrossValidation:  # fmt: skip
     """Nested CV: outer repeated stratified k-fold, grid search inside every outer training set.
 
     A patient's probability is the mean of its out-of-fold probabilities over the repeats; the AUC of each
@@ -238,7 +313,7 @@ def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5,
     folds = int(min(folds, np.bincount(y.to_numpy()).min()))
     outer = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     smallest_train_class = int(np.bincount(y.to_numpy()).min()) * (folds - 1) // folds
-    search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class, model, selection)
+    search = tuned_model(len(y) * (folds - 1) // folds, seed, smallest_train_class, model, selection, standardise)
     y_arr, X_arr = y.to_numpy(), X.to_numpy(dtype=float)
     per_repeat = np.full((repeats, len(y)), np.nan)
     counts = pd.Series(0.0, index=X.columns)
@@ -251,18 +326,19 @@ def cross_validate(X: pd.DataFrame, y: pd.Series, seed: int = 0, folds: int = 5,
     repeat_aucs = [float(roc_auc_score(y_arr, row)) for row in per_repeat]
     scheme = (f"nested CV: outer repeated stratified {folds}-fold x {repeats} (probabilities averaged over repeats), "
               f"inner {search.cv.n_splits}-fold grid search over {PARAM_GRIDS[model]}; model {model}, "
-              f"selection {selection}")  # fmt: skip
+              f"selection {selection}, {'standardised' if standardise else 'unscaled'} features")  # fmt: skip
     frequency = (counts / (folds * repeats)).sort_values(ascending=False)
     return CrossValidation(scheme, per_repeat.mean(axis=0), y_arr, list(X.index), model, repeat_aucs,
                            {k: float(v) for k, v in frequency[frequency > 0].items()}, fold_params)  # fmt: skip
 
 
 def compare_models(X: pd.DataFrame, y: pd.Series, seed: int = 0, models=MODELS, selection: str = "anova",
-                   folds: int = 5, repeats: int = 2) -> dict[str, CrossValidation]:  # fmt: skip
+                   folds: int = 5, repeats: int = 2,
+                   standardise: bool = True) -> dict[str, CrossValidation]:  # fmt: skip
     """Nested CV of every candidate on the same splits; ``best_model`` picks the highest mean AUC."""
     # One thread per fit: on tiny cohorts OpenMP/BLAS threads (gradient boosting) cost more than they gain.
     with threadpool_limits(limits=1):
-        return {m: cross_validate(X, y, seed, folds, repeats, m, selection) for m in models}
+        return {m: cross_validate(X, y, seed, folds, repeats, m, selection, standardise) for m in models}
 
 
 def best_model(results: dict[str, CrossValidation]) -> str:
@@ -270,11 +346,30 @@ def best_model(results: dict[str, CrossValidation]) -> str:
 
 
 def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0, model: str = "logreg",
-              selection: str = "anova") -> GridSearchCV:  # fmt: skip
+              selection: str = "anova", standardise: bool = True) -> GridSearchCV:  # fmt: skip
     require_class_sizes(y)
-    return tuned_model(len(y) * 2 // 3, seed, int(np.bincount(y.to_numpy()).min()), model, selection).fit(
-        np.asarray(X, dtype=float), y.to_numpy()
-    )
+    smallest_class = int(np.bincount(y.to_numpy()).min())
+    search = tuned_model(len(y) * 2 // 3, seed, smallest_class, model, selection, standardise)
+    with threadpool_limits(limits=1):
+        return search.fit(np.asarray(X, dtype=float), y.to_numpy())
+
+
+def bootstrap_aucs(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int = 0) -> np.ndarray:
+    """AUCs of patient resamples (with replacement) that hold both classes, all at once.
+
+    AUC = Mann-Whitney U / (n1 n0) with average ranks for ties, the same value ``roc_auc_score`` gives,
+    vectorised over the resamples (a loop of ``roc_auc_score`` calls took seconds per report).
+    """
+    if n_bootstrap <= 0:
+        return np.empty(0)
+    idx = np.random.default_rng(seed).integers(0, len(y), (n_bootstrap, len(y)))
+    yb, pb = y[idx], p[idx]
+    n1 = yb.sum(axis=1)
+    n0 = len(y) - n1
+    both = (n1 > 0) & (n0 > 0)
+    ranks = rankdata(pb, axis=1)
+    u = (ranks * yb).sum(axis=1) - n1 * (n1 + 1) / 2
+    return (u[both] / (n1[both] * n0[both])).astype(float)
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_bootstrap: int = 1000,
@@ -282,18 +377,14 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boots
     """Discrimination (AUC + bootstrap CI, average precision), calibration (Brier) and threshold metrics."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     predicted = (p >= threshold).astype(int)
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_bootstrap):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            boot.append(roc_auc_score(y[idx], p[idx]))
+    boot = bootstrap_aucs(y, p, n_bootstrap, seed)
     both = len(np.unique(y)) == 2
     tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
     return {
         "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "auc_ci_low": float(np.percentile(boot, 2.5)) if boot else float("nan"),
-        "auc_ci_high": float(np.percentile(boot, 97.5)) if boot else float("nan"),
+        "auc_ci_low": float(np.percentile(boot, 2.5)) if len(boot) else float("nan"),
+        "auc_ci_high": float(np.percentile(boot, 97.5)) if len(boot) else float("nan"),
+        "n_bootstrap": int(len(boot)),
         "average_precision": float(average_precision_score(y, p)) if both else float("nan"),
         "brier": float(brier_score_loss(y, p)),
         "accuracy": float(accuracy_score(y, predicted)),
@@ -305,6 +396,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boots
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "n_patients": int(len(y)),
         "n_positive": int(y.sum()),
+        "n_negative": int(len(y) - y.sum()),
     }
 
 

@@ -7,13 +7,24 @@ warehouse) so that steps can run in different processes or machines.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError, PatientFiles, describe_series, read_series, scan_inbox
+from radiomics_assets.autoseg import SEEDED_METHODS, SEEDS_FILE, AutoSegmentation, read_seeds, seed_for, segment_lesion
+from radiomics_assets.dicom_seg import read_segmentation, segment_masks, select_segments
+from radiomics_assets.dicom_series import (
+    DicomFile,
+    DicomInputError,
+    PatientFiles,
+    describe_series,
+    read_series,
+    scan_inbox,
+)
 from radiomics_assets.features import ExtractionTarget, extract, image_hash, load_extractor
 from radiomics_assets.file_inputs import (
     FilePair,
@@ -23,16 +34,28 @@ from radiomics_assets.file_inputs import (
     read_pair_masks,
     scan_file_pairs,
 )
+from radiomics_assets.inbox_index import manifest_file_pair, manifest_path, manifest_scan, read_manifest
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 from radiomics_assets.warehouse import Warehouse
 
+log = logging.getLogger(__name__)
+
 
 def find_patient(root: DataRoot, key: str) -> PatientFiles:
-    scan = scan_inbox(root.inbox)
+    """The patient's DICOM files: only those in its manifest when there is one, else from a scan of the inbox."""
+    manifest = read_manifest(root, key)
+    scan = scan_inbox(root.inbox) if manifest is None else manifest_scan(root, manifest)
     if key not in scan.patients:
-        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {root.inbox}")
+        where = root.inbox if manifest is None else f"{root.inbox} (files in {manifest_path(root, key)})"
+        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
     return scan.patients[key]
+
+
+def has_dicom_files(root: DataRoot, key: str) -> bool:
+    """Whether the patient came (also) as DICOM; from its manifest without reading a header when there is one."""
+    manifest = read_manifest(root, key)
+    return key in scan_inbox(root.inbox).patients if manifest is None else bool(manifest.dicom)
 
 
 def inbox_patient_keys(inbox: Path) -> set[str]:
@@ -41,7 +64,10 @@ def inbox_patient_keys(inbox: Path) -> set[str]:
 
 
 def find_file_pair(root: DataRoot, key: str) -> FilePair | None:
-    """The image/mask file pair of ``key`` when the patient came as files rather than DICOM."""
+    """The image/mask file pair of ``key`` when the patient came as files rather than DICOM (manifest first)."""
+    manifest = read_manifest(root, key)
+    if manifest is not None:
+        return manifest_file_pair(root, manifest)
     return scan_file_pairs(root.inbox)[0].get(key)
 
 
@@ -72,7 +98,7 @@ def ingest_studies(root: DataRoot, key: str, file_modality: str = "CT") -> pd.Da
     ``file_modality`` (``US`` for PNG; a ``<id>.json`` sidecar overrides both).
     """
     pair = find_file_pair(root, key)
-    if pair is not None and key not in scan_inbox(root.inbox).patients:
+    if pair is not None and not has_dicom_files(root, key):
         return _ingest_file_pair(root, pair, file_modality)
     patient = find_patient(root, key)
     if not patient.image_series:
@@ -101,8 +127,10 @@ def ingest_studies(root: DataRoot, key: str, file_modality: str = "CT") -> pd.Da
     return pd.DataFrame(rows)
 
 
-def _image_series_for(series: pd.DataFrame, referenced: frozenset[str], frame_uid: str, source: Path) -> pd.Series:
-    """The series an RTSTRUCT belongs to: by referenced series UID, else by frame of reference."""
+def _image_series_for(
+    series: pd.DataFrame, referenced: frozenset[str], frame_uid: str, source: Path, what: str = "RTSTRUCT"
+) -> pd.Series:
+    """The series an RTSTRUCT or SEG belongs to: by referenced series UID, else by frame of reference."""
     by_uid = series[series.series_uid.isin(referenced)]
     if len(by_uid) == 1:
         return by_uid.iloc[0]
@@ -110,69 +138,143 @@ def _image_series_for(series: pd.DataFrame, referenced: frozenset[str], frame_ui
     if len(by_frame) == 1:
         return by_frame.iloc[0]
     raise DicomInputError(
-        f"{source}: cannot pair the RTSTRUCT with an image series of this patient "
+        f"{source}: cannot pair the {what} with an image series of this patient "
         f"(referenced series {sorted(referenced) or 'none'}, frame of reference {frame_uid or 'none'})"
     )
+
+
+def _mask_row(root: DataRoot, key: str, series_uid: str, roi: str, kind: str, sources: list[Path], mask: sitk.Image):
+    """Write ``mask`` under ``masks/<patient>/`` and return its ``masks`` row."""
+    out_dir = root.masks / key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    voxels = int(sitk.GetArrayViewFromImage(mask).sum())
+    mask_path = out_dir / f"{patient_key(series_uid)}__{patient_key(roi)}.nii.gz"
+    sitk.WriteImage(mask, str(mask_path), useCompression=True)
+    return {
+        "patient_id": key, "series_uid": series_uid, "roi": roi, "source_kind": kind,
+        "source_path": ";".join(str(Path(p).relative_to(root.root)) for p in sources), "voxel_count": voxels,
+        "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0, "mask_path": str(mask_path),
+        "mask_hash": image_hash(mask),
+    }  # fmt: skip
 
 
 def _file_pair_masks(root: DataRoot, pair: FilePair, series: pd.DataFrame, resample: bool) -> pd.DataFrame:
     target = series.iloc[0]
     image = sitk.ReadImage(target.volume_path)
-    out_dir = root.masks / pair.key
-    out_dir.mkdir(parents=True, exist_ok=True)
+    masks = read_pair_masks(pair, image, resample_masks_to_image=resample)
+    return pd.DataFrame([_mask_row(root, pair.key, target.series_uid, roi, "file", pair.masks, mask)
+                         for roi, mask in masks.items()])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """How ``build_masks`` finds masks: ROI/segment name pattern, file-mask resampling, automated segmentation."""
+
+    roi_pattern: str = "GTV.*"
+    resample_masks_to_image: bool = False
+    """Resample a NIfTI/NRRD mask on another grid than its image (nearest neighbour) instead of failing."""
+    auto: AutoSegmentation = field(default_factory=AutoSegmentation)
+    """Segments image series that have no RTSTRUCT/SEG mask; off while ``auto.method`` is empty."""
+
+
+def _rtstruct_rows(root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile, roi_pattern: str) -> list[dict]:
+    structure_set = read_structure_set(rt.path)
+    rois = select_rois(structure_set, roi_pattern)
+    if not rois:
+        names = [r.name for r in structure_set.rois]
+        raise DicomInputError(f"{rt.path}: no ROI matches {roi_pattern!r} (ROIs present: {names})")
+    frame_uid = rois[0].frame_of_reference_uid or rt.frame_of_reference_uid
+    target = _image_series_for(series, structure_set.referenced_series_uids, frame_uid, rt.path)
+    image = sitk.ReadImage(target.volume_path)
     rows = []
-    for roi, mask in read_pair_masks(pair, image, resample_masks_to_image=resample).items():
-        voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-        mask_path = out_dir / f"{patient_key(target.series_uid)}__{roi}.nii.gz"
-        sitk.WriteImage(mask, str(mask_path), useCompression=True)
-        rows.append({
-            "patient_id": pair.key, "series_uid": target.series_uid, "roi": roi, "source_kind": "file",
-            "source_path": ";".join(str(p.relative_to(root.root)) for p in pair.masks), "voxel_count": voxels,
-            "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0, "mask_path": str(mask_path),
-            "mask_hash": image_hash(mask),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+    for roi in rois:
+        mask = rasterise(roi, image, source=rt.path)
+        if not sitk.GetArrayViewFromImage(mask).any():
+            raise DicomInputError(f"{rt.path}: ROI {roi.name!r} is empty on series {target.series_uid}")
+        rows.append(_mask_row(root, key, target.series_uid, roi.name, "rtstruct", [rt.path], mask))
+    return rows
+
+
+def _seg_rows(root: DataRoot, key: str, series: pd.DataFrame, seg_file: DicomFile, roi_pattern: str) -> list[dict]:
+    segmentation = read_segmentation(seg_file.path)
+    segments = select_segments(segmentation, roi_pattern)
+    if not segments:
+        labels = [s.label for s in segmentation.segments]
+        raise DicomInputError(f"{seg_file.path}: no segment label matches {roi_pattern!r} (segments present: {labels})")
+    frame_uid = segmentation.frame_of_reference_uid or seg_file.frame_of_reference_uid
+    target = _image_series_for(series, segmentation.referenced_series_uids, frame_uid, seg_file.path, "SEG")
+    masks = segment_masks(segmentation, segments, sitk.ReadImage(target.volume_path))
+    rows = []
+    for segment in segments:
+        mask = masks[segment.number]
+        if not sitk.GetArrayViewFromImage(mask).any():
+            raise DicomInputError(
+                f"{seg_file.path}: segment {segment.number} {segment.label!r} is empty on series {target.series_uid}"
+            )
+        rows.append(_mask_row(root, key, target.series_uid, segment.label, "seg", [seg_file.path], mask))
+    return rows
+
+
+def _auto_rows(root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegmentation, required: bool) -> list[dict]:
+    """Automated masks for ``series`` (those without a mask); a series without a seed fails only if ``required``."""
+    seeds_path = root.root / SEEDS_FILE
+    seeds = read_seeds(seeds_path).get(key, [])
+    rows = []
+    for target in series.itertuples():
+        seed = seed_for(seeds, target.modality)
+        if seed is None and auto.method in SEEDED_METHODS:
+            if required:
+                raise DicomInputError(
+                    f"patient {key}: no mask for {target.modality} series {target.series_uid}, and {auto.method} "
+                    f"needs a seed: add a row '{key},x,y,z,{target.modality}' (mm) to {seeds_path}"
+                )
+            log.warning("patient %s: %s series %s has no mask and no seed; not segmented", key, target.modality,
+                        target.series_uid)  # fmt: skip
+            continue
+        image = sitk.ReadImage(target.volume_path)
+        mask = segment_lesion(image, auto, seed, f"patient {key} {target.modality} series {target.series_uid}")
+        sources = [seeds_path] if seed is not None else []
+        rows.append(_mask_row(root, key, target.series_uid, auto.roi_name, auto.source_kind, sources, mask))
+    return rows
 
 
 def build_masks(
-    root: DataRoot, key: str, series: pd.DataFrame, roi_pattern: str, resample_masks_to_image: bool = False
+    root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions | str, resample_masks_to_image: bool = False
 ) -> pd.DataFrame:
-    """Rasterise every matching RTSTRUCT ROI onto its image series, or read file masks; returns ``masks`` rows.
+    """Masks of a patient's series from RTSTRUCTs, DICOM-SEGs or mask files; returns ``masks`` rows.
 
-    ``resample_masks_to_image`` resamples a file mask on another grid than its image (nearest neighbour)
-    instead of failing; it does not apply to RTSTRUCTs, which are rasterised on the image grid anyway.
+    ``options`` is a :class:`MaskOptions` (a plain string is taken as the ROI pattern, with
+    ``resample_masks_to_image``). RTSTRUCT ROIs and SEG segments whose name matches ``roi_pattern`` each become
+    a mask on the grid of the series they belong to. A series without any of these is segmented automatically
+    when ``options.auto`` says how; a patient with no mask at all fails with a message saying so.
     """
+    if isinstance(options, str):
+        options = MaskOptions(roi_pattern=options, resample_masks_to_image=resample_masks_to_image)
     pair = find_file_pair(root, key)
     if pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
-        return _file_pair_masks(root, pair, series, resample_masks_to_image)
+        return _file_pair_masks(root, pair, series, options.resample_masks_to_image)
     patient = find_patient(root, key)
-    if not patient.rtstructs:
-        raise DicomInputError(f"patient {key}: no RTSTRUCT in {root.inbox} (automated segmentation comes later)")
-    out_dir = root.masks / key
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for rt in patient.rtstructs:
-        structure_set = read_structure_set(rt.path)
-        rois = select_rois(structure_set, roi_pattern)
-        if not rois:
-            names = [r.name for r in structure_set.rois]
-            raise DicomInputError(f"{rt.path}: no ROI matches {roi_pattern!r} (ROIs present: {names})")
-        frame_uid = rois[0].frame_of_reference_uid or rt.frame_of_reference_uid
-        target = _image_series_for(series, structure_set.referenced_series_uids, frame_uid, rt.path)
-        image = sitk.ReadImage(target.volume_path)
-        for roi in rois:
-            mask = rasterise(roi, image, source=rt.path)
-            voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-            if voxels == 0:
-                raise DicomInputError(f"{rt.path}: ROI {roi.name!r} is empty on series {target.series_uid}")
-            mask_path = out_dir / f"{patient_key(target.series_uid)}__{patient_key(roi.name)}.nii.gz"
-            sitk.WriteImage(mask, str(mask_path), useCompression=True)
-            rows.append({
-                "patient_id": key, "series_uid": target.series_uid, "roi": roi.name, "source_kind": "rtstruct",
-                "source_path": str(rt.path.relative_to(root.root)), "voxel_count": voxels,
-                "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0, "mask_path": str(mask_path),
-                "mask_hash": image_hash(mask),
-            })  # fmt: skip
+        rows += _rtstruct_rows(root, key, series, rt, options.roi_pattern)
+    for seg_file in patient.segmentations:
+        rows += _seg_rows(root, key, series, seg_file, options.roi_pattern)
+    without_mask = series[~series.series_uid.isin({row["series_uid"] for row in rows})]
+    if options.auto.method and len(without_mask):
+        rows += _auto_rows(root, key, without_mask, options.auto, required=not rows)
+    if not rows:
+        raise DicomInputError(
+            f"patient {key}: no RTSTRUCT or DICOM-SEG in {root.inbox}, and automated segmentation is off "
+            "(set auto_segmentation, see README 'Accepted input layouts')"
+        )
+    seen: dict[tuple[str, str], str] = {}
+    for row in rows:
+        previous = seen.setdefault((row["series_uid"], row["roi"]), row["source_path"])
+        if previous != row["source_path"]:
+            raise DicomInputError(
+                f"{root.root / row['source_path']}: ROI {row['roi']!r} of series {row['series_uid']} is also given by "
+                f"{root.root / previous}; narrow roi_pattern or remove one"
+            )
     return pd.DataFrame(rows)
 
 

@@ -24,12 +24,13 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def roc_png(y: np.ndarray, p: np.ndarray, auc: float) -> str:
+def roc_png(y: np.ndarray, p: np.ndarray, auc: float, ci: tuple[float, float] | None = None,
+            title: str = "ROC (out-of-fold)") -> str:  # fmt: skip
     fpr, tpr, _ = roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(fpr, tpr, label=f"cross-validated AUC {auc:.3f}")
+    ax.plot(fpr, tpr, label=f"AUC {auc:.3f}" + (f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else ""))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (out-of-fold)")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
     ax.legend(loc="lower right")
     return _png(fig)
 
@@ -54,25 +55,6 @@ def calibration_png(y: np.ndarray, p: np.ndarray, brier: float) -> str:
     return _png(fig)
 
 
-def _table(metrics: dict) -> str:
-    return "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.3f}</td></tr>" if isinstance(v, float)
-        else f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
-        for k, v in metrics.items() if k not in ("confusion_matrix", "external", "model_comparison")
-    )  # fmt: skip
-
-
-def _plots(y: np.ndarray, p: np.ndarray, m: dict, what: str) -> str:
-    return (
-        f'<h3>ROC ({what})</h3><img alt="ROC curve" src="data:image/png;base64,{roc_png(y, p, m["auc"])}">'
-        f'<h3>Precision-recall</h3><img alt="PR curve" src="data:image/png;base64,'
-        f'{pr_png(y, p, m["average_precision"])}">'
-        f'<h3>Calibration</h3><img alt="calibration" src="data:image/png;base64,{calibration_png(y, p, m["brier"])}">'
-        f'<h3>Confusion matrix</h3><img alt="confusion matrix" src="data:image/png;base64,'
-        f'{confusion_png(m["confusion_matrix"], m["threshold"])}">'
-    )
-
-
 def confusion_png(cm: dict, threshold: float) -> str:
     matrix = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
@@ -84,42 +66,139 @@ def confusion_png(cm: dict, threshold: float) -> str:
     return _png(fig)
 
 
-def write_report(out_dir: Path, metrics: dict, y: np.ndarray, p: np.ndarray, selected: list[str],
-                 external: tuple[np.ndarray, np.ndarray] | None = None) -> dict:  # fmt: skip
-    """Write both files; returns their paths and the ROC PNG (base64) for UI metadata."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    roc = roc_png(y, p, metrics["auc"])
-    comparison = "".join(
-        f"<tr><td>{html.escape(m)}{' (chosen)' if m == metrics.get('model') else ''}</td>"
-        + "".join(f"<td>{c.get(k, float('nan')):.3f}</td>" for k in ("auc", "auc_ci_low", "auc_ci_high",
-                                                                   "auc_repeat_sd", "average_precision", "brier"))
-        + "</tr>"
+def _img(alt: str, png: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{png}">'
+
+
+def _plots(y: np.ndarray, p: np.ndarray, m: dict, what: str) -> str:
+    return (
+        '<div class="plots">'
+        + _img(f"ROC curve ({what})", roc_png(y, p, m["auc"], (m["auc_ci_low"], m["auc_ci_high"]), f"ROC ({what})"))
+        + _img(f"precision-recall curve ({what})", pr_png(y, p, m["average_precision"]))
+        + _img(f"calibration curve ({what})", calibration_png(y, p, m["brier"]))
+        + _img(f"confusion matrix ({what})", confusion_png(m["confusion_matrix"], m["threshold"]))
+        + "</div>"
+    )
+
+
+def _f(value, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _headline_table(m: dict) -> str:
+    cm = m["confusion_matrix"]
+    rows = [
+        ("Patients", f"{m['n_patients']} ({m['n_positive']} positive, {m['n_negative']} negative)"),
+        (f"AUC (95 % CI, {m.get('n_bootstrap', 'n/a')} bootstrap resamples of patients)",
+         f"{_f(m['auc'])} ({_f(m['auc_ci_low'])} to {_f(m['auc_ci_high'])})"),
+        ("Average precision (area under the PR curve)", _f(m["average_precision"])),
+        ("Brier score (0 is perfect; always 0.5 scores 0.25)", _f(m["brier"])),
+        (f"Accuracy at threshold {m['threshold']}", _f(m["accuracy"])),
+        ("Precision (positive predictive value)", _f(m["precision"])),
+        ("Recall (sensitivity)", _f(m["recall"])),
+        ("Specificity", _f(m["specificity"])),
+        ("F1", _f(m["f1"])),
+        ("Confusion matrix", f"TN {cm['tn']}, FP {cm['fp']}, FN {cm['fn']}, TP {cm['tp']}"),
+    ]
+    if m.get("auc_per_repeat"):
+        spread = ", ".join(_f(a) for a in m["auc_per_repeat"])
+        rows.insert(2, ("AUC of each CV repeat", f"{spread} (SD {_f(m.get('auc_repeat_sd'))})"))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _comparison_table(metrics: dict) -> str:
+    keys = ("auc", "auc_ci_low", "auc_ci_high", "auc_repeat_sd", "average_precision", "brier")
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}{' <b>(chosen)</b>' if m == metrics.get('model') else ''}</td>"
+        + "".join(f"<td>{_f(c.get(k))}</td>" for k in keys) + "</tr>"
         for m, c in metrics.get("model_comparison", {}).items()
     )  # fmt: skip
+    return ("<table><tr><th>model</th><th>CV AUC</th><th>CI low</th><th>CI high</th><th>SD over repeats</th>"
+            f"<th>average precision</th><th>Brier</th></tr>{rows}</table>")  # fmt: skip
+
+
+def _features_table(selected: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{html.escape(r['feature'])}</code></td><td>{_f(r['selection_frequency'], 2)}</td>"
+        f"<td>{_f(r['selection_score'])}</td></tr>"
+        for r in selected
+    )  # fmt: skip
+    return ("<table><tr><th>feature (<code>modality__roi__image type__class__name</code>)</th>"
+            f"<th>share of outer CV fits that selected it</th><th>selection score</th></tr>{rows}</table>")  # fmt: skip
+
+
+def _missing_data(missing: dict) -> str:
+    if not missing:
+        return "<p>No record of missing modalities (the feature matrix was written without gap tracking).</p>"
+    text = f"<p>Policy: {html.escape(missing['policy'])}.</p>"
+    if not missing["gaps"]:
+        return text + "<p>Every patient has every modality/ROI block: nothing was imputed or excluded.</p>"
+    rows = "".join(
+        f"<tr><td><code>{html.escape(g['block'])}</code></td><td>{g['n_patients']}</td>"
+        f"<td>{html.escape(g['handling'])}</td><td>{html.escape(', '.join(g['patients']))}</td></tr>"
+        for g in missing["gaps"]
+    )  # fmt: skip
+    return text + ("<table><tr><th>missing block</th><th>patients</th><th>handling</th><th>patient keys</th></tr>"
+                   f"{rows}</table>")  # fmt: skip
+
+
+def write_report(out_dir: Path, metrics: dict, y: np.ndarray, p: np.ndarray,
+                 external: tuple[np.ndarray, np.ndarray] | None = None) -> dict:  # fmt: skip
+    """Write both files; returns their paths and the ROC PNG (base64) for UI metadata.
+
+    ``metrics`` is what ``cohort.validate`` assembles (it is also ``metrics.json``); ``y`` and ``p`` are the
+    chosen model's out-of-fold labels and probabilities, ``external`` the test cohort's labels and scores.
+    Plots are embedded as base64 PNG, so the page has no external reference and can be mailed as one file.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    roc = roc_png(y, p, metrics["auc"], (metrics["auc_ci_low"], metrics["auc_ci_high"]))
     external_html = "<p>No external test cohort (no <code>cohort=test</code> rows in labels.csv).</p>"
     if external is not None and "external" in metrics:
         ext = metrics["external"]
         external_html = (
-            "<p>The final model, trained on the training cohort only, scored once on the held-out test cohort.</p>"
-            f"<table>{_table(ext)}</table>"
+            f"<p>The final model, trained on the training cohort only, scored once on the {ext['n_patients']} "
+            "patients of the held-out test cohort (never used for selection, tuning or fitting).</p>"
+            + _headline_table(ext)
             + (_plots(external[0], external[1], ext, "external test") if len(set(external[0])) == 2 else "")
         )
-    features = "".join(f"<li><code>{html.escape(f)}</code></li>" for f in selected)
+    params = ", ".join(f"{k} = {v}" for k, v in metrics.get("best_params", {}).items()) or "n/a"
+    versions = ", ".join(f"{k} {v}" for k, v in metrics.get("library_versions", {}).items()) or "n/a"
     (out_dir / "report.html").write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>radiomics_assets validation report</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 1em}}</style></head>
+<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto;line-height:1.4}}
+table{{border-collapse:collapse;margin:0.5em 0}}
+td,th{{padding:3px 0.8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}</style></head>
 <body><h1>Validation report</h1>
-<p>All internal figures are cross-validated: out-of-fold predictions of a pipeline (imputation, scaling,
-feature selection, classifier) refitted and tuned in every outer fold, averaged over the CV repeats.
-Threshold metrics use probability &ge; {metrics["threshold"]}.</p>
-<table>{_table(metrics)}</table>
+<h2>Summary</h2>
+<ul>
+<li>Chosen model: <b>{html.escape(str(metrics.get("model", "")))}</b> (model id
+<code>{html.escape(str(metrics.get("model_id", "")))}</code>), feature selection
+<code>{html.escape(str(metrics.get("selection_method", "")))}</code>, tuned parameters: {html.escape(params)}.</li>
+<li>Training cohort: {metrics["n_patients"]} patients, {metrics["n_positive"]} positive and
+{metrics["n_negative"]} negative; {metrics["n_features_available"]} features available,
+{metrics["n_features_selected"]} used by the final model.</li>
+<li>Validation scheme: {html.escape(metrics["cv_scheme"])}. Every internal figure is out-of-fold: the whole
+Pipeline (imputation, near-zero-variance filter, scaling, feature selection, classifier) was refitted and tuned
+inside each outer training fold, so no patient was scored by a model that had seen it.</li>
+<li>Threshold: a patient is called positive when the predicted probability is &ge; {metrics["threshold"]}, fixed
+in advance (not tuned); it sets accuracy, precision, recall, specificity, F1 and the confusion matrix.</li>
+</ul>
+<h2>Cross-validated performance of the chosen model</h2>
+{_headline_table(metrics)}
+{_plots(y, p, metrics, "out-of-fold")}
 <h2>Model comparison (nested CV, same splits)</h2>
-<table><tr><th>model</th><th>AUC</th><th>CI low</th><th>CI high</th><th>SD over repeats</th><th>AP</th>
-<th>Brier</th></tr>{comparison}</table>
-<h2>Chosen model: cross-validated curves</h2>{_plots(y, p, metrics, "out-of-fold")}
-<h2>External validation</h2>{external_html}
-<h2>Features chosen by the final model</h2><ul>{features}</ul>
+<p>The candidate with the highest cross-validated AUC is chosen and refitted on all training patients.</p>
+{_comparison_table(metrics)}
+<h2>External validation</h2>
+{external_html}
+<h2>Features used by the final model</h2>
+{_features_table(metrics.get("selected_features", []))}
+<h2>Missing modalities and ROIs</h2>
+{_missing_data(metrics.get("missing_data", {}))}
+<h2>Library versions</h2>
+<p>{html.escape(versions)}</p>
 </body></html>
 """)
     return {"metrics_path": out_dir / "metrics.json", "report_path": out_dir / "report.html", "roc_png": roc}

@@ -11,7 +11,8 @@ import pytest
 
 from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import defs, patients
-from radiomics_assets.synth import SynthConfig, write_cohort
+from radiomics_assets.synth import SynthConfig, make_patient, write_cohort
+from radiomics_assets_tests.test_seg_and_auto_masks import write_ct, write_seg
 
 COHORT = SynthConfig(n_patients=2, seed=21, rows=48, columns=48, slices=16)
 
@@ -92,6 +93,13 @@ def contour_outside_image(root):
     _edit(_rtstruct(root), move)
 
 
+def seg_for_absent_series(root):
+    patient = make_patient(COHORT, 1, label=0)
+    # Same PatientID, but a series (other UIDs and frame of reference) that never reached the inbox.
+    elsewhere = write_ct(patient, root / "elsewhere" / "CT", seed=COHORT.seed + 1)
+    write_seg(elsewhere, {"GTV_seg": patient.lesion}, root / "inbox" / "SYN-0002" / "SEG" / "orphan.dcm")
+
+
 CASES = [
     (truncated_header, "studies", [r"CT_0007\.dcm: slice spacing", r"CT_0006\.dcm: incomplete DICOM header"]),
     (truncated_pixels, "studies", [r"CT_0006\.dcm: pixel data unreadable"]),
@@ -102,6 +110,7 @@ CASES = [
     (empty_roi, "roi_masks", [r"RS\.dcm: ROI 'GTV' is empty"]),
     (no_matching_roi, "roi_masks", [r"RS\.dcm: no ROI matches 'GTV\.\*' \(ROIs present: \['Body'\]\)"]),
     (contour_outside_image, "roi_masks", [r"RS\.dcm: ROI 'GTV' has a contour at slice index .* outside the image"]),
+    (seg_for_absent_series, "roi_masks", [r"orphan\.dcm: cannot pair the SEG with an image series"]),
 ]
 
 
@@ -128,7 +137,7 @@ def test_broken_input_fails_only_its_partition(tmp_path, monkeypatch, breakage, 
         result = job.execute_in_process(partition_key="SYN-0002", instance=instance, raise_on_error=False)
         assert not result.success
         (message,) = step_failure_messages(result)
-        assert message.startswith(f"{failing_step}: ")
+        assert message.startswith(f"SYN-0002 {failing_step}: ")
         for pattern in patterns:
             assert re.search(pattern, message), (pattern, message)
         assert _counts(tmp_path) == before

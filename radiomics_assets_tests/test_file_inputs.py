@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from radiomics_assets.cli import main as cli_main
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import defs, inbox_sensor, patients
+from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
 from radiomics_assets.file_inputs import labels_from_folders, scan_file_pairs
 
 
@@ -67,7 +67,10 @@ def test_nifti_nrrd_pairs_through_assets(root):
     pairs, _ = scan_file_pairs(root / "inbox")
     assert sorted(pairs) == ["case_1", "p2"]
     with dg.instance_for_test() as instance:
-        found = inbox_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        # The sensor registers files that are the same on two ticks (settle time 0 here: written just now).
+        resources = {"radiomics": RadiomicsConfig(inbox_settle_seconds=0)}
+        seen = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        found = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=seen.cursor))
         assert [r.partition_key for r in found.run_requests] == ["case_1", "p2"]
         for key in ("case_1", "p2"):
             result = _run(instance, key)
@@ -91,7 +94,7 @@ def test_geometry_mismatch_fails_clearly_and_resample_option_fixes_it(root):
         failed = _run(instance, "g1")
         assert not failed.success
         (message,) = step_failure_messages(failed)
-        assert message.startswith("roi_masks:") and "g1_mask.nii.gz" in message and "g1.nii.gz" in message
+        assert message.startswith("g1 roi_masks:") and "g1_mask.nii.gz" in message and "g1.nii.gz" in message
         assert "geometry differs" in message and "resample_masks_to_image" in message
 
         fixed = _run(instance, "g1", resample_masks_to_image=True)
@@ -122,7 +125,7 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
     _png(inbox / "benign" / "benign (1)_mask_1.png", extra)
     _busi_like(inbox / "malignant", "malignant (2)", rng)
     (inbox / "malignant" / "malignant (3).png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    _png(inbox / "malignant" / "malignant (3)_mask.png", np.zeros((60, 70), np.uint8))
+    _png(inbox / "malignant" / "malignant (3)_mask.png", np.full((60, 70), 255, np.uint8))  # not empty
     _busi_like(inbox / "malignant", "malignant (4)", rng)
     _png(inbox / "malignant" / "malignant (4)_mask.png", np.full((50, 70), 255, np.uint8))
     _busi_like(inbox / "normal", "normal (5)", rng)
@@ -133,10 +136,10 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
             assert result.success, step_failure_messages(result)
         broken = _run(instance, "malignant_3")
         (message,) = step_failure_messages(broken)
-        assert message.startswith("studies:") and "malignant (3).png: unreadable image" in message
+        assert message.startswith("malignant_3 studies:") and "malignant (3).png: unreadable image" in message
         mismatch = _run(instance, "malignant_4")
         (message,) = step_failure_messages(mismatch)
-        assert message.startswith("roi_masks:") and "malignant (4)_mask.png: mask size (70, 50)" in message
+        assert message.startswith("malignant_4 roi_masks:") and "malignant (4)_mask.png: mask size (70, 50)" in message
     masks = _query(root, "SELECT patient_id, roi, voxel_count FROM masks ORDER BY patient_id")
     assert masks.patient_id.tolist() == ["benign_1", "malignant_2"]
     assert masks.voxel_count.tolist() == [400 + 300, 400]  # mask and mask_1 merged by OR

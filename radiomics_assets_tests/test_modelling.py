@@ -21,7 +21,7 @@ def test_shuffled_labels_give_chance_auc():
     for repeat in range(5):
         X, y = _cohort(seed=repeat)
         shuffled = pd.Series(np.random.default_rng(100 + repeat).permutation(y.to_numpy()), index=y.index)
-        cv = modelling.cross_validate(X, shuffled, seed=repeat)
+        cv = modelling.cross_validate(X, shuffled, seed=repeat, folds=3, repeats=2)
         aucs.append(modelling.metrics(cv, n_bootstrap=50)["auc"])
     # Selection inside the folds: with 150 noise features, selecting on the whole cohort would give ~0.8+.
     assert abs(np.mean(aucs) - 0.5) < 0.1, aucs
@@ -31,12 +31,11 @@ def test_planted_signal_is_recovered():
     X, y = _cohort(seed=1)
     ranked = modelling.rank_features(X, y)
     assert set(ranked.feature.head(3)) == {"f007", "f042", "f099"}
-    cv = modelling.cross_validate(X, y, seed=1)
+    cv = modelling.cross_validate(X, y, seed=1, folds=3, repeats=2)
     figures = modelling.metrics(cv, n_bootstrap=200)
     assert figures["auc"] > 0.85 and figures["auc_ci_low"] < figures["auc"] < figures["auc_ci_high"]
     search = modelling.fit_final(X, y, seed=1)
-    kept = X.columns[search.best_estimator_.named_steps["drop_constant"].get_support()]
-    chosen = set(kept[search.best_estimator_.named_steps["select"].get_support()])
+    chosen = set(modelling.selected_columns(search.best_estimator_, list(X.columns)))
     assert {"f007", "f042", "f099"} <= chosen
 
 
@@ -108,3 +107,74 @@ def test_predictions_for_unlabelled_patients(tmp_path):
     assert list(stored.patient_id) == [f"P{i:03d}" for i in range(40, 45)]
     assert stored.probability.between(0, 1).all() and set(stored.predicted_label) <= {0, 1}
     assert (stored.model_id == cohort.load_model(root)["model_id"]).all() and len(table) == 5
+
+
+def test_every_selection_method_finds_the_planted_features():
+    X, y = _cohort(seed=2, n=60, p=40, planted=("f007", "f021", "f033"))
+    scaled = (X - X.mean()) / X.std()
+    for method in modelling.SELECTION_METHODS:
+        selector = modelling.Selector(method, k=5, random_state=0).fit(scaled, y)
+        chosen = set(X.columns[selector.get_support()])
+        assert len(chosen) == 5 and {"f007", "f021", "f033"} <= chosen, (method, chosen)
+
+
+def test_correlation_filter_skips_a_redundant_copy():
+    X, y = _cohort(seed=2, n=60, p=20, planted=("f007", "f012"))
+    X["f019"] = X["f007"] * 2.0 + 1.0  # same ranks as f007: |Spearman| = 1
+    chosen = set(X.columns[modelling.Selector("anova", k=2).fit(X, y).get_support()])
+    assert len(chosen & {"f007", "f019"}) == 1 and "f012" in chosen
+    unfiltered = modelling.Selector("anova", k=3, max_correlation=1.0).fit(X, y)
+    assert set(X.columns[unfiltered.get_support()]) == {"f007", "f012", "f019"}
+
+
+def test_near_zero_variance_drops_constant_and_rare_value_features():
+    rng = np.random.default_rng(0)
+    n = 40
+    X = np.column_stack([
+        rng.standard_normal(n),                 # continuous
+        np.ones(n),                             # constant
+        np.r_[np.zeros(n - 1), 1.0],            # one patient differs: ratio 39, 5 % distinct values
+        np.r_[np.zeros(n - 4), np.ones(4)],     # ratio 9: a real (if unbalanced) binary feature
+        rng.integers(0, 3, n).astype(float),    # three balanced levels
+    ])  # fmt: skip
+    assert list(modelling.NearZeroVariance().fit(X).get_support()) == [True, False, False, True, True]
+
+
+def test_svm_probabilities_are_calibrated_without_deprecated_options():
+    import warnings
+
+    X, y = _cohort(seed=5, n=40, p=5, planted=("f001", "f002"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no FutureWarning from SVC(probability=True) or anything else
+        svm = modelling.CalibratedSVC(C=1.0).fit(X.to_numpy(), y.to_numpy())
+        p = svm.predict_proba(X.to_numpy())[:, 1]
+        # The smallest inner-CV training sets hold 2 patients per class: calibration must still fit.
+        tiny = modelling.CalibratedSVC().fit(X.to_numpy()[:4], np.array([0, 1, 0, 1]))
+    assert ((p > 0) & (p < 1)).all() and modelling.roc_auc_score(y, p) > 0.8
+    assert tiny.predict_proba(X.to_numpy()[:4]).shape == (4, 2)
+
+
+def test_bootstrap_aucs_match_roc_auc_score_with_ties():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, 30), np.round(rng.random(30), 1)
+    idx = np.random.default_rng(3).integers(0, 30, (300, 30))
+    expected = [modelling.roc_auc_score(y[i], p[i]) for i in idx if len(set(y[i])) == 2]
+    np.testing.assert_allclose(modelling.bootstrap_aucs(y, p, 300, seed=3), expected)
+
+
+def test_standardisation_is_optional():
+    X, y = _cohort(seed=1, n=40, p=30, planted=("f007", "f012", "f021"))
+    X = X * np.logspace(-3, 3, X.shape[1])  # features on wildly different scales, as radiomics features are
+    search = modelling.tuned_model(30, seed=0, model="random_forest", standardise=False)
+    assert search.estimator.named_steps["scale"] == "passthrough"
+    assert isinstance(modelling.make_pipeline(0).named_steps["scale"], modelling.StandardScaler)
+    unscaled = search.estimator.set_params(select__k=5).fit(X.iloc[:20], y.iloc[:20])
+    held_out = unscaled.predict_proba(X.iloc[20:])[:, 1]
+    assert modelling.roc_auc_score(y.iloc[20:], held_out) > 0.75
+
+
+def test_a_feature_missing_for_every_training_patient_keeps_names_aligned():
+    X, y = _cohort(seed=1, n=40, p=30, planted=("f007", "f012", "f021"))
+    X["f000"] = np.nan  # e.g. a modality no training patient has: imputed as 0, then dropped as constant
+    pipeline = modelling.make_pipeline(0).set_params(select__k=3).fit(X.to_numpy(), y.to_numpy())
+    assert modelling.selected_columns(pipeline, list(X.columns)) == ["f007", "f012", "f021"]

@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import defs, inbox_sensor, patients
+from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
 from radiomics_assets.synth import SynthConfig, write_cohort
 
 COHORT = SynthConfig(n_patients=10, seed=5, rows=64, columns=64, slices=20)
@@ -32,19 +32,33 @@ def _ingest(instance, key):
 
 
 def test_sensor_registers_each_new_patient_once(cohort_root):
+    resources = {"radiomics": RadiomicsConfig(inbox_settle_seconds=0)}
+    cursor = None
+
+    def tick():
+        nonlocal cursor
+        result = inbox_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+        cursor = result.cursor
+        return result
+
     with dg.instance_for_test() as instance:
-        first = inbox_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        seen = tick()  # first sight: a study may still be copying, so wait for a tick with the same files
+        assert not seen.run_requests and not seen.dynamic_partitions_requests
+        first = tick()
         (request,) = first.dynamic_partitions_requests
         assert sorted(request.partition_keys) == [f"SYN-{i:04d}" for i in range(1, 11)]
         assert [r.partition_key for r in first.run_requests] == sorted(request.partition_keys)
+        assert {r.run_key for r in first.run_requests} == {f"ingest-{key}" for key in request.partition_keys}
         instance.add_dynamic_partitions(patients.name, list(request.partition_keys))
 
-        second = inbox_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        second = tick()
         assert not second.run_requests and not second.dynamic_partitions_requests
 
         write_cohort(SynthConfig(n_patients=1, seed=9, rows=64, columns=64, slices=20, id_prefix="NEW"), cohort_root)
-        third = inbox_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources))
+        assert not tick().run_requests
+        third = tick()
         assert [r.partition_key for r in third.run_requests] == ["NEW-0001"]
+        assert list(third.dynamic_partitions_requests[0].partition_keys) == ["NEW-0001"]
 
 
 def test_whole_graph_end_to_end(cohort_root):
@@ -97,7 +111,7 @@ def test_broken_patient_fails_alone_and_keeps_other_rows(cohort_root):
         result = _ingest(instance, "SYN-0002")
         assert not result.success
         (message,) = step_failure_messages(result)
-        assert message.startswith("studies: ")
+        assert message.startswith("SYN-0002 studies: ")
         assert "CT_0006.dcm" in message and "missing" in message
         # The failed re-run leaves the earlier rows of both patients as they were.
         assert _feature_counts(cohort_root) == before

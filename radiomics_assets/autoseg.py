@@ -1,0 +1,137 @@
+"""Automated lesion segmentation (SimpleITK) for image series that came without any mask.
+
+Methods: ``threshold`` (fixed ``lower``..``upper`` in image units, e.g. HU), ``otsu`` (the brighter Otsu class),
+``connected_threshold`` (region growing from a seed within ``lower``..``upper``) and ``confidence_connected``
+(region growing from a seed within mean +/- ``confidence_multiplier`` standard deviations of the region,
+re-estimated ``iterations`` times). The image is smoothed a little first (edge-preserving curvature flow)
+because scanner noise otherwise makes region growing leak or stop early; holes are filled, and the connected component
+that holds the seed is kept (the largest one when there is no seed).
+
+Seeds come from ``<data root>/seeds.csv``: ``patient_id,x,y,z[,modality]``, a point inside the lesion in patient
+coordinates (mm, DICOM LPS, as ImagePositionPatient). A row with a modality applies to series of that modality;
+a row without one to any series of the patient.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.paths import patient_key
+
+METHODS = ("threshold", "otsu", "connected_threshold", "confidence_connected")
+SEEDED_METHODS = ("connected_threshold", "confidence_connected")
+SEEDS_FILE = "seeds.csv"
+SMOOTHING_ITERATIONS = 2
+"""Curvature-flow iterations: enough to stop noise from leaking region growing, few enough to keep the lesion edge
+(on synthetic CT lesions more smoothing lowered the Dice of confidence_connected from ~0.97 to ~0.93 and below)."""
+SMOOTHING_TIME_STEP = 0.0625  # the stable curvature-flow step for 3D images
+
+
+@dataclass(frozen=True)
+class AutoSegmentation:
+    """How to segment a series without a mask; ``method`` empty means never."""
+
+    method: str = ""
+    lower: float = -100.0
+    upper: float = 300.0
+    confidence_multiplier: float = 2.5
+    iterations: int = 4
+    roi_name: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.method and self.method not in METHODS:
+            raise ValueError(f"auto segmentation method {self.method!r} is not one of {list(METHODS)}")
+        if self.lower > self.upper:
+            raise ValueError(f"auto segmentation lower {self.lower} is above upper {self.upper}")
+
+    @property
+    def source_kind(self) -> str:
+        return f"auto:{self.method}"
+
+
+@dataclass(frozen=True)
+class Seed:
+    point_mm: tuple[float, float, float]
+    modality: str  # empty: any modality
+    source: str  # "<file>:<line>", for messages
+
+
+def read_seeds(path: Path) -> dict[str, list[Seed]]:
+    """Partition key -> seed points from a ``seeds.csv``; an absent file gives no seeds."""
+    if not path.exists():
+        return {}
+    seeds: dict[str, list[Seed]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"patient_id", "x", "y", "z"} - set(reader.fieldnames or [])
+        if missing:
+            raise DicomInputError(f"{path}: lacks column(s) {sorted(missing)}; expected patient_id,x,y,z[,modality]")
+        for line, row in enumerate(reader, start=2):
+            try:
+                point = tuple(float(row[axis]) for axis in ("x", "y", "z"))
+                key = patient_key(row["patient_id"])
+            except (TypeError, ValueError) as exc:
+                raise DicomInputError(f"{path}:{line}: bad seed row ({exc})") from exc
+            modality = (row.get("modality") or "").strip().upper()
+            seeds.setdefault(key, []).append(Seed(point, modality, f"{path}:{line}"))
+    return seeds
+
+
+def seed_for(seeds: list[Seed], modality: str) -> Seed | None:
+    """The seed given for this modality, else the patient's seed without a modality."""
+    exact = [s for s in seeds if s.modality == modality.upper()]
+    generic = [s for s in seeds if not s.modality]
+    return (exact or generic or [None])[0]
+
+
+def _seed_index(image: sitk.Image, seed: Seed) -> tuple[int, int, int]:
+    index = np.rint(image.TransformPhysicalPointToContinuousIndex(seed.point_mm)).astype(int)
+    if not all(0 <= int(i) < n for i, n in zip(index, image.GetSize(), strict=True)):
+        raise DicomInputError(
+            f"{seed.source}: seed {seed.point_mm} mm lies outside the image (voxel index {index.tolist()}, "
+            f"size {image.GetSize()})"
+        )
+    return tuple(int(i) for i in index)
+
+
+def segment_lesion(image: sitk.Image, settings: AutoSegmentation, seed: Seed | None, source: str) -> sitk.Image:
+    """Binary uint8 lesion mask on the grid of ``image``; ``source`` names the series in messages."""
+    if settings.method in SEEDED_METHODS and seed is None:
+        raise DicomInputError(f"{source}: {settings.method} needs a seed point; add a row to {SEEDS_FILE}")
+    smooth = sitk.CurvatureFlow(sitk.Cast(image, sitk.sitkFloat32), SMOOTHING_TIME_STEP, SMOOTHING_ITERATIONS)
+    seed_index = _seed_index(image, seed) if seed is not None else None
+    if settings.method == "threshold":
+        raw = sitk.BinaryThreshold(smooth, settings.lower, settings.upper, 1, 0)
+    elif settings.method == "otsu":
+        raw = sitk.OtsuThreshold(smooth, 0, 1)  # 1 above the threshold: lesions of interest are the brighter class
+    elif settings.method == "connected_threshold":
+        raw = sitk.ConnectedThreshold(smooth, seedList=[seed_index], lower=settings.lower, upper=settings.upper)
+    else:
+        raw = sitk.ConfidenceConnected(
+            smooth, seedList=[seed_index], numberOfIterations=settings.iterations,
+            multiplier=settings.confidence_multiplier, initialNeighborhoodRadius=1, replaceValue=1,
+        )  # fmt: skip
+    filled = sitk.BinaryFillhole(sitk.Cast(raw, sitk.sitkUInt8), fullyConnected=False, foregroundValue=1)
+    components = sitk.ConnectedComponent(filled)
+    labels = sitk.GetArrayViewFromImage(components)
+    if seed_index is not None:
+        keep = int(labels[seed_index[2], seed_index[1], seed_index[0]])
+        if keep == 0:
+            raise DicomInputError(
+                f"{source}: {settings.method} did not include the seed {seed.point_mm} mm ({seed.source}); "
+                "check the seed or the thresholds"
+            )
+    else:
+        counts = np.bincount(labels.ravel())
+        if counts.size < 2:
+            raise DicomInputError(f"{source}: {settings.method} found no voxel to segment")
+        keep = int(np.argmax(counts[1:]) + 1)
+    mask = sitk.GetImageFromArray((labels == keep).astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask

@@ -1,0 +1,285 @@
+"""Run the patient-level steps (studies, masks, features) for many patients at once, on all cores.
+
+A backfill of K patients must not pay a process start-up and a run per patient, and must keep both cores
+busy. So one call handles a batch of patients: DICOM reading and mask building run per patient, feature
+extraction per (series, ROI), in a pool of worker processes; every patient's extraction starts as soon as
+its masks exist. Each worker holds one task's volumes at a time, which bounds memory per worker.
+
+Only the calling process writes to the warehouse (one writer per batch, rows replaced per patient), so a
+failing patient leaves its earlier rows and every other patient's rows intact. The outcome of each patient
+is yielded as soon as it is known; the caller (the Dagster layer) turns it into per-partition events.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.features import ParameterFileError, load_extractor
+from radiomics_assets.paths import DataRoot
+from radiomics_assets.warehouse import Warehouse
+
+STAGES = ("studies", "roi_masks", "features")
+EXPECTED_ERRORS = (DicomInputError, ParameterFileError)
+"""Input problems whose message already names the file; anything else is reported with its type."""
+
+
+@dataclass(frozen=True)
+class PatientSettings:
+    """Everything a worker process needs; plain values so it pickles."""
+
+    data_dir: Path
+    params: dict[str, Path]
+    file_modality: str = "CT"
+    mask_options: object = None
+    """The ``build_masks`` options of :mod:`radiomics_assets.patient_pipeline`."""
+
+    @property
+    def root(self) -> DataRoot:
+        return DataRoot(self.data_dir)
+
+
+@dataclass
+class PatientOutcome:
+    """What happened to one patient; tables are the rows stored for the stages that succeeded."""
+
+    key: str
+    series: pd.DataFrame | None = None
+    masks: pd.DataFrame | None = None
+    features: pd.DataFrame | None = None
+    diagnostics: pd.DataFrame | None = None
+    failed_stage: str | None = None
+    error: str | None = None
+    done_stages: list[str] = field(default_factory=list)
+
+    def fail(self, stage: str, error: str) -> PatientOutcome:
+        self.failed_stage, self.error = stage, error
+        return self
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, EXPECTED_ERRORS):
+        return str(exc)
+    # An unexpected error is a bug or an input we do not know yet: keep the type and where it happened.
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+# --- work done in worker processes (or in-process when there is a single worker) -----------------------
+
+
+def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> PatientOutcome:
+    """Ingest the patient's series and/or build its masks; returns the tables (not stored yet)."""
+    from radiomics_assets.patient_pipeline import build_masks, ingest_studies
+
+    outcome = PatientOutcome(key)
+    root = settings.root
+    if "studies" in stages:
+        try:
+            outcome.series = ingest_studies(root, key, settings.file_modality)
+        except Exception as exc:  # noqa: BLE001 - reported per patient, never lost
+            return outcome.fail("studies", _describe(exc))
+    else:
+        outcome.series = _stored_rows(root, "series", key)
+    if "roi_masks" in stages:
+        try:
+            outcome.masks = build_masks(root, key, outcome.series, settings.mask_options)
+        except Exception as exc:  # noqa: BLE001
+            return outcome.fail("roi_masks", _describe(exc))
+    return outcome
+
+
+def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row: dict):
+    """Features and diagnostics of one (series, ROI); runs in a worker."""
+    import SimpleITK as sitk
+
+    from radiomics_assets.features import ExtractionTarget, extract
+
+    target = ExtractionTarget(
+        patient_id=key, series_uid=series_row["series_uid"], modality=series_row["modality"], roi=mask_row["roi"],
+        image=sitk.ReadImage(series_row["volume_path"]), mask=sitk.ReadImage(mask_row["mask_path"]),
+    )  # fmt: skip
+    rows, diagnostics = extract(target, settings.params[target.modality])
+    diagnostic_rows = pd.DataFrame(
+        [{"patient_id": key, "series_uid": target.series_uid, "roi": target.roi, "name": k, "value": str(v)}
+         for k, v in diagnostics.items()]
+    )  # fmt: skip
+    return rows, diagnostic_rows
+
+
+def _limit_threads(threads: int) -> None:
+    """Pin SimpleITK's and BLAS's thread pools: N workers x all cores each would oversubscribe the machine."""
+    import SimpleITK as sitk
+    from threadpoolctl import threadpool_limits
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    threadpool_limits(threads)
+
+
+# --- the batch driver, in the calling process -----------------------------------------------------------
+
+
+def _stored_rows(root: DataRoot, table: str, key: str) -> pd.DataFrame:
+    return Warehouse(root.warehouse).query(f"SELECT * FROM {table} WHERE patient_id = ?", [key])
+
+
+class _InProcess(Executor):
+    """Runs each task when submitted: for one worker a pool would only add start-up time."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future like a pool would
+            future.set_exception(exc)
+        return future
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _executor(workers: int) -> Executor:
+    if workers <= 1:
+        return _InProcess()
+    # forkserver: workers start from a clean, single-threaded server (fork from a threaded Dagster run
+    # process can deadlock); the preload imports SimpleITK and PyRadiomics once for all workers.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["radiomics_assets.batch", "radiomics_assets.patient_pipeline"])
+    threads = max(1, default_workers() // workers)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,))
+
+
+def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.DataFrame) -> None:
+    modality = dict(zip(series.series_uid, series.modality, strict=True))
+    for needed in sorted({modality[uid] for uid in masks.series_uid}):
+        if needed not in settings.params:
+            raise ParameterFileError(f"no parameter file for modality {needed}")
+        load_extractor(settings.params[needed])
+
+
+class _Batch:
+    """State of one :func:`run_patients` call: outstanding tasks and the patients waiting on them."""
+
+    def __init__(self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int):
+        self.stages, self.settings, self.workers, self.n_patients = stages, settings, workers, n_patients
+        self._pool: Executor | None = None
+        self.warehouse = Warehouse(settings.root.warehouse)
+        self.pending: dict[Future, tuple[str, str]] = {}  # future -> (task kind, patient key)
+        self.waiting: dict[str, PatientOutcome] = {}  # patients whose extraction tasks are running
+        self.extracted: dict[str, list] = {}
+        self.remaining: dict[str, int] = {}
+
+    def pool(self, tasks: int) -> Executor:
+        """The worker pool, started on first use with no more workers than tasks (none for a single task)."""
+        if self._pool is None:
+            self._pool = _executor(min(self.workers, tasks))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def submit_prepare(self, key: str) -> None:
+        # One patient: ingest here and keep the pool for its (series, ROI) extractions, sized to their number.
+        pool = _InProcess() if self.n_patients == 1 else self.pool(self.n_patients)
+        self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
+
+    def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
+        """Store what the patient's ingest/mask stages produced; start its extraction if selected."""
+        if "studies" in self.stages and outcome.failed_stage != "studies":
+            self.warehouse.replace_patient(outcome.key, {"series": outcome.series})
+            outcome.done_stages.append("studies")
+        if "roi_masks" in self.stages and outcome.failed_stage is None:
+            self.warehouse.replace_patient(outcome.key, {"masks": outcome.masks})
+            outcome.done_stages.append("roi_masks")
+        if outcome.failed_stage or "features" not in self.stages:
+            return outcome
+        return self.start_features(outcome)
+
+    def start_features(self, outcome: PatientOutcome) -> PatientOutcome | None:
+        """Submit one extraction task per (series, ROI); returns the outcome only if it already failed."""
+        masks = outcome.masks.to_dict("records") if outcome.masks is not None else []
+        if not masks:
+            return outcome.fail("features", f"patient {outcome.key}: no ROI mask to extract features from")
+        try:
+            _check_params(self.settings, outcome.series, outcome.masks)
+        except Exception as exc:  # noqa: BLE001 - reported per patient
+            return outcome.fail("features", _describe(exc))
+        series_rows = {row["series_uid"]: row for row in outcome.series.to_dict("records")}
+        key = outcome.key
+        self.waiting[key], self.extracted[key], self.remaining[key] = outcome, [], len(masks)
+        pool = self.pool(len(masks) if self.n_patients == 1 else self.workers)
+        for mask_row in masks:
+            future = pool.submit(_extract_one, self.settings, key, series_rows[mask_row["series_uid"]], mask_row)
+            self.pending[future] = ("features", key)
+        return None
+
+    def features_done(self, key: str, future: Future) -> PatientOutcome | None:
+        """Collect one extraction result; when the patient's last one is in, store its rows."""
+        outcome = self.waiting[key]
+        try:
+            self.extracted[key].append(future.result())
+        except Exception as exc:  # noqa: BLE001
+            if outcome.failed_stage is None:
+                outcome.fail("features", _describe(exc))
+        self.remaining[key] -= 1
+        if self.remaining[key]:
+            return None
+        if outcome.failed_stage is None:
+            outcome.features = pd.concat([rows for rows, _ in self.extracted[key]], ignore_index=True)
+            outcome.diagnostics = pd.concat([diagnostics for _, diagnostics in self.extracted[key]], ignore_index=True)
+            self.warehouse.replace_patient(key, {"features": outcome.features, "diagnostics": outcome.diagnostics})
+            outcome.done_stages.append("features")
+        del self.waiting[key], self.extracted[key], self.remaining[key]
+        return outcome
+
+    def finished(self) -> Iterator[PatientOutcome]:
+        """Outcomes in the order the patients finish, until no task is left."""
+        while self.pending:
+            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, key = self.pending.pop(future)
+                if kind == "features":
+                    outcome = self.features_done(key, future)
+                else:
+                    try:
+                        outcome = self.prepared(future.result())
+                    except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
+                        outcome = PatientOutcome(key).fail("studies", _describe(exc))
+                if outcome is not None:
+                    yield outcome
+
+
+def run_patients(
+    keys: list[str], stages: set[str], settings: PatientSettings, workers: int | None = None
+) -> Iterator[PatientOutcome]:
+    """Run ``stages`` (a subset of :data:`STAGES`) for every patient in ``keys``; yields each outcome.
+
+    Rows are stored per patient and stage as soon as that stage succeeded. ``workers`` defaults to the
+    number of usable cores; no worker process is started when there is a single task.
+    """
+    stages = frozenset(stages)
+    batch = _Batch(stages, settings, workers or default_workers(), len(keys))
+    try:
+        for key in keys:
+            if stages & {"studies", "roi_masks"}:
+                batch.submit_prepare(key)
+                continue
+            stored = PatientOutcome(key, series=_stored_rows(settings.root, "series", key),
+                                    masks=_stored_rows(settings.root, "masks", key))  # fmt: skip
+            failed = batch.start_features(stored)
+            if failed is not None:
+                yield failed
+        yield from batch.finished()
+    finally:
+        batch.close()
