@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     with running_dagster_dev(work / "data", work / "dagster_home", work / "dagster_dev.log", env=env) as dev:
         print(f"dagster dev ready after {time.monotonic() - started:.1f} s", flush=True)
         rows = measure(dev, config, args.studies, args.timeout)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     latencies = [row["latency"] for row in rows]
     print(f"latency last file landed -> features queryable: median {statistics.median(latencies):.1f} s, "
           f"max {max(latencies):.1f} s over {len(latencies)} studies "

@@ -97,6 +97,11 @@ class RadiomicsConfig(dg.ConfigurableResource):
         )  # fmt: skip
 
 
+MAX_PATIENTS_PER_RUN = 25
+"""Patient partitions per run (backfills, the sensor's new patients): one run start-up for many patients."""
+PARTITION_RANGE_START, PARTITION_RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+"""Run tags that make one run cover a range of partitions."""
+
 FEATURE_CHECKS = [
     dg.AssetCheckSpec("all_values_finite", asset="features", description="No NaN or infinite feature value"),
     dg.AssetCheckSpec(
@@ -184,7 +189,7 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig):
     name="patient_batch", specs=PATIENT_SPECS, check_specs=FEATURE_CHECKS, can_subset=True,
     # A backfill puts up to 25 patients in one run (one process start-up, both cores busy) instead of one
     # run per patient; the step fails only the partitions of the patients that failed.
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=25),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PATIENTS_PER_RUN),
     pool=DUCKDB_WRITES,
 )  # fmt: skip
 def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig):
@@ -334,6 +339,22 @@ def _ingest_request(key: str, fingerprint: str, first: bool) -> dg.RunRequest:
     )
 
 
+def _new_patient_requests(keys: list[str], snapshot) -> list[dg.RunRequest]:
+    """New patients in runs of up to MAX_PATIENTS_PER_RUN: one run start-up for many studies arriving together.
+
+    The keys are added as partitions in this order in the same tick, so each chunk is a contiguous range.
+    """
+    runs = []
+    for start in range(0, len(keys), MAX_PATIENTS_PER_RUN):
+        chunk = keys[start : start + MAX_PATIENTS_PER_RUN]
+        if len(chunk) == 1:
+            runs.append(_ingest_request(chunk[0], snapshot.patients[chunk[0]].fingerprint, first=True))
+        else:
+            runs.append(dg.RunRequest(run_key=f"ingest-{chunk[0]}...{chunk[-1]}", tags={
+                PARTITION_RANGE_START: chunk[0], PARTITION_RANGE_END: chunk[-1]}))  # fmt: skip
+    return runs
+
+
 def _seen_fingerprints(cursor: str | None) -> dict[str, str]:
     try:
         return dict(json.loads(cursor)["seen"]) if cursor else {}
@@ -341,7 +362,7 @@ def _seen_fingerprints(cursor: str | None) -> dict[str, str]:
         return {}
 
 
-@dg.sensor(job=ingest_patient_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=ingest_patient_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig) -> dg.SensorResult:
     """Registers each patient of the inbox as a partition and requests its ingest run once its files are stable
     (the same on two ticks and older than ``inbox_settle_seconds``); re-runs a registered patient whose files
@@ -359,7 +380,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig
         if entry.unreadable:
             context.log.warning(f"{key}: unreadable files beside its series (its run fails if a series needs them): "
                                 + "; ".join(entry.unreadable.values()))  # fmt: skip
-    runs = [_ingest_request(key, snapshot.patients[key].fingerprint, first=True) for key in plan.register] + [
+    runs = _new_patient_requests(plan.register, snapshot) + [
         _ingest_request(key, snapshot.patients[key].fingerprint, first=False) for key in plan.rerun
     ]
     summary = "; ".join(part for part in (
@@ -393,7 +414,7 @@ weekly_retrain = dg.ScheduleDefinition(
 
 def _partition_range(tags) -> str | None:
     """A backfill run covers a range of patient partitions (tags of its first and last key)."""
-    first, last = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    first, last = tags.get(PARTITION_RANGE_START), tags.get(PARTITION_RANGE_END)
     return None if first is None else first if first == last else f"{first}...{last}"
 
 

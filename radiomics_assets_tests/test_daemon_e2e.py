@@ -13,7 +13,7 @@ import pytest
 from radiomics_assets.dagster_dev import REPOSITORY, DagsterDev, DagsterDevError, running_dagster_dev
 from radiomics_assets.synth import SynthConfig, write_cohort
 
-PATIENT = "SYN-0001"
+PATIENTS = ("SYN-0001", "SYN-0002")
 RUN_TIMEOUT_S = 240
 
 REPOSITORY_QUERY = """
@@ -68,14 +68,16 @@ def _repository(dev: DagsterDev) -> dict:
 def dagster_dev(tmp_path):
     """`dagster dev` with the shipped instance settings (dagster_instance.yaml: run queue, pools, monitoring)."""
     try:
-        with running_dagster_dev(tmp_path / "data", tmp_path / "dagster_home", tmp_path / "dagster_dev.log") as dev:
+        # Settle time 0: the sensor still waits for two ticks with the same files, but not 30 s more.
+        with running_dagster_dev(tmp_path / "data", tmp_path / "dagster_home", tmp_path / "dagster_dev.log",
+                                 env={"RADIOMICS_INBOX_SETTLE_SECONDS": "0"}) as dev:  # fmt: skip
             yield dev
     except DagsterDevError as error:
         pytest.fail(str(error))
 
 
-def _patient_runs(dev: DagsterDev) -> list[dict]:
-    runs_filter = {"pipelineName": "ingest_patient", "tags": [{"key": "dagster/partition", "value": PATIENT}]}
+def _ingest_runs(dev: DagsterDev) -> list[dict]:
+    runs_filter = {"pipelineName": "ingest_patient"}
     runs = dev.gql(RUNS_QUERY, {"filter": runs_filter})["runsOrError"]
     assert runs["__typename"] == "Runs", runs
     return runs["results"]
@@ -103,8 +105,9 @@ def _feature_rows(data_root: Path, patient: str) -> int:
 
 
 def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
-    """With the real `dagster dev` daemon: the UI lists the code location, and a study dropped in the inbox
-    is registered by `inbox_sensor` as a `patients` partition and ingested by a successful run into DuckDB."""
+    """With the real `dagster dev` daemon: the UI lists the code location, and two studies dropped in the inbox
+    together are registered by `inbox_sensor` as `patients` partitions and ingested by ONE successful run (a
+    partition range) into DuckDB."""
     dev = dagster_dev
     repo = _repository(dev)
 
@@ -126,8 +129,8 @@ def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
     assert "auc_not_regressed" in {c["name"] for c in model_checks.get("checks", [])}, model_checks
     assert schedules.get("weekly_retrain") == "RUNNING", schedules
 
-    write_cohort(SynthConfig(n_patients=1, seed=3, rows=64, columns=64, slices=20), dev.data_root)
-    assert (dev.data_root / "inbox" / PATIENT).is_dir()
+    write_cohort(SynthConfig(n_patients=2, seed=3, rows=64, columns=64, slices=20), dev.data_root)
+    assert all((dev.data_root / "inbox" / patient).is_dir() for patient in PATIENTS)
 
     deadline = time.monotonic() + RUN_TIMEOUT_S
     partition_seen, run = False, None
@@ -136,12 +139,12 @@ def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
             pytest.fail(f"dagster dev exited with {dev.process.returncode}\n{dev.log_tail()}")
         if not partition_seen:
             studies = next(n for n in _repository(dev)["assetNodes"] if n["assetKey"]["path"] == ["studies"])
-            partition_seen = PATIENT in studies["partitionKeys"]
-        runs = _patient_runs(dev) if partition_seen else []
+            partition_seen = set(PATIENTS) <= set(studies["partitionKeys"])
+        runs = _ingest_runs(dev) if partition_seen else []
         run = runs[0] if runs else None
         if run and run["status"] in ("FAILURE", "CANCELED"):
             pytest.fail(
-                f"run {run['runId']} for {PATIENT} ended {run['status']}: {_failure_messages(run)}\n"
+                f"run {run['runId']} for {PATIENTS} ended {run['status']}: {_failure_messages(run)}\n"
                 f"--- dagster dev log (tail) ---\n{dev.log_tail()}"
             )
         if run and run["status"] == "SUCCESS":
@@ -149,9 +152,10 @@ def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
         time.sleep(2)
     else:
         pytest.fail(
-            f"after {RUN_TIMEOUT_S} s: partition {PATIENT} registered={partition_seen}, "
+            f"after {RUN_TIMEOUT_S} s: partitions {PATIENTS} registered={partition_seen}, "
             f"run={run and (run['runId'], run['status'])}\n--- dagster dev log (tail) ---\n{dev.log_tail()}"
         )
-    assert len(runs) == 1, f"expected one ingest run for {PATIENT}, got {[(r['runId'], r['status']) for r in runs]}"
+    assert len(runs) == 1, f"expected one ingest run for {PATIENTS}, got {[(r['runId'], r['status']) for r in runs]}"
 
-    assert _feature_rows(dev.data_root, PATIENT) >= 100
+    for patient in PATIENTS:
+        assert _feature_rows(dev.data_root, patient) >= 100

@@ -12,6 +12,7 @@ from radiomics_assets.cli import main as cli_main
 from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
 from radiomics_assets.file_inputs import labels_from_folders, scan_file_pairs
+from radiomics_assets_tests.conftest import requested_runs
 
 
 def _volume(seed=0, size=(40, 40, 20), spacing=(0.8, 0.8, 2.0), origin=(0.0, 0.0, 0.0)):
@@ -71,7 +72,7 @@ def test_nifti_nrrd_pairs_through_assets(root):
         resources = {"radiomics": RadiomicsConfig(inbox_settle_seconds=0)}
         seen = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         found = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=seen.cursor))
-        assert [r.partition_key for r in found.run_requests] == ["case_1", "p2"]
+        assert [key for key, _ in requested_runs(found)] == ["case_1", "p2"]
         for key in ("case_1", "p2"):
             result = _run(instance, key)
             assert result.success, step_failure_messages(result)

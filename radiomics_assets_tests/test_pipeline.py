@@ -9,6 +9,7 @@ import pytest
 from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
 from radiomics_assets.synth import SynthConfig, write_cohort
+from radiomics_assets_tests.conftest import requested_runs
 
 COHORT = SynthConfig(n_patients=10, seed=5, rows=64, columns=64, slices=20)
 
@@ -47,8 +48,8 @@ def test_sensor_registers_each_new_patient_once(cohort_root):
         first = tick()
         (request,) = first.dynamic_partitions_requests
         assert sorted(request.partition_keys) == [f"SYN-{i:04d}" for i in range(1, 11)]
-        assert [r.partition_key for r in first.run_requests] == sorted(request.partition_keys)
-        assert {r.run_key for r in first.run_requests} == {f"ingest-{key}" for key in request.partition_keys}
+        # Ten patients arriving together share one run (a range of partitions), not ten runs.
+        assert requested_runs(first) == [(key, "ingest-SYN-0001...SYN-0010") for key in sorted(request.partition_keys)]
         instance.add_dynamic_partitions(patients.name, list(request.partition_keys))
 
         second = tick()
