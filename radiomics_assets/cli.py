@@ -24,15 +24,15 @@ def step_failure_messages(result) -> list[str]:
     The patient step fails with one line per failed patient (``<key> <stage>: <problem>``); those lines
     are returned one by one. Other steps give ``<step>: <problem>``.
     """
+    from radiomics_assets.failure_log import domain_error_message, innermost_error
+
     messages = []
     for event in result.all_events:
         if event.is_step_failure:
-            error = event.event_specific_data.error
-            while error.cause is not None and error.cls_name.startswith("Dagster"):
-                error = error.cause
-            text = error.message.strip()
-            if error.cls_name == "Failure":  # raised on purpose; its description is the message
-                messages += text.split(": ", 1)[-1].splitlines()
+            error = innermost_error(event.event_specific_data.error)
+            text = domain_error_message(error)
+            if error.cls_name == "Failure":
+                messages += text.splitlines()
             else:
                 messages.append(f"{event.step_key}: {text}")
     return messages

@@ -13,10 +13,16 @@ import subprocess
 from pathlib import Path
 
 
-def domain_error_message(error) -> str:
+def innermost_error(error):
     """The innermost error that is not Dagster's own wrapper (``SerializableErrorInfo``-like: cls_name/cause)."""
     while error.cause is not None and error.cls_name.startswith("Dagster"):
         error = error.cause
+    return error
+
+
+def domain_error_message(error) -> str:
+    """The message of :func:`innermost_error`, without the exception class for a deliberate ``Failure``."""
+    error = innermost_error(error)
     message = error.message.strip()
     if error.cls_name == "Failure":  # dg.Failure raised on purpose: its description is the whole message
         message = message.split(": ", 1)[-1]
