@@ -70,22 +70,19 @@ def cmd_run(args) -> int:
         shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
     from dagster import AssetKey, DagsterInstance
 
-    from radiomics_assets.definitions import defs, patients
-    from radiomics_assets.dicom_series import scan_inbox
-    from radiomics_assets.file_inputs import scan_file_pairs
-    from radiomics_assets.inbox_index import write_manifests
+    from radiomics_assets.definitions import PARTITION_RANGE_END, PARTITION_RANGE_START, defs, patients
+    from radiomics_assets.inbox_index import InboxIndex, write_manifest
     from radiomics_assets.paths import DataRoot
 
     instance = DagsterInstance.get()
-    scan = scan_inbox(DataRoot(root).inbox)
-    pairs, incomplete = scan_file_pairs(DataRoot(root).inbox)
-    used = {path for pair in pairs.values() for path in pair.paths}
-    for path, why in {**scan.ignored, **incomplete}.items():
-        if path not in used:
-            print(f"note: ignored {path.relative_to(root)}: {why.split(': ', 1)[-1]}")
-    keys = sorted(set(scan.patients) | set(pairs))
+    # The sensor's index: each header is read once and cached, so a second `run` reads only what is new.
+    snapshot = InboxIndex(DataRoot(root)).update(max_header_reads=None, max_seconds=None)
+    for rel, why in snapshot.ignored.items():
+        print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
+    keys = sorted(snapshot.patients)
     instance.add_dynamic_partitions(patients.name, keys)
-    write_manifests(DataRoot(root), keys)  # each partition then reads only its own files, as after the sensor
+    for key in keys:  # each partition then reads only its own files, as after the sensor
+        write_manifest(DataRoot(root), snapshot.patients[key])
     todo = keys
     if getattr(args, "new_only", False):
         done = instance.get_materialized_partitions(AssetKey("features"))
@@ -97,8 +94,7 @@ def cmd_run(args) -> int:
     # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
     for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
         result = ingest.execute_in_process(instance=instance, raise_on_error=False, tags={
-            "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
-        })  # fmt: skip
+            PARTITION_RANGE_START: first, PARTITION_RANGE_END: last})  # fmt: skip
         if not result.success:
             failed += step_failure_messages(result)
     for line in failed:

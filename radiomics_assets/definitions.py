@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from radiomics_assets import cohort, failure_log, model_registry, quality
+from radiomics_assets import failure_log, model_registry, quality
 from radiomics_assets.autoseg import AutoSegmentation
 from radiomics_assets.batch import PatientOutcome, PatientSettings, run_patients
 from radiomics_assets.features import configured_params_dir, params_by_modality, params_version
@@ -17,6 +17,15 @@ from radiomics_assets.patient_pipeline import MaskOptions
 from radiomics_assets.warehouse import Warehouse
 
 patients = dg.DynamicPartitionsDefinition(name="patients")
+
+
+def _cohort():
+    """The cohort module, imported on first use: it pulls in scikit-learn, SciPy and matplotlib (~3 s) that
+    patient runs and sensor ticks, which load this code location too, never need."""
+    from radiomics_assets import cohort
+
+    return cohort
+
 OWNERS = ["team:radiomics"]
 DUCKDB_WRITES = "duckdb_writes"
 """Concurrency pool of the assets that write DuckDB; its limit is set in dagster_instance.yaml."""
@@ -214,8 +223,8 @@ def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig)
 @dg.asset(group_name="modelling", kinds={"csv", "duckdb"}, owners=OWNERS, pool=DUCKDB_WRITES)
 def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
-    table = cohort.load_labels(radiomics.root(), radiomics.label_column)
-    cohort.store_labels(radiomics.warehouse(), table)
+    table = _cohort().load_labels(radiomics.root(), radiomics.label_column)
+    _cohort().store_labels(radiomics.warehouse(), table)
     return dg.MaterializeResult(metadata={"patients": len(table), "positives": int(table.label.sum()),
                                           "test_patients": int((table.cohort == "test").sum())})  # fmt: skip
 
@@ -224,7 +233,7 @@ def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
           pool=DUCKDB_WRITES)  # fmt: skip
 def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Patients x features (wide), joined with labels; table ``feature_matrix``."""
-    matrix, gaps = cohort.build_feature_matrix(radiomics.warehouse())
+    matrix, gaps = _cohort().build_feature_matrix(radiomics.warehouse())
     gap_counts = gaps.groupby(["block", "handling"]).patient_id.agg(["count", lambda k: ", ".join(k[:20])])
     return dg.MaterializeResult(metadata={
         "patients": len(matrix),
@@ -258,7 +267,7 @@ def _auc_not_regressed(decision: model_registry.Decision) -> dg.AssetCheckResult
               "The new model's CV AUC is not more than `auc_regression_margin` below the current model's"))])
 def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Candidate pipelines compared by nested CV; the best is refitted on the training patients (+ model card)."""
-    path, card = cohort.train_model(radiomics.root(), radiomics.seed, radiomics.candidate_models,
+    path, card = _cohort().train_model(radiomics.root(), radiomics.seed, radiomics.candidate_models,
                                     radiomics.selection_method, radiomics.cv_folds, radiomics.cv_repeats,
                                     radiomics.standardise)  # fmt: skip
     # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
@@ -274,7 +283,7 @@ def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
           pool=DUCKDB_WRITES)  # fmt: skip
 def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Final model's features with selection scores and outer-fold selection frequency; table ``selected_features``."""
-    ranked = cohort.select_features(radiomics.warehouse(), radiomics.root())
+    ranked = _cohort().select_features(radiomics.warehouse(), radiomics.root())
     top = ranked[ranked.selected][["feature", "selection_score", "selection_frequency", "p_value", "auc"]]
     return dg.MaterializeResult(metadata={
         "selected": int(ranked.selected.sum()),
@@ -287,18 +296,18 @@ def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
           pool=DUCKDB_WRITES)  # fmt: skip
 def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Saved model's scores for patients with features but no label; table ``predictions``."""
-    table = cohort.predict(radiomics.root())
+    table = _cohort().predict(radiomics.root())
     preview = table.head(20)[["patient_id", "probability", "predicted_label"]]
     return dg.MaterializeResult(metadata={
         "patients": len(table), "predicted_positive": int(table.predicted_label.sum()),
-        "threshold": cohort.THRESHOLD, "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+        "threshold": _cohort().THRESHOLD, "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
     })  # fmt: skip
 
 
 @dg.asset(group_name="modelling", kinds={"html"}, deps=[model, selected_features], owners=OWNERS)
 def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
-    result = cohort.validate(radiomics.root(), radiomics.seed)
+    result = _cohort().validate(radiomics.root(), radiomics.seed)
     return dg.MaterializeResult(metadata={
         **{k: float(result[k]) for k in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1")},
         "n_patients": result["n_patients"],

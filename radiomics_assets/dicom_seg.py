@@ -144,3 +144,34 @@ def segment_masks(segmentation: SegmentationFile, segments: list[Segment], image
         mask.CopyInformation(image)
         out[number] = mask
     return out
+
+
+def frame_corners_mm(segmentation: SegmentationFile, segments: list[Segment]) -> list[np.ndarray]:
+    """Patient coordinates (mm) of the four corner pixel centres of each frame that holds one of ``segments``.
+
+    One (4, 3) array per frame, for finding the image series a SEG lies on when its UIDs do not say which. A SEG
+    without per-frame positions gives none (:func:`segment_masks` rejects it anyway).
+    """
+    seg, path = segmentation.dataset, segmentation.path
+    if "PerFrameFunctionalGroupsSequence" not in seg:
+        return []
+    wanted = {s.number for s in segments}
+    labelmap = seg.segmentation_type == hd.seg.SegmentationTypeValues.LABELMAP
+    rows, columns = int(seg.Rows), int(seg.Columns)
+    corners = []
+    for frame in range(int(getattr(seg, "NumberOfFrames", 1))):
+        if not labelmap:
+            number = int(_functional_item(seg, frame, "SegmentIdentificationSequence", path).ReferencedSegmentNumber)
+            if number not in wanted:
+                continue
+        item = _functional_item(seg, frame, "PlanePositionSequence", path)
+        position = np.array([float(v) for v in item.ImagePositionPatient])
+        item = _functional_item(seg, frame, "PlaneOrientationSequence", path)
+        orientation = np.array([float(v) for v in item.ImageOrientationPatient])
+        row_spacing, column_spacing = (float(v) for v in _functional_item(seg, frame, "PixelMeasuresSequence", path)
+                                       .PixelSpacing)  # fmt: skip
+        along_row = orientation[:3] * column_spacing * (columns - 1)  # to the frame's last column
+        along_column = orientation[3:] * row_spacing * (rows - 1)  # to its last row
+        corners.append(np.array([position, position + along_row, position + along_column,
+                                 position + along_row + along_column]))  # fmt: skip
+    return corners

@@ -273,9 +273,50 @@ def write_manifests(root: DataRoot, keys: list[str]) -> list[str]:
 
 
 def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
-    """Headers of only the manifest's DICOM files that still exist (a removed file is as if never dropped)."""
-    paths = [root.inbox / rel for rel in manifest.dicom]
-    return group_headers(*read_headers([p for p in paths if p.is_file()]))
+    """Headers of only the manifest's DICOM files that still exist (a removed file is as if never dropped).
+
+    Headers the index already read from a file of the same size and mtime come from its cache; only the
+    others are read again.
+    """
+    on_disk = {}
+    for rel in manifest.dicom:
+        try:
+            st = os.stat(root.inbox / rel)
+        except OSError:
+            continue
+        on_disk[rel] = (st.st_size, st.st_mtime_ns)
+    cached = _cached_rows(root, list(on_disk))
+    headers: list[DicomFile] = []
+    unreadable: dict[Path, str] = {}
+    to_read = []
+    for rel, (size, mtime_ns) in on_disk.items():
+        row = cached.get(rel)
+        if row is None or (row[1], row[2]) != (size, mtime_ns):
+            to_read.append(root.inbox / rel)
+        elif row[-1] is not None:
+            unreadable[root.inbox / rel] = row[-1]
+        else:
+            headers.append(DicomFile(root.inbox / rel, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True))))
+    fresh_headers, fresh_unreadable = read_headers(to_read)
+    return group_headers(headers + fresh_headers, {**unreadable, **fresh_unreadable})
+
+
+def _cached_rows(root: DataRoot, rels: list[str]) -> dict[str, tuple]:
+    """The index's rows for these inbox-relative paths (none when there is no index yet)."""
+    if not rels or not index_path(root).exists():
+        return {}
+    con = sqlite3.connect(index_path(root), timeout=60)
+    try:
+        rows = {}
+        for start in range(0, len(rels), 500):  # SQLite's limit on bound parameters
+            chunk = rels[start : start + 500]
+            query = f"SELECT {', '.join(_COLUMNS)} FROM headers WHERE path IN ({', '.join('?' * len(chunk))})"
+            rows.update({row[0]: row for row in con.execute(query, chunk)})
+        return rows
+    except sqlite3.OperationalError:  # an index written by another version: the cache is only a shortcut
+        return {}
+    finally:
+        con.close()
 
 
 def manifest_file_pair(root: DataRoot, manifest: Manifest) -> FilePair | None:
