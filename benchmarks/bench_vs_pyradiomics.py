@@ -21,6 +21,8 @@ It also times pure extraction: ``radiomics_assets.features.extract`` called in t
 on the same NIfTI pairs (images loaded beforehand), E seconds. With W workers the best a pipeline could do
 is E / W, so the orchestration overhead per partition is ``(pipeline wall - E / W) / K``: DICOM reading, mask
 rasterising, NIfTI and DuckDB writes, Dagster bookkeeping and interpreter start-up, spread over K patients.
+The orchestration overhead proper (Dagster and the CLI) is ``(pipeline wall - D) / K``, where D is the same
+patient work done by ``batch.run_patients`` in this process with no Dagster run and no CLI.
 
 Then it adds one new patient to the inbox and times ``radiomics-assets run --new-only`` (the incremental
 cost of one patient in a cohort of K, patient assets and cohort assets reported separately).
@@ -60,10 +62,12 @@ import pandas as pd
 import pydicom
 import SimpleITK as sitk
 
-from radiomics_assets.batch import default_workers
+from radiomics_assets.batch import STAGES, PatientSettings, default_workers, run_patients
 from radiomics_assets.dicom_series import read_series, scan_inbox
-from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract
-from radiomics_assets.paths import patient_key
+from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, params_by_modality
+from radiomics_assets.inbox_index import InboxIndex, write_manifest
+from radiomics_assets.paths import DataRoot, patient_key
+from radiomics_assets.patient_pipeline import MaskOptions
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 from radiomics_assets.synth import SynthConfig, write_cohort
 
@@ -234,6 +238,25 @@ def timing_line(log: Path, prefix: str) -> str:
     return lines[-1] if lines else f"{prefix} (not reported; see {log})"
 
 
+def time_without_dagster(inbox: Path, root: Path, params: Path) -> float:
+    """The same patient work as (b) without Dagster and the CLI: index the inbox, write the manifests and
+    call ``batch.run_patients`` (the worker pool, DICOM reading, masks, extraction, DuckDB writes) in this
+    process, on a fresh data root that links the same inbox. Returns wall seconds."""
+    root.mkdir(parents=True)
+    (root / "inbox").symlink_to(inbox.resolve(), target_is_directory=True)
+    start = time.perf_counter()
+    data = DataRoot(root)
+    snapshot = InboxIndex(data).update(max_header_reads=None, max_seconds=None)
+    for entry in snapshot.patients.values():
+        write_manifest(data, entry)
+    settings = PatientSettings(data_dir=root, params=params_by_modality(single_file=params), mask_options=MaskOptions())
+    outcomes = list(run_patients(sorted(snapshot.patients), set(STAGES), settings))
+    failed = [o.key for o in outcomes if o.error]
+    if failed:
+        print(f"note: without Dagster, {len(failed)} patient(s) failed: {failed[:5]}")
+    return time.perf_counter() - start
+
+
 def time_pure_extraction(cases: list[Case], params: Path) -> float:
     targets = [
         ExtractionTarget(c.patient_id, c.series_uid, c.modality, c.roi,
@@ -317,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_pipeline(data_root, work, params, "--no-cohort")
     print("pure extraction in-process ...", flush=True)
     pure_s = time_pure_extraction(cases, params)
+    print("the same patient work without Dagster (batch.run_patients in-process) ...", flush=True)
+    direct_s = time_without_dagster(data_root / "inbox", work / "without_dagster", params)
     rel, where, n_common, n_unmatched = max_relative_difference(cli_csv, data_root / "radiomics.duckdb")
     print("one more patient: radiomics-assets run --new-only ...", flush=True)
     shutil.copytree(late / "inbox", data_root / "inbox", dirs_exist_ok=True)
@@ -343,8 +368,11 @@ def main(argv: list[str] | None = None) -> int:
           f"of the largest single process: one worker or the main process; {ours.processes} processes seen for (b))")
     print(f"pure extraction (extract() in-process, sequential): E = {pure_s:.1f} s, {pure_s / len(cases):.2f} s/pair")
     overhead = (ours.wall_s - pure_s / workers) / k
-    print(f"orchestration overhead: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "
+    print(f"everything but extraction: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "
           "(DICOM read, masks, NIfTI/DuckDB writes, Dagster, interpreter start-up)")  # fmt: skip
+    print(f"the same patient work without Dagster and the CLI: {direct_s:.1f} s; orchestration overhead "
+          f"(Dagster run, events, CLI start-up): ({ours.wall_s:.1f} - {direct_s:.1f}) / {k} = "
+          f"{(ours.wall_s - direct_s) / k:.2f} s per partition")  # fmt: skip
     print(f"one new patient in a cohort of {k}: {incremental.wall_s:.1f} s wall for the whole command; "
           f"{timing_line(work / 'incremental.log', 'patient assets:')}; "
           f"{timing_line(work / 'incremental.log', 'cohort assets:')}")  # fmt: skip

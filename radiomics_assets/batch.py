@@ -28,7 +28,13 @@ from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
 
 STAGES = ("studies", "roi_masks", "features")
-EXPECTED_ERRORS = (DicomInputError, ParameterFileError)
+
+
+class ExtractionError(ValueError):
+    """PyRadiomics failed on one (series, ROI); the message names the stored volume and mask."""
+
+
+EXPECTED_ERRORS = (DicomInputError, ParameterFileError, ExtractionError)
 """Input problems whose message already names the file; anything else is reported with its type."""
 
 
@@ -108,7 +114,10 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
         patient_id=key, series_uid=series_row["series_uid"], modality=series_row["modality"], roi=mask_row["roi"],
         image=sitk.ReadImage(series_row["volume_path"]), mask=sitk.ReadImage(mask_row["mask_path"]),
     )  # fmt: skip
-    rows, diagnostics = extract(target, settings.params[target.modality])
+    try:
+        rows, diagnostics = extract(target, settings.params[target.modality])
+    except Exception as exc:  # noqa: BLE001 - say which volume and mask, the pool loses the traceback
+        raise ExtractionError(f"{mask_row['mask_path']} on {series_row['volume_path']}: {_describe(exc)}") from None
     diagnostic_rows = pd.DataFrame(
         [{"patient_id": key, "series_uid": target.series_uid, "roi": target.roi, "name": k, "value": str(v)}
          for k, v in diagnostics.items()]
