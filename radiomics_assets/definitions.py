@@ -147,11 +147,13 @@ PATIENT_SPECS = [
 ]  # fmt: skip
 
 
-def _usual_feature_counts(radiomics: RadiomicsConfig, key: str) -> dict[str, int]:
+def _usual_feature_counts(radiomics: RadiomicsConfig, keys: list[str]) -> dict[str, int]:
+    """Usual feature count per parameter set among the patients stored before this run (one query per run)."""
     counts = radiomics.warehouse().query(
         "SELECT params_hash, mode(n) AS n FROM (SELECT params_hash, count(*) AS n FROM features "
-        "WHERE patient_id <> ? GROUP BY patient_id, series_uid, roi, params_hash) GROUP BY params_hash",
-        [key],
+        "WHERE NOT list_contains(?, patient_id) GROUP BY patient_id, series_uid, roi, params_hash) "
+        "GROUP BY params_hash",
+        [keys],
     )
     return dict(zip(counts.params_hash, counts.n.astype(int), strict=True))
 
@@ -163,7 +165,7 @@ def _check(key: str, name: str, problems: list[str], severity=dg.AssetCheckSever
     )  # fmt: skip
 
 
-def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig):
+def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: dict[str, int]):
     """The UI's view of one patient: a materialisation (with metadata) per stage that succeeded, and checks."""
     key = outcome.key
     if "studies" in outcome.done_stages:
@@ -187,7 +189,6 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig):
             "params_hash": ", ".join(sorted(rows.params_hash.unique())),
             "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
         })  # fmt: skip
-        usual = _usual_feature_counts(radiomics, key)
         yield _check(key, "all_values_finite", quality.non_finite_features(rows))
         yield _check(key, "feature_count_matches_parameter_set", quality.feature_count_mismatches(rows, usual))
         small = quality.small_rois(outcome.masks, radiomics.min_roi_voxels)
@@ -207,8 +208,9 @@ def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig)
     if "roi_masks" in stages and radiomics.resample_masks_to_image:
         context.log.warning("resample_masks_to_image is on: file masks on another grid are resampled (nearest)")
     failures = []
+    usual = _usual_feature_counts(radiomics, context.partition_keys) if "features" in stages else {}
     for outcome in run_patients(context.partition_keys, stages, radiomics.patient_settings(), radiomics.workers):
-        yield from _patient_events(outcome, radiomics)
+        yield from _patient_events(outcome, radiomics, usual)
         if outcome.error:
             failures.append(f"{outcome.key} {outcome.failed_stage}: {outcome.error}")
             context.log.error(failures[-1])

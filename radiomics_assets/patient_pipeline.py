@@ -1,4 +1,4 @@
-"""The patient-level workflow steps (studies, masks, features) as plain functions over a data root.
+"""The patient-level ingest steps (studies, masks) as plain functions over a data root (extraction: features.py).
 
 Each step reads what the previous one wrote (NIfTI volumes and masks under the data root, rows in the
 warehouse) so that steps can run in different processes or machines.
@@ -26,7 +26,7 @@ from radiomics_assets.dicom_series import (
     read_series,
     scan_inbox,
 )
-from radiomics_assets.features import ExtractionTarget, extract, image_hash, load_extractor
+from radiomics_assets.features import image_hash
 from radiomics_assets.file_inputs import (
     FilePair,
     file_series_uid,
@@ -38,7 +38,6 @@ from radiomics_assets.file_inputs import (
 from radiomics_assets.inbox_index import manifest_file_pair, manifest_path, manifest_scan, read_manifest
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
-from radiomics_assets.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +56,6 @@ def has_dicom_files(root: DataRoot, key: str) -> bool:
     """Whether the patient came (also) as DICOM; from its manifest without reading a header when there is one."""
     manifest = read_manifest(root, key)
     return key in scan_inbox(root.inbox).patients if manifest is None else bool(manifest.dicom)
-
-
-def inbox_patient_keys(inbox: Path) -> set[str]:
-    """Partition keys of every patient in the inbox: DICOM PatientIDs and NIfTI/NRRD/PNG pair ids."""
-    return set(scan_inbox(inbox).patients) | set(scan_file_pairs(inbox)[0])
 
 
 def find_file_pair(root: DataRoot, key: str) -> FilePair | None:
@@ -343,35 +337,3 @@ def build_masks(
                 f"{root.root / previous}; narrow roi_pattern or remove one"
             )
     return pd.DataFrame(rows)
-
-
-def extract_features(
-    key: str, series: pd.DataFrame, masks: pd.DataFrame, params: dict[str, Path]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """PyRadiomics on every (series, ROI) of a patient; returns (``features`` rows, ``diagnostics`` rows).
-
-    ``params`` maps modality (CT, MR, PT) to its parameter file; every file needed is checked before any
-    extraction starts, so a broken file fails fast with PyRadiomics' own message.
-    """
-    modality = dict(zip(series.series_uid, series.modality, strict=True))
-    volume = dict(zip(series.series_uid, series.volume_path, strict=True))
-    for needed in sorted({modality[uid] for uid in masks.series_uid}):
-        load_extractor(params[needed])
-    feature_frames, diagnostic_rows = [], []
-    for mask_row in masks.itertuples():
-        target = ExtractionTarget(
-            patient_id=key, series_uid=mask_row.series_uid, modality=modality[mask_row.series_uid],
-            roi=mask_row.roi, image=sitk.ReadImage(volume[mask_row.series_uid]),
-            mask=sitk.ReadImage(mask_row.mask_path),
-        )  # fmt: skip
-        rows, diagnostics = extract(target, params[target.modality])
-        feature_frames.append(rows)
-        diagnostic_rows += [
-            {"patient_id": key, "series_uid": mask_row.series_uid, "roi": mask_row.roi, "name": k, "value": str(v)}
-            for k, v in diagnostics.items()
-        ]
-    return pd.concat(feature_frames, ignore_index=True), pd.DataFrame(diagnostic_rows)
-
-
-def store(root: DataRoot, key: str, **tables: pd.DataFrame) -> None:
-    Warehouse(root.warehouse).replace_patient(key, tables)
