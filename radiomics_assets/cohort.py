@@ -145,10 +145,10 @@ def train_model(root: DataRoot, seed: int = 0, models=modelling.MODELS, selectio
     root.models.mkdir(parents=True, exist_ok=True)
     path = root.models / "model.pkl"
     trained_at = datetime.now(UTC).isoformat(timespec="seconds")
-    blob = pickle.dumps({"pipeline": search.best_estimator_, "features": list(X.columns), "model": best,
-                         "selection": selection, "standardise": standardise, "trained_at": trained_at})  # fmt: skip
-    model_id = hashlib.sha256(blob).hexdigest()[:12]
-    path.write_bytes(pickle.dumps({**pickle.loads(blob), "model_id": model_id}))
+    saved = {"pipeline": search.best_estimator_, "features": list(X.columns), "model": best,
+             "selection": selection, "standardise": standardise, "trained_at": trained_at}  # fmt: skip
+    model_id = hashlib.sha256(pickle.dumps(saved)).hexdigest()[:12]
+    path.write_bytes(pickle.dumps({**saved, "model_id": model_id}))
     with open(root.models / "cv_results.pkl", "wb") as fh:
         pickle.dump({"results": results, "best": best}, fh)
     comparison = {m: modelling.metrics(cv, n_bootstrap=0) for m, cv in results.items()}

@@ -229,7 +229,6 @@ PARAM_GRIDS: dict[str, dict[str, list]] = {
     "svm": {"select__k": [5, 10, 20], "classify__C": [0.5, 5.0]},
     "gradient_boosting": {"select__k": [5, 20], "classify__max_depth": [2, 3]},
 }
-PARAM_GRID = PARAM_GRIDS["logreg"]
 MODELS = tuple(PARAM_GRIDS)
 
 
@@ -342,7 +341,7 @@ def compare_models(X: pd.DataFrame, y: pd.Series, seed: int = 0, models=MODELS, 
 
 
 def best_model(results: dict[str, CrossValidation]) -> str:
-    return max(results, key=lambda m: (roc_auc_score(results[m].y, results[m].probabilities), -list(results).index(m)))
+    return max(results, key=lambda m: roc_auc_score(results[m].y, results[m].probabilities))  # ties: the first
 
 
 def fit_final(X: pd.DataFrame, y: pd.Series, seed: int = 0, model: str = "logreg",

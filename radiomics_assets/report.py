@@ -70,10 +70,12 @@ def _img(alt: str, png: str) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{png}">'
 
 
-def _plots(y: np.ndarray, p: np.ndarray, m: dict, what: str) -> str:
+def _plots(y: np.ndarray, p: np.ndarray, m: dict, what: str, roc: str | None = None) -> str:
+    """The four plots of one set of predictions; ``roc``: the ROC image when it is already drawn."""
+    roc = roc or roc_png(y, p, m["auc"], (m["auc_ci_low"], m["auc_ci_high"]), f"ROC ({what})")
     return (
         '<div class="plots">'
-        + _img(f"ROC curve ({what})", roc_png(y, p, m["auc"], (m["auc_ci_low"], m["auc_ci_high"]), f"ROC ({what})"))
+        + _img(f"ROC curve ({what})", roc)
         + _img(f"precision-recall curve ({what})", pr_png(y, p, m["average_precision"]))
         + _img(f"calibration curve ({what})", calibration_png(y, p, m["brier"]))
         + _img(f"confusion matrix ({what})", confusion_png(m["confusion_matrix"], m["threshold"]))
@@ -187,7 +189,7 @@ in advance (not tuned); it sets accuracy, precision, recall, specificity, F1 and
 </ul>
 <h2>Cross-validated performance of the chosen model</h2>
 {_headline_table(metrics)}
-{_plots(y, p, metrics, "out-of-fold")}
+{_plots(y, p, metrics, "out-of-fold", roc)}
 <h2>Model comparison (nested CV, same splits)</h2>
 <p>The candidate with the highest cross-validated AUC is chosen and refitted on all training patients.</p>
 {_comparison_table(metrics)}
