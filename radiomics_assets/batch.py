@@ -85,20 +85,24 @@ def _describe(exc: BaseException) -> str:
 
 def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> PatientOutcome:
     """Ingest the patient's series and/or build its masks; returns the tables (not stored yet)."""
-    from radiomics_assets.patient_pipeline import build_masks, ingest_studies
+    from radiomics_assets.patient_pipeline import build_masks, ingest_studies, patient_inputs
 
     outcome = PatientOutcome(key)
     root = settings.root
+    try:
+        inputs = patient_inputs(root, key)  # looked up once for both stages
+    except Exception as exc:  # noqa: BLE001 - reported per patient, never lost
+        return outcome.fail("studies" if "studies" in stages else "roi_masks", _describe(exc))
     if "studies" in stages:
         try:
-            outcome.series = ingest_studies(root, key, settings.file_modality)
+            outcome.series = ingest_studies(root, key, settings.file_modality, inputs)
         except Exception as exc:  # noqa: BLE001 - reported per patient, never lost
             return outcome.fail("studies", _describe(exc))
     else:
         outcome.series = _stored_rows(root, "series", key)
     if "roi_masks" in stages:
         try:
-            outcome.masks = build_masks(root, key, outcome.series, settings.mask_options)
+            outcome.masks = build_masks(root, key, outcome.series, settings.mask_options, inputs=inputs)
         except Exception as exc:  # noqa: BLE001
             return outcome.fail("roi_masks", _describe(exc))
     return outcome

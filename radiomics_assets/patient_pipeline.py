@@ -42,29 +42,39 @@ from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 log = logging.getLogger(__name__)
 
 
-def find_patient(root: DataRoot, key: str) -> PatientFiles:
-    """The patient's DICOM files: only those in its manifest when there is one, else from a scan of the inbox."""
+@dataclass(frozen=True)
+class PatientInputs:
+    """A patient's input files: its DICOM files (None when it came only as an image/mask file pair) and its pair."""
+
+    key: str
+    dicom: PatientFiles | None
+    pair: FilePair | None
+    where: str
+    """Where they were looked for, for error messages."""
+
+    def require_dicom(self) -> PatientFiles:
+        if self.dicom is None:
+            raise DicomInputError(f"no DICOM files for patient key {self.key!r} under {self.where}")
+        return self.dicom
+
+
+def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
+    """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
     manifest = read_manifest(root, key)
-    scan = scan_inbox(root.inbox) if manifest is None else manifest_scan(root, manifest)
-    if key not in scan.patients:
-        where = root.inbox if manifest is None else f"{root.inbox} (files in {manifest_path(root, key)})"
+    if manifest is None:
+        scan, pair, where = scan_inbox(root.inbox), scan_file_pairs(root.inbox)[0].get(key), str(root.inbox)
+    else:
+        scan = manifest_scan(root, manifest) if manifest.dicom else None
+        pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
+    dicom = scan.patients.get(key) if scan is not None else None
+    if dicom is None and pair is None:
         raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
-    return scan.patients[key]
+    return PatientInputs(key, dicom, pair, where)
 
 
-def has_dicom_files(root: DataRoot, key: str) -> bool:
-    """Whether the patient came (also) as DICOM; from its manifest without reading a header when there is one."""
-    manifest = read_manifest(root, key)
-    return key in scan_inbox(root.inbox).patients if manifest is None else bool(manifest.dicom)
-
-
-def find_file_pair(root: DataRoot, key: str) -> FilePair | None:
-    """The image/mask file pair of ``key`` when the patient came as files rather than DICOM (manifest first)."""
-    manifest = read_manifest(root, key)
-    if manifest is not None:
-        return manifest_file_pair(root, manifest)
-    return scan_file_pairs(root.inbox)[0].get(key)
-
+def find_patient(root: DataRoot, key: str) -> PatientFiles:
+    """The patient's DICOM files (see :func:`patient_inputs`)."""
+    return patient_inputs(root, key).require_dicom()
 
 
 def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataFrame:
@@ -86,16 +96,19 @@ def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataF
     }])  # fmt: skip
 
 
-def ingest_studies(root: DataRoot, key: str, file_modality: str = "CT") -> pd.DataFrame:
+def ingest_studies(
+    root: DataRoot, key: str, file_modality: str = "CT", inputs: PatientInputs | None = None
+) -> pd.DataFrame:
     """Read and validate every image series of a patient, store canonical volumes; returns ``series`` rows.
 
     A patient given as an image/mask file pair (NIfTI, NRRD, PNG) gets one series of modality
-    ``file_modality`` (``US`` for PNG; a ``<id>.json`` sidecar overrides both).
+    ``file_modality`` (``US`` for PNG; a ``<id>.json`` sidecar overrides both). ``inputs`` saves looking the
+    patient's files up again when the caller already has them.
     """
-    pair = find_file_pair(root, key)
-    if pair is not None and not has_dicom_files(root, key):
-        return _ingest_file_pair(root, pair, file_modality)
-    patient = find_patient(root, key)
+    inputs = inputs or patient_inputs(root, key)
+    if inputs.pair is not None and inputs.dicom is None:
+        return _ingest_file_pair(root, inputs.pair, file_modality)
+    patient = inputs.require_dicom()
     if not patient.image_series:
         raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}")
     out_dir = root.volumes / key
@@ -300,8 +313,9 @@ def _auto_rows(root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegment
 
 
 def build_masks(
-    root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions | str, resample_masks_to_image: bool = False
-) -> pd.DataFrame:
+    root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions | str, resample_masks_to_image: bool = False,
+    inputs: PatientInputs | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Masks of a patient's series from RTSTRUCTs, DICOM-SEGs or mask files; returns ``masks`` rows.
 
     ``options`` is a :class:`MaskOptions` (a plain string is taken as the ROI pattern, with
@@ -311,10 +325,10 @@ def build_masks(
     """
     if isinstance(options, str):
         options = MaskOptions(roi_pattern=options, resample_masks_to_image=resample_masks_to_image)
-    pair = find_file_pair(root, key)
-    if pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
-        return _file_pair_masks(root, pair, series, options.resample_masks_to_image)
-    patient = find_patient(root, key)
+    inputs = inputs or patient_inputs(root, key)
+    if inputs.pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
+        return _file_pair_masks(root, inputs.pair, series, options.resample_masks_to_image)
+    patient = inputs.require_dicom()
     rows = []
     for rt in patient.rtstructs:
         rows += _rtstruct_rows(root, key, series, rt, options.roi_pattern)
