@@ -59,7 +59,7 @@ def sensor_settings(settle_override: float | None) -> tuple[int | None, float | 
     from radiomics_assets.definitions import RadiomicsConfig, defs
 
     interval = defs.resolve_sensor_def("inbox_sensor").minimum_interval_seconds
-    settle = getattr(RadiomicsConfig(), "inbox_settle_seconds", None)  # absent in versions without a settle time
+    settle = RadiomicsConfig().inbox_settle_seconds
     return interval, settle
 
 

@@ -65,7 +65,7 @@ import SimpleITK as sitk
 from radiomics_assets.batch import STAGES, PatientSettings, default_workers, run_patients
 from radiomics_assets.dicom_series import read_series, scan_inbox
 from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, params_by_modality
-from radiomics_assets.inbox_index import InboxIndex, write_manifest
+from radiomics_assets.inbox_index import write_manifests
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.patient_pipeline import MaskOptions
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
@@ -96,10 +96,6 @@ class RunStats:
     processes: int = 1
 
 
-def _safe(text: str) -> str:
-    return patient_key(text)
-
-
 def convert_inbox(inbox: Path, out_dir: Path) -> list[Case]:
     """DICOM series + RTSTRUCT ROIs -> NIfTI image/mask pairs, with the project's own readers."""
     cases = []
@@ -119,11 +115,11 @@ def convert_inbox(inbox: Path, out_dir: Path) -> list[Case]:
                 print(f"  skip {rt.path}: {len(rois)} ROI(s) matching {ROI_PATTERN!r}, {len(uids)} paired series")
                 continue
             uid = uids[0]
-            image_path = folder / f"{_safe(uid)}.nii.gz"
+            image_path = folder / f"{patient_key(uid)}.nii.gz"
             if not image_path.exists():
                 sitk.WriteImage(images[uid], str(image_path), useCompression=True)
             for roi in rois:
-                mask_path = folder / f"{_safe(uid)}__{_safe(roi.name)}.nii.gz"
+                mask_path = folder / f"{patient_key(uid)}__{patient_key(roi.name)}.nii.gz"
                 sitk.WriteImage(rasterise(roi, images[uid], source=rt.path), str(mask_path), useCompression=True)
                 cases.append(Case(key, uid, modality[uid], roi.name, image_path, mask_path))
     return cases
@@ -245,10 +241,7 @@ def time_without_dagster(inbox: Path, root: Path, params: Path) -> float:
     root.mkdir(parents=True)
     (root / "inbox").symlink_to(inbox.resolve(), target_is_directory=True)
     start = time.perf_counter()
-    data = DataRoot(root)
-    snapshot = InboxIndex(data).update(max_header_reads=None, max_seconds=None)
-    for entry in snapshot.patients.values():
-        write_manifest(data, entry)
+    snapshot = write_manifests(DataRoot(root))
     settings = PatientSettings(data_dir=root, params=params_by_modality(single_file=params), mask_options=MaskOptions())
     outcomes = list(run_patients(sorted(snapshot.patients), set(STAGES), settings))
     failed = [o.key for o in outcomes if o.error]

@@ -25,6 +25,7 @@ import pandas as pd
 from radiomics_assets.dicom_series import DicomInputError
 from radiomics_assets.features import ParameterFileError, load_extractor
 from radiomics_assets.paths import DataRoot
+from radiomics_assets.patient_pipeline import MaskOptions
 from radiomics_assets.warehouse import Warehouse
 
 STAGES = ("studies", "roi_masks", "features")
@@ -45,8 +46,7 @@ class PatientSettings:
     data_dir: Path
     params: dict[str, Path]
     file_modality: str = "CT"
-    mask_options: object = None
-    """The ``build_masks`` options of :mod:`radiomics_assets.patient_pipeline`."""
+    mask_options: MaskOptions = field(default_factory=MaskOptions)
 
     @property
     def root(self) -> DataRoot:
@@ -220,7 +220,14 @@ class _Batch:
         return self.start_features(outcome)
 
     def start_features(self, outcome: PatientOutcome) -> PatientOutcome | None:
-        """Submit one extraction task per (series, ROI); returns the outcome only if it already failed."""
+        """Submit one extraction task per (series, ROI); returns the outcome only if it already failed.
+
+        Series and masks not made in this run (stages not selected) are the stored ones.
+        """
+        if outcome.series is None:
+            outcome.series = _stored_rows(self.settings.root, "series", outcome.key)
+        if outcome.masks is None:
+            outcome.masks = _stored_rows(self.settings.root, "masks", outcome.key)
         masks = outcome.masks.to_dict("records") if outcome.masks is not None else []
         if not masks:
             return outcome.fail("features", f"patient {outcome.key}: no ROI mask to extract features from")
@@ -288,9 +295,7 @@ def run_patients(
             if stages & {"studies", "roi_masks"}:
                 batch.submit_prepare(key)
                 continue
-            stored = PatientOutcome(key, series=_stored_rows(settings.root, "series", key),
-                                    masks=_stored_rows(settings.root, "masks", key))  # fmt: skip
-            failed = batch.start_features(stored)
+            failed = batch.start_features(PatientOutcome(key))
             if failed is not None:
                 yield failed
         yield from batch.finished()

@@ -71,18 +71,17 @@ def cmd_run(args) -> int:
     from dagster import AssetKey, DagsterInstance
 
     from radiomics_assets.definitions import PARTITION_RANGE_END, PARTITION_RANGE_START, defs, patients
-    from radiomics_assets.inbox_index import InboxIndex, write_manifest
+    from radiomics_assets.inbox_index import write_manifests
     from radiomics_assets.paths import DataRoot
 
     instance = DagsterInstance.get()
-    # The sensor's index: each header is read once and cached, so a second `run` reads only what is new.
-    snapshot = InboxIndex(DataRoot(root)).update(max_header_reads=None, max_seconds=None)
+    # The sensor's index (each header read once and cached: a second `run` reads only what is new) and a
+    # manifest per patient, so each partition reads only its own files, as after the sensor.
+    snapshot = write_manifests(DataRoot(root))
     for rel, why in snapshot.ignored.items():
         print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
     keys = sorted(snapshot.patients)
     instance.add_dynamic_partitions(patients.name, keys)
-    for key in keys:  # each partition then reads only its own files, as after the sensor
-        write_manifest(DataRoot(root), snapshot.patients[key])
     todo = keys
     if getattr(args, "new_only", False):
         done = instance.get_materialized_partitions(AssetKey("features"))

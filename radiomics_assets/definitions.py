@@ -102,7 +102,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     def patient_settings(self) -> PatientSettings:
         return PatientSettings(
             data_dir=self.root().root, params=self.params(), file_modality=self.file_modality,
-            mask_options=self.mask_options() if hasattr(self, "mask_options") else self.roi_pattern,
+            mask_options=self.mask_options(),
         )  # fmt: skip
 
 

@@ -263,13 +263,13 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise DicomInputError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
-def write_manifests(root: DataRoot, keys: list[str]) -> list[str]:
-    """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found; returns those keys."""
+def write_manifests(root: DataRoot, keys: list[str] | None = None) -> InboxSnapshot:
+    """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
+    patient); returns the snapshot."""
     snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None)
-    written = [key for key in keys if key in snapshot.patients]
-    for key in written:
+    for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
         write_manifest(root, snapshot.patients[key])
-    return written
+    return snapshot
 
 
 def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:

@@ -313,18 +313,14 @@ def _auto_rows(root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegment
 
 
 def build_masks(
-    root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions | str, resample_masks_to_image: bool = False,
-    inputs: PatientInputs | None = None,
-) -> pd.DataFrame:  # fmt: skip
+    root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions, inputs: PatientInputs | None = None
+) -> pd.DataFrame:
     """Masks of a patient's series from RTSTRUCTs, DICOM-SEGs or mask files; returns ``masks`` rows.
 
-    ``options`` is a :class:`MaskOptions` (a plain string is taken as the ROI pattern, with
-    ``resample_masks_to_image``). RTSTRUCT ROIs and SEG segments whose name matches ``roi_pattern`` each become
+    RTSTRUCT ROIs and SEG segments whose name matches ``options.roi_pattern`` each become
     a mask on the grid of the series they belong to. A series without any of these is segmented automatically
     when ``options.auto`` says how; a patient with no mask at all fails with a message saying so.
     """
-    if isinstance(options, str):
-        options = MaskOptions(roi_pattern=options, resample_masks_to_image=resample_masks_to_image)
     inputs = inputs or patient_inputs(root, key)
     if inputs.pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
         return _file_pair_masks(root, inputs.pair, series, options.resample_masks_to_image)

@@ -70,13 +70,6 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
 
-    def replace_table(self, table: str, frame: pd.DataFrame) -> None:
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            con.execute(f"DELETE FROM {table}")
-            con.register("incoming", frame)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-            con.execute("COMMIT")
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as con:

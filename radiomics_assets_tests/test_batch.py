@@ -68,3 +68,20 @@ def test_partition_ranges_cover_exactly_the_wanted_keys():
     assert partition_ranges(registered, ["a", "b", "c", "d", "e"]) == [("a", "e")]
     assert partition_ranges(registered, ["b", "c", "e"]) == [("b", "c"), ("e", "e")]
     assert partition_ranges(registered, []) == []
+
+
+def test_features_with_studies_but_not_masks_uses_the_stored_masks(tmp_path, monkeypatch):
+    """A run of `studies` + `features` (masks not selected) extracts from the masks stored earlier."""
+    monkeypatch.setenv("RADIOMICS_DATA_DIR", str(tmp_path))
+    write_cohort(SynthConfig(n_patients=1, seed=23, rows=48, columns=48, slices=16), tmp_path)
+    job = defs.resolve_job_def("ingest_patient")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(patients.name, ["SYN-0001"])
+        assert job.execute_in_process(partition_key="SYN-0001", instance=instance).success
+        before = _features(tmp_path)
+        again = job.execute_in_process(
+            partition_key="SYN-0001", instance=instance, raise_on_error=False,
+            asset_selection=[dg.AssetKey("studies"), dg.AssetKey("features")],
+        )  # fmt: skip
+        assert again.success, step_failure_messages(again)
+    pd.testing.assert_frame_equal(_features(tmp_path), before)
