@@ -105,6 +105,11 @@ class InboxSnapshot:
     """Patients that may own a pending file (one shares a top-level inbox folder with them): not complete yet."""
 
 
+def _cached_header(path: Path, row: tuple) -> DicomFile:
+    """The header of ``path`` from its row in the index (columns as in ``_COLUMNS``)."""
+    return DicomFile(path, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True)))
+
+
 def _top_folder(rel: str) -> str:
     return rel.split("/", 1)[0]
 
@@ -172,7 +177,7 @@ class InboxIndex:
                 if row[-1] is not None:
                     unreadable[path] = row[-1]
                 else:
-                    headers.append(DicomFile(path, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True))))
+                    headers.append(_cached_header(path, row))
             gone = [(rel,) for rel in cached if rel not in stamps]
             with con:
                 con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", fresh_rows)
@@ -296,7 +301,7 @@ def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
         elif row[-1] is not None:
             unreadable[root.inbox / rel] = row[-1]
         else:
-            headers.append(DicomFile(root.inbox / rel, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True))))
+            headers.append(_cached_header(root.inbox / rel, row))
     fresh_headers, fresh_unreadable = read_headers(to_read)
     return group_headers(headers + fresh_headers, {**unreadable, **fresh_unreadable})
 
