@@ -1,9 +1,9 @@
 """DICOM-SEG (Segmentation Storage) to voxel masks, one per segment, on the grid of the segmented image series.
 
 Why by position: a SEG stores only the frames that hold a segment (empty frames are usually omitted) in no
-guaranteed order, so each frame is placed by its ImagePositionPatient on the image grid, after checking that
-the SEG's orientation and pixel spacing are the image's. BINARY, FRACTIONAL (thresholded at half the maximum)
-and LABELMAP segmentations are read; highdicom decodes the frames (bit-packed or compressed).
+guaranteed order, so its frames are placed by their positions: highdicom builds the segments' volume and matches
+it to the image's geometry without resampling. BINARY, FRACTIONAL (thresholded at half the maximum) and LABELMAP
+segmentations are read.
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from radiomics_assets.dicom_series import DicomInputError
-
-POSITION_TOLERANCE_VOXELS = 0.1
-"""A frame whose position is further than this from a voxel centre of the image is not on its grid."""
-GEOMETRY_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -77,71 +73,29 @@ def _functional_item(seg: hd.seg.Segmentation, frame: int, sequence: str, path: 
     raise DicomInputError(f"{path}: frame {frame + 1} has no {sequence} (cannot place it on the image)")
 
 
-def _check_plane(seg: hd.seg.Segmentation, frame: int, image: sitk.Image, path: Path) -> None:
-    orientation = np.array([float(v) for v in _functional_item(seg, frame, "PlaneOrientationSequence", path)
-                            .ImageOrientationPatient])  # fmt: skip
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    if not np.allclose(orientation, np.concatenate([direction[:, 0], direction[:, 1]]), atol=GEOMETRY_TOLERANCE):
-        raise DicomInputError(
-            f"{path}: frame {frame + 1} orientation {orientation.round(4).tolist()} differs from its image series "
-            f"({np.concatenate([direction[:, 0], direction[:, 1]]).round(4).tolist()})"
-        )
-    row_spacing, column_spacing = (float(v) for v in _functional_item(seg, frame, "PixelMeasuresSequence", path)
-                                   .PixelSpacing)  # fmt: skip
-    spacing = image.GetSpacing()
-    if not np.allclose((column_spacing, row_spacing), spacing[:2], atol=GEOMETRY_TOLERANCE):
-        raise DicomInputError(
-            f"{path}: frame {frame + 1} pixel spacing ({column_spacing}, {row_spacing}) mm differs from its image "
-            f"series ({spacing[0]}, {spacing[1]}) mm"
-        )
-
-
 def segment_masks(segmentation: SegmentationFile, segments: list[Segment], image: sitk.Image) -> dict[int, sitk.Image]:
-    """Segment number -> binary uint8 mask on the grid of ``image`` (the SEG's referenced series)."""
+    """Segment number -> binary uint8 mask on the grid of ``image`` (the SEG's referenced series).
+
+    highdicom builds the segments' volume from the frames' positions and matches it to the image's geometry
+    (axes, flips, padding and cropping, never resampling); a SEG that is not on the image grid is refused.
+    """
     seg, path = segmentation.dataset, segmentation.path
     if "PerFrameFunctionalGroupsSequence" not in seg:
         raise DicomInputError(f"{path}: SEG without per-frame positions (TILED_FULL) is not supported for volumes")
-    size_x, size_y, size_z = image.GetSize()
-    wanted = {s.number for s in segments}
-    masks = {n: np.zeros((size_z, size_y, size_x), dtype=bool) for n in wanted}
-    kind = seg.segmentation_type
-    labelmap = kind == hd.seg.SegmentationTypeValues.LABELMAP
-    rows, columns = int(seg.Rows), int(seg.Columns)
-    for frame in range(int(getattr(seg, "NumberOfFrames", 1))):
-        if labelmap:
-            numbers = wanted
-        else:
-            number = int(_functional_item(seg, frame, "SegmentIdentificationSequence", path).ReferencedSegmentNumber)
-            if number not in wanted:
-                continue
-            numbers = {number}
-        _check_plane(seg, frame, image, path)
-        position = [float(v) for v in _functional_item(seg, frame, "PlanePositionSequence", path).ImagePositionPatient]
-        index = np.array(image.TransformPhysicalPointToContinuousIndex(position))
-        corner = np.rint(index).astype(int)
-        if np.abs(index - corner).max() > POSITION_TOLERANCE_VOXELS:
-            raise DicomInputError(
-                f"{path}: frame {frame + 1} at {position} mm is not on the image grid (voxel index {index.round(3)})"
-            )
-        i, j, k = (int(v) for v in corner)
-        if not (0 <= k < size_z and 0 <= i and i + columns <= size_x and 0 <= j and j + rows <= size_y):
-            raise DicomInputError(
-                f"{path}: frame {frame + 1} at {position} mm ({columns}x{rows} pixels from voxel {i, j, k}) lies "
-                f"outside the image ({size_x}x{size_y}x{size_z})"
-            )
-        stored = seg.get_stored_frame(frame, as_index=True)
-        for number in numbers:
-            if labelmap:
-                inside = stored == number
-            elif kind == hd.seg.SegmentationTypeValues.FRACTIONAL:
-                inside = stored >= 0.5 * float(seg.MaximumFractionalValue)
-            else:
-                inside = stored > 0
-            masks[number][k, j : j + rows, i : i + columns] |= inside
+    numbers = [s.number for s in segments]
+    try:
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=False, rescale_fractional=True)
+        volume = volume.match_geometry(hd.Volume.from_simpleitk(image).get_geometry())
+    except (RuntimeError, ValueError) as exc:
+        raise DicomInputError(f"{path}: its frames do not lie on the grid of the image series ({exc})") from exc
+    fractional = seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
     out = {}
-    for number, array in masks.items():
-        mask = sitk.GetImageFromArray(array.astype(np.uint8))
-        mask.CopyInformation(image)
+    for index, number in enumerate(numbers):
+        channel = volume.with_array(volume.array[..., index]) if volume.array.ndim == 4 else volume
+        values = channel.to_simpleitk()
+        # Fractional values are rescaled to 0..1: thresholded at half the maximum. Binary and labelmap: > 0.
+        mask = sitk.Cast(values >= 0.5 if fractional else values > 0, sitk.sitkUInt8)
+        mask.CopyInformation(image)  # same grid (match_geometry); exact image metadata
         out[number] = mask
     return out
 
