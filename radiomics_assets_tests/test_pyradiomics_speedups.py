@@ -1,0 +1,118 @@
+"""The PyRadiomics speed-ups give PyRadiomics' own values: each replacement against the original it replaces."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from radiomics import cShape, featureextractor, imageoperations
+from scipy import ndimage
+
+from radiomics_assets import pyradiomics_speedups as speedups
+from radiomics_assets.features import PARAMS_DIR
+from radiomics_assets.synth import make_patient
+
+SPACINGS = [1.0, 0.9765620231628418, 3.27, 5.46875, 0.5]
+
+
+def random_masks(count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        mask = rng.random(tuple(rng.integers(2, 16, 3))) < rng.uniform(0.2, 0.9)
+        if trial % 2:
+            mask = ndimage.binary_opening(mask)  # blob-like as well as speckled
+        if mask.any():
+            yield np.pad(mask, 1), np.array(rng.choice(SPACINGS, 3))
+
+
+def ellipsoid(radii_vox: tuple[float, float, float], wobble: float = 0.0, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grid = np.indices([int(2 * r) + 5 for r in radii_vox]).astype(float)
+    centre = [(int(2 * r) + 4) / 2 for r in radii_vox]
+    distance = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii_vox, strict=True))
+    return distance + wobble * rng.standard_normal(distance.shape) < 1.0
+
+
+def assert_same_mesh(mask: np.ndarray, spacing: np.ndarray) -> None:
+    area, volume, diameters = cShape.calculate_coefficients(mask, spacing)
+    fast_area, fast_volume, fast_diameters = speedups.mesh_coefficients(mask, spacing)
+    assert fast_diameters == diameters  # the same doubles: same pairs, same expression
+    assert fast_area == pytest.approx(area, rel=1e-12)
+    assert fast_volume == pytest.approx(volume, rel=1e-12)
+
+
+def test_mesh_coefficients_equal_pyradiomics_on_random_masks(monkeypatch):
+    monkeypatch.setattr(speedups, "SMALL_MESH_VERTICES", 0)  # never hand small masks back to the C routine
+    for mask, spacing in random_masks(150):
+        assert_same_mesh(mask, spacing)
+
+
+@pytest.mark.parametrize("all_pairs_max", [0, speedups.ALL_PAIRS_MAX])  # through the convex hull, and without
+def test_mesh_coefficients_equal_pyradiomics_on_tumour_sized_shapes(monkeypatch, all_pairs_max):
+    monkeypatch.setattr(speedups, "ALL_PAIRS_MAX", all_pairs_max)
+    shapes = [ellipsoid((12, 20, 26)), ellipsoid((10, 18, 22), wobble=0.25), ellipsoid((1, 20, 25))[1:2]]
+    for mask, spacing in zip(shapes, ([1.0, 1.0, 1.0], [3.27, 0.977, 0.977], [1.0, 1.0, 1.0]), strict=True):
+        padded = np.pad(mask, 1)
+        assert len(speedups._mesh_vertices(padded, np.array(spacing))) >= speedups.SMALL_MESH_VERTICES or (
+            padded.shape[0] == 3  # the one-slice shape: flat, so the hull cannot be built and all pairs are compared
+        )
+        monkeypatch.setattr(speedups, "SMALL_MESH_VERTICES", 0)
+        assert_same_mesh(padded, np.array(spacing))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32, np.float64])
+def test_bin_edges_equal_pyradiomics(dtype):
+    rng = np.random.default_rng(3)
+    for width in (25, 10, 0.5, 3):
+        for values in (rng.normal(40, 300, 5000), rng.normal(-700, 50, 40), np.full(30, 50.0), np.full(7, 12.0)):
+            values = values.astype(dtype)
+            expected = speedups._stock_get_bin_edges(values, binWidth=width)
+            np.testing.assert_array_equal(speedups.bin_edges(values, binWidth=width), expected)
+    counted = rng.normal(0, 1, 100)
+    np.testing.assert_array_equal(speedups.bin_edges(counted, binCount=16), imageoperations.numpy.histogram(
+        counted, 16)[1] + np.r_[np.zeros(16), 1])  # fmt: skip
+
+
+@pytest.mark.parametrize("pixel_type", [sitk.sitkInt16, sitk.sitkUInt8, sitk.sitkFloat32, sitk.sitkFloat64])
+def test_image_hash_equals_simpleitk(pixel_type):
+    array = np.random.default_rng(4).normal(100, 50, (7, 9, 11))
+    image = sitk.Cast(sitk.GetImageFromArray(array), pixel_type)
+    assert speedups.image_sha1(image) == sitk.Hash(image)
+
+
+def test_whole_extraction_equals_stock_pyradiomics(small_config, tmp_path, monkeypatch):
+    """Every feature of an extraction with LoG and wavelet filters, with and without the speed-ups."""
+    monkeypatch.setattr(speedups, "SMALL_MESH_VERTICES", 0)  # the small synthetic lesion takes the fast path too
+    patient = make_patient(small_config, 0, 1)
+    image = sitk.GetImageFromArray(patient.hu.astype(np.float32))
+    image.SetSpacing(patient.spacing_mm)
+    mask = sitk.GetImageFromArray(patient.lesion.astype(np.uint8))
+    mask.CopyInformation(image)
+    params = tmp_path / "log_wavelet.yaml"
+    params.write_text(
+        (PARAMS_DIR / "ct.yaml")
+        .read_text()
+        .replace("  Original: {}", "  Original: {}\n  LoG: {sigma: [1.0]}\n  Wavelet: {}")
+    )
+    assert speedups.install() and speedups.installed()
+    fast = featureextractor.RadiomicsFeatureExtractor(str(params)).execute(image, mask)
+    with speedups.stock_pyradiomics():
+        assert not speedups.installed()
+        stock = featureextractor.RadiomicsFeatureExtractor(str(params)).execute(image, mask)
+    assert speedups.installed()
+    assert fast.keys() == stock.keys() and len(fast) > 500
+    for name, value in stock.items():
+        if name.startswith("diagnostics_"):
+            assert str(fast[name]) == str(value), name  # hashes included
+        elif "_shape_" in name and name.split("_")[-1] in {"SurfaceArea", "MeshVolume", "SurfaceVolumeRatio",
+                                                           "Sphericity", "Compactness1", "Compactness2",
+                                                           "SphericalDisproportion"}:  # fmt: skip
+            assert float(fast[name]) == pytest.approx(float(value), rel=1e-12), name  # summed in another order
+        else:
+            assert float(fast[name]) == float(value), name
+
+
+def test_stock_switch(monkeypatch):
+    speedups.uninstall()
+    monkeypatch.setenv(speedups.STOCK_ENV, "1")
+    assert not speedups.install() and not speedups.installed()
+    monkeypatch.delenv(speedups.STOCK_ENV)
+    assert speedups.install() and speedups.installed()
