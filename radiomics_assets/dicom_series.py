@@ -15,15 +15,24 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 
 from radiomics_assets.paths import patient_key
 
 IMAGE_MODALITIES = {"CT", "MR", "PT"}
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label map SEG
-_HEADER_TAGS = [
-    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality",
-    "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
-]  # fmt: skip
+LAST_HEADER_TAG = 0x00200052  # FrameOfReferenceUID: every tag read_header needs comes before it
+LAST_GEOMETRY_TAG = 0x00280030  # PixelSpacing, after ImagePositionPatient, Rows and Columns
+
+
+def read_until(path: Path, last_tag: int) -> pydicom.Dataset:
+    """The data elements of a DICOM file up to ``last_tag``.
+
+    Parsing stops there, so nothing after it is read: not the pixels, and not the long sequences further on
+    (an RTSTRUCT's contours, a PET's dose records), which take most of the time of a full header read.
+    """
+    with open(path, "rb") as fp:
+        return read_partial(fp, stop_when=lambda tag, vr, length: tag > last_tag)
 
 
 class DicomInputError(ValueError):
@@ -74,7 +83,7 @@ class InboxScan:
 
 def read_header(path: Path) -> DicomFile:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds = read_until(path, LAST_HEADER_TAG)
     except InvalidDicomError as exc:
         raise DicomInputError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:  # truncated or corrupt files raise many different errors inside pydicom
@@ -189,7 +198,7 @@ class SeriesInfo:
 def _slice_geometry(paths: list[Path]) -> list[tuple[Path, np.ndarray, np.ndarray, tuple]]:
     rows = []
     for path in paths:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_until(path, LAST_GEOMETRY_TAG)
         try:
             position = np.array([float(v) for v in ds.ImagePositionPatient])
             orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
@@ -266,4 +275,3 @@ def describe_series(files: list[DicomFile], image: sitk.Image) -> SeriesInfo:
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
         first_file=min(f.path for f in files),
     )
-

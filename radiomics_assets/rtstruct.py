@@ -16,8 +16,11 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
+from pydicom.dataelem import RawDataElement
 
 from radiomics_assets.dicom_series import DicomInputError
+
+CONTOUR_DATA = 0x30060050
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,23 @@ def read_structure_set(path: Path) -> StructureSet:
         number = int(roi_contour.ReferencedROINumber)
         name, frame_uid = names.get(number, (f"ROI_{number}", ""))
         contours = [
-            np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+            _contour_points(c)
             for c in getattr(roi_contour, "ContourSequence", [])
             if str(getattr(c, "ContourGeometricType", "CLOSED_PLANAR")).upper() == "CLOSED_PLANAR"
         ]
         rois.append(RoiContours(name=name, number=number, frame_of_reference_uid=frame_uid, contours_mm=contours))
     return StructureSet(path=Path(path), referenced_series_uids=frozenset(referenced), rois=rois)
+
+
+def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
+    """ContourData as (N, 3) mm, parsed from the file's text in one go.
+
+    pydicom makes one validated decimal-string object per number, 0.3 s for a patient's three structure sets.
+    """
+    element = contour.get_item(CONTOUR_DATA)
+    if isinstance(element, RawDataElement) and element.value:
+        return np.array(element.value.split(b"\\"), dtype=np.float64).reshape(-1, 3)
+    return np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
 
 
 def select_rois(structure_set: StructureSet, name_pattern: str) -> list[RoiContours]:
@@ -71,10 +85,9 @@ def rasterise(roi: RoiContours, image: sitk.Image, source: Path | str = "RTSTRUC
     """Voxel mask (uint8, 1 inside) of ``roi`` on the grid of ``image``."""
     size_x, size_y, size_z = image.GetSize()
     mask = np.zeros((size_z, size_y, size_x), dtype=bool)
-    yy, xx = np.mgrid[0:size_y, 0:size_x]
-    centres = np.column_stack([xx.ravel(), yy.ravel()])
+    to_index = _physical_to_index(image)
     for points in roi.contours_mm:
-        index = np.array([image.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points])
+        index = to_index(points)
         k = int(round(float(np.median(index[:, 2]))))
         if np.ptp(index[:, 2]) > 0.5:
             raise DicomInputError(f"{source}: ROI {roi.name!r} has a contour that is not in one image plane")
@@ -82,8 +95,27 @@ def rasterise(roi: RoiContours, image: sitk.Image, source: Path | str = "RTSTRUC
             raise DicomInputError(
                 f"{source}: ROI {roi.name!r} has a contour at slice index {k}, outside the image (0..{size_z - 1})"
             )
-        inside = Polygon(index[:, :2]).contains_points(centres).reshape(size_y, size_x)
-        mask[k] ^= inside
+        # Only voxel centres within the contour's bounding box can be inside it: test those, not the slice.
+        low = np.clip(np.floor(index[:, :2].min(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
+        high = np.clip(np.ceil(index[:, :2].max(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
+        yy, xx = np.mgrid[low[1] : high[1] + 1, low[0] : high[0] + 1]
+        inside = Polygon(index[:, :2]).contains_points(np.column_stack([xx.ravel(), yy.ravel()]))
+        mask[k, low[1] : high[1] + 1, low[0] : high[0] + 1] ^= inside.reshape(xx.shape)
     out = sitk.GetImageFromArray(mask.astype(np.uint8))
     out.CopyInformation(image)
     return out
+
+
+def _physical_to_index(image: sitk.Image):
+    """Vectorised ``TransformPhysicalPointToContinuousIndex``: index = (direction x spacing)^-1 (point - origin).
+
+    Summed term by term in ITK's order (no BLAS), which gives ITK's doubles on the sarcoma sample's contours.
+    """
+    matrix = np.linalg.inv(np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing()))
+    origin = np.array(image.GetOrigin())
+
+    def to_index(points_mm: np.ndarray) -> np.ndarray:
+        offset = points_mm - origin
+        return offset[:, 0:1] * matrix[:, 0] + offset[:, 1:2] * matrix[:, 1] + offset[:, 2:3] * matrix[:, 2]
+
+    return to_index
