@@ -36,7 +36,7 @@ from radiomics_assets.file_inputs import (
     scan_file_pairs,
 )
 from radiomics_assets.inbox_index import manifest_file_pair, manifest_path, manifest_scan, read_manifest
-from radiomics_assets.paths import DataRoot, patient_key
+from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataF
     series_uid = file_series_uid(pair.image)
     out_dir = root.volumes / pair.key
     out_dir.mkdir(parents=True, exist_ok=True)
-    volume_path = out_dir / f"{patient_key(series_uid)}.nii.gz"
+    volume_path = out_dir / f"{patient_key(series_uid)}{STORED_IMAGE_SUFFIX}"
     sitk.WriteImage(image, str(volume_path), useCompression=True)
     size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
     return pd.DataFrame([{
@@ -121,7 +121,7 @@ def ingest_studies(
             beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
             raise DicomInputError("; ".join([str(exc), *beside])) from exc
         info = describe_series(files, image)
-        volume_path = out_dir / f"{patient_key(series_uid)}.nii.gz"
+        volume_path = out_dir / f"{patient_key(series_uid)}{STORED_IMAGE_SUFFIX}"
         sitk.WriteImage(image, str(volume_path), useCompression=True)
         rows.append({
             "patient_id": key, "study_uid": info.study_uid, "series_uid": series_uid, "modality": info.modality,
@@ -220,7 +220,7 @@ def _mask_row(root: DataRoot, key: str, series_uid: str, roi: str, kind: str, so
     out_dir = root.masks / key
     out_dir.mkdir(parents=True, exist_ok=True)
     voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-    mask_path = out_dir / f"{patient_key(series_uid)}__{patient_key(roi)}.nii.gz"
+    mask_path = out_dir / f"{patient_key(series_uid)}__{patient_key(roi)}{STORED_IMAGE_SUFFIX}"
     sitk.WriteImage(mask, str(mask_path), useCompression=True)
     return {
         "patient_id": key, "series_uid": series_uid, "roi": roi, "source_kind": kind,
