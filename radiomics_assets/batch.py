@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from pathlib import Path
 
 import pandas as pd
@@ -161,15 +162,32 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _executor(workers: int) -> Executor:
-    if workers <= 1:
-        return _InProcess()
+def _forkserver() -> multiprocessing.context.BaseContext:
     # forkserver: workers start from a clean, single-threaded server (fork from a threaded Dagster run
     # process can deadlock); the preload imports SimpleITK and PyRadiomics once for all workers.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["radiomics_assets.batch", "radiomics_assets.patient_pipeline"])
+    return context
+
+
+def start_workers_early(workers: int | None = None) -> None:
+    """Start the workers' fork server now, so that its imports (about 1 s of SimpleITK and PyRadiomics)
+    run on another core while the caller does other start-up work, instead of when the first batch starts."""
+    if (workers or default_workers()) > 1:
+        _forkserver()
+        forkserver.ensure_running()
+
+
+def worker_pool(workers: int | None = None) -> Executor:
+    """A pool of ``workers`` processes (default: one per core) with pinned thread pools; in-process for one."""
+    return _executor(workers or default_workers())
+
+
+def _executor(workers: int) -> Executor:
+    if workers <= 1:
+        return _InProcess()
     threads = max(1, default_workers() // workers)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,))
+    return ProcessPoolExecutor(workers, mp_context=_forkserver(), initializer=_limit_threads, initargs=(threads,))
 
 
 def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.DataFrame) -> None:

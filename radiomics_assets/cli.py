@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -63,6 +64,9 @@ def cmd_synth(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from radiomics_assets.batch import start_workers_early, worker_pool
+
+    start_workers_early()  # the workers' imports overlap Dagster's start-up and the inbox scan below
     root = _data_dir(args)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster")))
     home.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,8 @@ def cmd_run(args) -> int:
     instance = DagsterInstance.get()
     # The sensor's index (each header read once and cached: a second `run` reads only what is new) and a
     # manifest per patient, so each partition reads only its own files, as after the sensor.
-    snapshot = write_manifests(DataRoot(root))
+    with worker_pool() as pool:  # a fresh inbox has thousands of headers to read: on every core
+        snapshot = write_manifests(DataRoot(root), read_map=functools.partial(pool.map, chunksize=32))
     for rel, why in snapshot.ignored.items():
         print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
     keys = sorted(snapshot.patients)

@@ -166,14 +166,23 @@ def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> Inbo
     return InboxScan(patients=patients, ignored=ignored)
 
 
+def header_or_error(path: Path) -> tuple[DicomFile | None, str | None]:
+    """(header, None) for a DICOM file, (None, why) for any other; plain values, so it runs in a pool."""
+    try:
+        return read_header(path), None
+    except DicomInputError as exc:
+        return None, str(exc)
+
+
 def read_headers(paths: list[Path]) -> tuple[list[DicomFile], dict[Path, str]]:
     """Headers of ``paths`` that are DICOM, and the reason for each file that is not."""
     headers, unreadable = [], {}
     for path in paths:
-        try:
-            headers.append(read_header(path))
-        except DicomInputError as exc:
-            unreadable[path] = str(exc)
+        header, error = header_or_error(path)
+        if header is None:
+            unreadable[path] = error
+        else:
+            headers.append(header)
     return headers, unreadable
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -29,8 +30,8 @@ from radiomics_assets.dicom_series import (
     DicomInputError,
     InboxScan,
     group_headers,
+    header_or_error,
     inbox_entries,
-    read_header,
     read_headers,
 )
 from radiomics_assets.file_inputs import PNG_SUFFIX, VOLUME_SUFFIXES, FilePair, scan_file_pairs
@@ -40,6 +41,8 @@ DEFAULT_HEADER_READS = 2000
 """Header reads per call: ~0.4 ms each from a local disk, far more from a cold network share."""
 DEFAULT_READ_SECONDS = 20.0
 """Stop reading headers after this long even below the count, so a slow share cannot hit the sensor timeout."""
+READ_CHUNK = 256
+"""Headers read between two checks of the time budget."""
 _PAIR_SUFFIXES = (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json")
 _HEADER_COLUMNS = tuple(f.name for f in fields(DicomFile) if f.name != "path")
 _COLUMNS = ("path", "size", "mtime_ns", *_HEADER_COLUMNS, "error")
@@ -137,9 +140,15 @@ class InboxIndex:
         return con
 
     def update(
-        self, max_header_reads: int | None = DEFAULT_HEADER_READS, max_seconds: float | None = DEFAULT_READ_SECONDS
+        self,
+        max_header_reads: int | None = DEFAULT_HEADER_READS,
+        max_seconds: float | None = DEFAULT_READ_SECONDS,
+        read_map: Callable = map,
     ) -> InboxSnapshot:
-        """Walk the inbox, read the headers of new or changed files (within the budget) and group by patient."""
+        """Walk the inbox, read the headers of new or changed files (within the budget) and group by patient.
+
+        ``read_map`` maps the header reader over a list of paths: a process pool's ``map`` reads on all cores.
+        """
         started = time.monotonic()
         stamps = {
             rel: FileStamp(rel, st.st_size, st.st_mtime_ns, max(st.st_mtime_ns, st.st_ctime_ns))
@@ -151,28 +160,29 @@ class InboxIndex:
             cached = {row[0]: row for row in con.execute(f"SELECT {', '.join(_COLUMNS)} FROM headers")}
             headers: list[DicomFile] = []
             unreadable: dict[Path, str] = {}
-            read_now: set[str] = set()
             pending: list[str] = []
-            fresh_rows: list[tuple] = []
-            reads = 0
-            for rel, stamp in stamps.items():
-                if rel.lower().endswith(_PAIR_SUFFIXES):
-                    continue  # image/mask pairs are found by name, see scan_file_pairs
-                row = cached.get(rel)
-                if row is None or row[1] != stamp.size or row[2] != stamp.mtime_ns:
-                    over_count = max_header_reads is not None and reads >= max_header_reads
-                    over_time = max_seconds is not None and time.monotonic() - started > max_seconds
-                    if over_count or over_time:
-                        pending.append(rel)
-                        continue
-                    reads += 1
-                    read_now.add(rel)
-                    try:
-                        header, error = read_header(self.inbox / rel), None
-                    except DicomInputError as exc:
-                        header, error = None, str(exc)
-                    row = _header_row(rel, stamp.size, stamp.mtime_ns, header, error)
-                    fresh_rows.append(row)
+            stale = [
+                rel for rel, stamp in stamps.items()
+                if not rel.lower().endswith(_PAIR_SUFFIXES)  # image/mask pairs are found by name, see scan_file_pairs
+                and (rel not in cached or cached[rel][1:3] != (stamp.size, stamp.mtime_ns))
+            ]  # fmt: skip
+            if max_header_reads is not None:
+                stale, pending = stale[:max_header_reads], stale[max_header_reads:]
+            fresh: dict[str, tuple] = {}
+            for start in range(0, len(stale), READ_CHUNK):
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    pending = stale[start:] + pending
+                    break
+                chunk = stale[start : start + READ_CHUNK]
+                results = read_map(header_or_error, [self.inbox / rel for rel in chunk])
+                for rel, (header, error) in zip(chunk, results, strict=True):
+                    fresh[rel] = _header_row(rel, stamps[rel].size, stamps[rel].mtime_ns, header, error)
+            read_now, fresh_rows, reads = set(fresh), list(fresh.values()), len(fresh)
+            waiting = set(pending)
+            for rel in stamps:
+                row = fresh.get(rel) or cached.get(rel)
+                if rel.lower().endswith(_PAIR_SUFFIXES) or rel in waiting or row is None:
+                    continue
                 path = self.inbox / rel
                 if row[-1] is not None:
                     unreadable[path] = row[-1]
@@ -268,10 +278,10 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise DicomInputError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
-def write_manifests(root: DataRoot, keys: list[str] | None = None) -> InboxSnapshot:
+def write_manifests(root: DataRoot, keys: list[str] | None = None, read_map: Callable = map) -> InboxSnapshot:
     """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
-    patient); returns the snapshot."""
-    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None)
+    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`."""
+    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None, read_map=read_map)
     for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
         write_manifest(root, snapshot.patients[key])
     return snapshot

@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from radiomics_assets import dicom_series
 from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
 from radiomics_assets.inbox_index import InboxIndex, read_manifest, write_manifests
 from radiomics_assets.paths import DataRoot
@@ -26,20 +27,25 @@ ONE = SynthConfig(n_patients=1, seed=11, rows=64, columns=64, slices=20)
 
 
 class DicomReads:
-    """Every ``pydicom.dcmread`` call: the path read, and whether it was a header-only read of the inbox scan."""
+    """Every DICOM read: the path read, and whether it was a header read of the inbox scan."""
 
     def __init__(self, monkeypatch):
         self.paths: list[Path] = []
         self.header_paths: list[Path] = []
-        real = pydicom.dcmread
+        real_dcmread, real_read_until = pydicom.dcmread, dicom_series.read_until
 
         def counting_dcmread(path, *args, **kwargs):
             self.paths.append(Path(path))
-            if kwargs.get("specific_tags"):
+            return real_dcmread(path, *args, **kwargs)
+
+        def counting_read_until(path, last_tag):
+            self.paths.append(Path(path))
+            if last_tag == dicom_series.LAST_HEADER_TAG:
                 self.header_paths.append(Path(path))
-            return real(path, *args, **kwargs)
+            return real_read_until(path, last_tag)
 
         monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+        monkeypatch.setattr(dicom_series, "read_until", counting_read_until)
 
     def reset(self) -> None:
         self.paths.clear()
