@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 import numpy as np
 import SimpleITK as sitk
 
 from radiomics_assets.dicom_series import DicomInputError
+
+if TYPE_CHECKING:  # imported where used: highdicom takes 0.2 s to import, and most patients have no SEG
+    import highdicom as hd
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class SegmentationFile:
 
 
 def read_segmentation(path: Path) -> SegmentationFile:
+    import highdicom as hd
+
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # highdicom and pydicom raise many kinds of error on a broken or non-SEG file
@@ -79,6 +84,8 @@ def segment_masks(segmentation: SegmentationFile, segments: list[Segment], image
     highdicom builds the segments' volume from the frames' positions and matches it to the image's geometry
     (axes, flips, padding and cropping, never resampling); a SEG that is not on the image grid is refused.
     """
+    import highdicom as hd
+
     seg, path = segmentation.dataset, segmentation.path
     if "PerFrameFunctionalGroupsSequence" not in seg:
         raise DicomInputError(f"{path}: SEG without per-frame positions (TILED_FULL) is not supported for volumes")
@@ -106,6 +113,8 @@ def frame_corners_mm(segmentation: SegmentationFile, segments: list[Segment]) ->
     One (4, 3) array per frame, for finding the image series a SEG lies on when its UIDs do not say which. A SEG
     without per-frame positions gives none (:func:`segment_masks` rejects it anyway).
     """
+    import highdicom as hd
+
     seg, path = segmentation.dataset, segmentation.path
     if "PerFrameFunctionalGroupsSequence" not in seg:
         return []

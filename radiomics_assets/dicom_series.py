@@ -21,8 +21,7 @@ from radiomics_assets.paths import patient_key
 
 IMAGE_MODALITIES = {"CT", "MR", "PT"}
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label map SEG
-LAST_HEADER_TAG = 0x00200052  # FrameOfReferenceUID: every tag read_header needs comes before it
-LAST_GEOMETRY_TAG = 0x00280030  # PixelSpacing, after ImagePositionPatient, Rows and Columns
+LAST_HEADER_TAG = 0x00280030  # PixelSpacing: every tag read_header needs comes before it
 
 
 def read_until(path: Path, last_tag: int) -> pydicom.Dataset:
@@ -49,6 +48,12 @@ class DicomFile:
     modality: str
     frame_of_reference_uid: str
     sop_class_uid: str = ""
+    # Slice geometry, kept with the header so that sorting and checking a series needs no second read:
+    # DICOM's decimal strings as "a\\b\\c" (empty for files without, such as RTSTRUCTs).
+    image_position: str = ""
+    image_orientation: str = ""
+    rows_columns: str = ""
+    pixel_spacing: str = ""
 
     @property
     def is_segmentation(self) -> bool:
@@ -100,7 +105,20 @@ def read_header(path: Path) -> DicomFile:
         modality=str(ds.Modality).upper(),
         frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
         sop_class_uid=str(getattr(ds, "SOPClassUID", "")),
+        image_position=_joined(ds, "ImagePositionPatient"),
+        image_orientation=_joined(ds, "ImageOrientationPatient"),
+        rows_columns=f"{ds.Rows}\\{ds.Columns}" if "Rows" in ds and "Columns" in ds else "",
+        pixel_spacing=_joined(ds, "PixelSpacing"),
     )
+
+
+def _joined(ds: pydicom.Dataset, keyword: str) -> str:
+    """A multi-valued decimal attribute as text, each number exactly (``repr`` of the float)."""
+    values = ds.get(keyword)
+    try:
+        return "\\".join(repr(float(v)) for v in values) if values else ""
+    except (TypeError, ValueError):  # malformed: reported as missing geometry when the series is read
+        return ""
 
 
 def inbox_entries(inbox: Path) -> list[tuple[str, os.stat_result]]:
@@ -204,23 +222,27 @@ class SeriesInfo:
     first_file: Path
 
 
-def _slice_geometry(paths: list[Path]) -> list[tuple[Path, np.ndarray, np.ndarray, tuple]]:
+def _slice_geometry(files: list[DicomFile]) -> list[tuple[Path, np.ndarray, np.ndarray, tuple]]:
+    """(path, position, orientation, (rows, columns, spacing)) per slice, from the headers already read."""
     rows = []
-    for path in paths:
-        ds = read_until(path, LAST_GEOMETRY_TAG)
-        try:
-            position = np.array([float(v) for v in ds.ImagePositionPatient])
-            orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
-            in_plane = (int(ds.Rows), int(ds.Columns), *(round(float(v), 4) for v in ds.PixelSpacing))
-        except AttributeError as exc:
-            raise DicomInputError(f"{path}: missing image geometry ({exc})") from exc
-        rows.append((path, position, orientation, in_plane))
+    for file in files:
+        numbers = {
+            name: [float(v) for v in text.split("\\")] if text else []
+            for name, text in (("position", file.image_position), ("orientation", file.image_orientation),
+                               ("size", file.rows_columns), ("spacing", file.pixel_spacing))
+        }  # fmt: skip
+        lacking = [name for name, count in (("position", 3), ("orientation", 6), ("size", 2), ("spacing", 2))
+                   if len(numbers[name]) != count]  # fmt: skip
+        if lacking:
+            raise DicomInputError(f"{file.path}: missing image geometry (no valid {', '.join(lacking)})")
+        in_plane = (*(int(v) for v in numbers["size"]), *(round(v, 4) for v in numbers["spacing"]))
+        rows.append((file.path, np.array(numbers["position"]), np.array(numbers["orientation"]), in_plane))
     return rows
 
 
 def sorted_slice_files(files: list[DicomFile]) -> list[Path]:
     """Slice files in position order, after checking orientation, in-plane geometry and slice spacing."""
-    geometry = _slice_geometry([f.path for f in files])
+    geometry = _slice_geometry(files)
     path0, _, orientation0, plane0 = geometry[0]
     for path, _, orientation, plane in geometry[1:]:
         if not np.allclose(orientation, orientation0, atol=1e-4):

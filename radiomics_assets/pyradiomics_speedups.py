@@ -156,12 +156,33 @@ def _diameters(points: np.ndarray) -> tuple[float, float, float, float]:
     for axis in range(3):
         others = [other for other in range(3) if other != axis]
         # Within a plane only the ends of its grid lines (along both in-plane directions) can be extreme.
-        planar = points[_line_extremes(points, others[0]) & _line_extremes(points, others[1])]
-        planar = planar[np.argsort(planar[:, axis], kind="stable")]
-        starts = np.flatnonzero(np.r_[True, planar[1:, axis] != planar[:-1, axis], True])
-        for start, end in zip(starts[:-1], starts[1:], strict=True):
-            squared[axis] = max(squared[axis], _max_squared_distance(planar[start:end]))
+        squared[axis] = _max_squared_distance_in_planes(
+            points[_line_extremes(points, others[0]) & _line_extremes(points, others[1])], axis
+        )
     return tuple(float(np.sqrt(value)) for value in squared)
+
+
+def _max_squared_distance_in_planes(points: np.ndarray, axis: int, block: int = 1024) -> float:
+    """The same maximum over the pairs of points with exactly the same coordinate ``axis`` (one plane).
+
+    All planes at once: each point is paired with the points after it in its plane, ``block`` points at a time.
+    """
+    points = points[np.argsort(points[:, axis], kind="stable")]
+    plane = points[:, axis]
+    starts = np.flatnonzero(np.r_[True, plane[1:] != plane[:-1]])
+    ends = np.r_[starts[1:], len(points)]
+    later_in_plane = np.repeat(ends, ends - starts) - np.arange(len(points)) - 1
+    best = 0.0
+    for start in range(0, len(points), block):
+        counts = later_in_plane[start : start + block]
+        if not counts.any():
+            continue
+        first = np.repeat(np.arange(start, start + len(counts)), counts)
+        step = np.arange(len(first)) - np.repeat(np.cumsum(counts) - counts, counts)
+        delta = points[first] - points[first + 1 + step]
+        squared = delta * delta
+        best = max(best, float(np.max(squared[:, 0] + squared[:, 1] + squared[:, 2])))
+    return best
 
 
 def mesh_coefficients(mask: np.ndarray, spacing: np.ndarray) -> tuple[float, float, tuple[float, ...]]:
