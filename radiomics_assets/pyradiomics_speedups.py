@@ -134,10 +134,8 @@ def _max_squared_distance(points: np.ndarray, block: int = 512) -> float:
     return best
 
 
-def _extreme_candidates(points: np.ndarray) -> np.ndarray:
-    """Points that may be vertices of the convex hull (a superset: no extreme point is dropped)."""
-    keep = _line_extremes(points, 0) & _line_extremes(points, 1) & _line_extremes(points, 2)
-    candidates = points[keep]
+def _hull_candidates(candidates: np.ndarray) -> np.ndarray:
+    """Of points that are extreme on all their grid lines, those that may be vertices of the convex hull."""
     if len(candidates) <= ALL_PAIRS_MAX:
         return candidates
     from scipy.spatial import ConvexHull, QhullError
@@ -152,13 +150,12 @@ def _extreme_candidates(points: np.ndarray) -> np.ndarray:
 
 def _diameters(points: np.ndarray) -> tuple[float, float, float, float]:
     """(slice, column, row, 3D) maximum diameters as PyRadiomics defines them (pairs sharing z, y, x; any pair)."""
-    squared = [0.0, 0.0, 0.0, _max_squared_distance(_extreme_candidates(points)) if len(points) else 0.0]
+    ends = [_line_extremes(points, along) for along in range(3)]  # a point between two others is not extreme
+    squared = [0.0, 0.0, 0.0, _max_squared_distance(_hull_candidates(points[ends[0] & ends[1] & ends[2]]))]
     for axis in range(3):
-        others = [other for other in range(3) if other != axis]
-        # Within a plane only the ends of its grid lines (along both in-plane directions) can be extreme.
-        squared[axis] = _max_squared_distance_in_planes(
-            points[_line_extremes(points, others[0]) & _line_extremes(points, others[1])], axis
-        )
+        # Within a plane (fixed ``axis``), only the ends of its grid lines along the two other axes.
+        in_plane = [ends[other] for other in range(3) if other != axis]
+        squared[axis] = _max_squared_distance_in_planes(points[in_plane[0] & in_plane[1]], axis)
     return tuple(float(np.sqrt(value)) for value in squared)
 
 
