@@ -226,16 +226,27 @@ class _Batch:
         self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
 
     def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
-        """Store what the patient's ingest/mask stages produced; start its extraction if selected."""
-        if "studies" in self.stages and outcome.failed_stage != "studies":
-            self.warehouse.replace_patient(outcome.key, {"series": outcome.series})
-            outcome.done_stages.append("studies")
-        if "roi_masks" in self.stages and outcome.failed_stage is None:
-            self.warehouse.replace_patient(outcome.key, {"masks": outcome.masks})
-            outcome.done_stages.append("roi_masks")
+        """Start the patient's extraction if selected; else (or if it failed) the patient is complete."""
         if outcome.failed_stage or "features" not in self.stages:
-            return outcome
+            return self.store(outcome)
         return self.start_features(outcome)
+
+    def store(self, outcome: PatientOutcome) -> PatientOutcome:
+        """Write every table the patient's successful stages produced, in one transaction (one DuckDB open per
+        patient: opening the file costs more than writing a patient's rows)."""
+        stop = STAGES.index(outcome.failed_stage) if outcome.failed_stage else len(STAGES)
+        done = [stage for stage in STAGES[:stop] if stage in self.stages]
+        frames = {}
+        if "studies" in done:
+            frames["series"] = outcome.series
+        if "roi_masks" in done:
+            frames["masks"] = outcome.masks
+        if "features" in done:
+            frames.update(features=outcome.features, diagnostics=outcome.diagnostics)
+        if frames:
+            self.warehouse.replace_patient(outcome.key, frames)
+        outcome.done_stages.extend(done)
+        return outcome
 
     def start_features(self, outcome: PatientOutcome) -> PatientOutcome | None:
         """Submit one extraction task per (series, ROI); returns the outcome only if it already failed.
@@ -248,11 +259,11 @@ class _Batch:
             outcome.masks = _stored_rows(self.settings.root, "masks", outcome.key)
         masks = outcome.masks.to_dict("records") if outcome.masks is not None else []
         if not masks:
-            return outcome.fail("features", f"patient {outcome.key}: no ROI mask to extract features from")
+            return self.store(outcome.fail("features", f"patient {outcome.key}: no ROI mask to extract features from"))
         try:
             _check_params(self.settings, outcome.series, outcome.masks)
         except Exception as exc:  # noqa: BLE001 - reported per patient
-            return outcome.fail("features", _describe(exc))
+            return self.store(outcome.fail("features", _describe(exc)))
         series_rows = {row["series_uid"]: row for row in outcome.series.to_dict("records")}
         key = outcome.key
         self.waiting[key], self.extracted[key], self.remaining[key] = outcome, [], len(masks)
@@ -276,10 +287,8 @@ class _Batch:
         if outcome.failed_stage is None:
             outcome.features = pd.concat([rows for rows, _ in self.extracted[key]], ignore_index=True)
             outcome.diagnostics = pd.concat([diagnostics for _, diagnostics in self.extracted[key]], ignore_index=True)
-            self.warehouse.replace_patient(key, {"features": outcome.features, "diagnostics": outcome.diagnostics})
-            outcome.done_stages.append("features")
         del self.waiting[key], self.extracted[key], self.remaining[key]
-        return outcome
+        return self.store(outcome)
 
     def finished(self) -> Iterator[PatientOutcome]:
         """Outcomes in the order the patients finish, until no task is left."""
@@ -303,7 +312,8 @@ def run_patients(
 ) -> Iterator[PatientOutcome]:
     """Run ``stages`` (a subset of :data:`STAGES`) for every patient in ``keys``; yields each outcome.
 
-    Rows are stored per patient and stage as soon as that stage succeeded. ``workers`` defaults to the
+    A patient's rows are stored in one transaction once its selected stages have run: those of every stage
+    that succeeded (a failed stage stores nothing, the stages before it are stored). ``workers`` defaults to the
     number of usable cores; no worker process is started when there is a single task.
     """
     stages = frozenset(stages)
