@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from radiomics_assets.paths import DATA_DIR_ENV, default_data_dir
@@ -65,24 +66,27 @@ def cmd_synth(args) -> int:
 
 def cmd_run(args) -> int:
     from radiomics_assets.batch import start_workers_early, worker_pool
+    from radiomics_assets.inbox_index import write_manifests
+    from radiomics_assets.paths import DataRoot
 
-    start_workers_early()  # the workers' imports overlap Dagster's start-up and the inbox scan below
+    start_workers_early()  # the workers' own imports overlap everything below
     root = _data_dir(args)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster")))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
-    from dagster import AssetKey, DagsterInstance
-
-    from radiomics_assets.definitions import PARTITION_RANGE_END, PARTITION_RANGE_START, defs, patients
-    from radiomics_assets.inbox_index import write_manifests
-    from radiomics_assets.paths import DataRoot
-
-    instance = DagsterInstance.get()
     # The sensor's index (each header read once and cached: a second `run` reads only what is new) and a
-    # manifest per patient, so each partition reads only its own files, as after the sensor.
-    with worker_pool() as pool:  # a fresh inbox has thousands of headers to read: on every core
-        snapshot = write_manifests(DataRoot(root), read_map=functools.partial(pool.map, chunksize=32))
+    # manifest per patient, so each partition reads only its own files, as after the sensor. A fresh inbox
+    # has thousands of headers: the workers read them while this process imports Dagster and the definitions.
+    with worker_pool() as pool, ThreadPoolExecutor(1) as background:
+        read_map = functools.partial(pool.map, chunksize=32)
+        scanning = background.submit(write_manifests, DataRoot(root), read_map=read_map)
+        from dagster import AssetKey, DagsterInstance
+
+        from radiomics_assets.definitions import PARTITION_RANGE_END, PARTITION_RANGE_START, defs, patients
+
+        instance = DagsterInstance.get()
+        snapshot = scanning.result()
     for rel, why in snapshot.ignored.items():
         print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
     keys = sorted(snapshot.patients)
