@@ -5,9 +5,11 @@ busy. So one call handles a batch of patients: DICOM reading and mask building r
 extraction per (series, ROI), in a pool of worker processes; every patient's extraction starts as soon as
 its masks exist. Each worker holds one task's volumes at a time, which bounds memory per worker.
 
-Only the calling process writes to the warehouse (one writer per batch, rows replaced per patient), so a
-failing patient leaves its earlier rows and every other patient's rows intact. The outcome of each patient
-is yielded as soon as it is known; the caller (the Dagster layer) turns it into per-partition events.
+Only the calling process writes to the warehouse (one writer per batch, one transaction per patient once
+its stages have run; a batch that is interrupted first stores what its unfinished patients' ingest and masks
+produced), so a failing patient leaves its earlier rows and every other patient's rows intact. The outcome of
+each patient is yielded as soon as it is known; the caller (the Dagster layer) turns it into per-partition
+events.
 """
 
 from __future__ import annotations
@@ -158,6 +160,14 @@ class _InProcess(Executor):
         return future
 
 
+WORKERS_ENV = "RADIOMICS_WORKERS"
+
+
+def configured_workers() -> int:
+    """``$RADIOMICS_WORKERS`` when set to a positive number, else one worker per usable core."""
+    return int(os.environ.get(WORKERS_ENV, "0") or 0) or default_workers()
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -173,14 +183,14 @@ def _forkserver() -> multiprocessing.context.BaseContext:
 def start_workers_early(workers: int | None = None) -> None:
     """Start the workers' fork server now, so that its imports (about 1 s of SimpleITK and PyRadiomics)
     run on another core while the caller does other start-up work, instead of when the first batch starts."""
-    if (workers or default_workers()) > 1:
+    if (workers or configured_workers()) > 1:
         _forkserver()
         forkserver.ensure_running()
 
 
 def worker_pool(workers: int | None = None) -> Executor:
-    """A pool of ``workers`` processes (default: one per core) with pinned thread pools; in-process for one."""
-    return _executor(workers or default_workers())
+    """A pool of ``workers`` processes (default: as configured) with pinned thread pools; in-process for one."""
+    return _executor(workers or configured_workers())
 
 
 def _executor(workers: int) -> Executor:
@@ -219,6 +229,16 @@ class _Batch:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
+
+    def store_unfinished(self) -> None:
+        """Interrupted (the step was cancelled, a worker died, a write failed): store the series and masks of
+        patients whose extraction had not finished, so no stage that succeeded is lost."""
+        for key, outcome in list(self.waiting.items()):
+            del self.waiting[key]
+            try:
+                self.store(outcome.fail("features", "interrupted before extraction finished"))
+            except Exception:  # noqa: BLE001, S110 - best effort while already failing; the original error wins
+                pass
 
     def submit_prepare(self, key: str) -> None:
         # One patient: ingest here and keep the pool for its (series, ROI) extractions, sized to their number.
@@ -328,4 +348,5 @@ def run_patients(
                 yield failed
         yield from batch.finished()
     finally:
+        batch.store_unfinished()
         batch.close()

@@ -69,12 +69,12 @@ def cmd_run(args) -> int:
     from radiomics_assets.inbox_index import write_manifests
     from radiomics_assets.paths import DataRoot
 
-    start_workers_early()  # the workers' own imports overlap everything below
     root = _data_dir(args)
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster")))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
+    start_workers_early()  # after the environment is final (workers inherit it); their imports overlap the rest
     # The sensor's index (each header read once and cached: a second `run` reads only what is new) and a
     # manifest per patient, so each partition reads only its own files, as after the sensor. A fresh inbox
     # has thousands of headers: the workers read them while this process imports Dagster and the definitions.

@@ -169,18 +169,21 @@ class InboxIndex:
             if max_header_reads is not None:
                 stale, pending = stale[:max_header_reads], stale[max_header_reads:]
             fresh: dict[str, tuple] = {}
-            for start in range(0, len(stale), READ_CHUNK):
+            # The time budget is checked between steps: before every read when reading here, every READ_CHUNK
+            # reads when a pool reads; without a budget everything goes to the pool at once.
+            step = max(len(stale), 1) if max_seconds is None else 1 if read_map is map else READ_CHUNK
+            for start in range(0, len(stale), step):
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     pending = stale[start:] + pending
                     break
-                chunk = stale[start : start + READ_CHUNK]
+                chunk = stale[start : start + step]
                 results = read_map(header_or_error, [self.inbox / rel for rel in chunk])
                 for rel, (header, error) in zip(chunk, results, strict=True):
                     fresh[rel] = _header_row(rel, stamps[rel].size, stamps[rel].mtime_ns, header, error)
             read_now, fresh_rows, reads = set(fresh), list(fresh.values()), len(fresh)
             waiting = set(pending)
             for rel in stamps:
-                row = fresh.get(rel) or cached.get(rel)
+                row = fresh[rel] if rel in fresh else cached.get(rel)
                 if rel.lower().endswith(_PAIR_SUFFIXES) or rel in waiting or row is None:
                     continue
                 path = self.inbox / rel

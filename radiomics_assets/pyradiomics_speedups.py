@@ -123,8 +123,9 @@ def _line_extremes(points: np.ndarray, along: int) -> np.ndarray:
     return keep
 
 
-def _max_squared_distance(points: np.ndarray, block: int = 512) -> float:
-    """PyRadiomics' expression ((dz*dz + dy*dy) + dx*dx), maximised over all pairs, blockwise."""
+def _max_squared_distance(points: np.ndarray, pairs_per_block: int = 1 << 21) -> float:
+    """PyRadiomics' expression ((dz*dz + dy*dy) + dx*dx), maximised over all pairs, blockwise (bounded memory)."""
+    block = max(1, pairs_per_block // max(1, len(points)))
     best = 0.0
     for start in range(0, len(points), block):
         chunk = points[start : start + block]
@@ -183,8 +184,12 @@ def _max_squared_distance_in_planes(points: np.ndarray, axis: int, block: int = 
 
 
 def mesh_coefficients(mask: np.ndarray, spacing: np.ndarray) -> tuple[float, float, tuple[float, ...]]:
-    """Drop-in for ``cShape.calculate_coefficients(mask, spacing)``: (surface area, volume, diameters)."""
-    mask = np.asarray(mask, dtype=bool)
+    """Drop-in for ``cShape.calculate_coefficients(mask, spacing)``: (surface area, volume, diameters).
+
+    For the boolean masks PyRadiomics passes; any other mask goes to the C routine as it is.
+    """
+    if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.ndim != 3:
+        return _stock_calculate_coefficients(mask, spacing)
     spacing = np.asarray(spacing, dtype=np.float64)
     vertices = _mesh_vertices(mask, spacing)
     if len(vertices) < SMALL_MESH_VERTICES:
@@ -205,10 +210,11 @@ def mesh_coefficients(mask: np.ndarray, spacing: np.ndarray) -> tuple[float, flo
 def bin_edges(parameterValues, **kwargs):  # noqa: N803 - PyRadiomics' keyword names
     """``imageoperations.getBinEdges`` with NumPy's min/max; delegates every case it does not speed up."""
     values = parameterValues
-    if kwargs.get("binCount") is not None or not isinstance(values, np.ndarray) or values.size == 0:
+    if kwargs.get("binCount") is not None or not isinstance(values, np.ndarray) or values.ndim != 1 or not values.size:
         return _stock_get_bin_edges(parameterValues, **kwargs)
     minimum, maximum = values.min(), values.max()
-    if np.isnan(minimum) or np.isnan(maximum):  # built-in min/max order NaNs differently: keep theirs
+    # Built-in min/max treat NaN by position, and return the first of 0.0 and -0.0: keep theirs for those.
+    if np.isnan(minimum) or np.isnan(maximum) or minimum == 0:
         return _stock_get_bin_edges(parameterValues, **kwargs)
     bin_width = kwargs.get("binWidth", 25)
     low = minimum - (minimum % bin_width)
@@ -221,9 +227,13 @@ def bin_edges(parameterValues, **kwargs):  # noqa: N803 - PyRadiomics' keyword n
 # --- diagnostics hashes -------------------------------------------------------------------------------------
 
 
+_SCALAR_PIXEL_TYPES = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
+                       sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64}  # fmt: skip
+
+
 def image_sha1(image: sitk.Image) -> str:
     """``sitk.Hash(image)`` (SHA-1 of the voxel buffer) by hashlib; other image kinds go to SimpleITK."""
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    if image.GetPixelID() not in _SCALAR_PIXEL_TYPES:  # vector, complex and label-map images
         return sitk.Hash(image)
     return hashlib.sha1(sitk.GetArrayViewFromImage(image).tobytes()).hexdigest()
 
@@ -279,7 +289,8 @@ def uninstall() -> None:
 
 @contextlib.contextmanager
 def stock_pyradiomics() -> Iterator[None]:
-    """PyRadiomics exactly as installed, for the duration of the block (for comparisons)."""
+    """PyRadiomics exactly as installed, for the duration of the block, in this process (for comparisons in
+    tests and benchmarks; not thread-safe, and worker processes keep their own setting)."""
     was_installed = installed()
     uninstall()
     try:

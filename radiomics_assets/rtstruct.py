@@ -71,7 +71,10 @@ def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
     """
     element = contour.get_item(CONTOUR_DATA)
     if isinstance(element, RawDataElement) and element.value:
-        return np.array(element.value.split(b"\\"), dtype=np.float64).reshape(-1, 3)
+        try:  # trailing NUL or space padding is common (pydicom strips it too)
+            return np.array(element.value.rstrip(b"\x00 ").split(b"\\"), dtype=np.float64).reshape(-1, 3)
+        except ValueError:  # anything unusual: pydicom's own parsing
+            pass
     return np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
 
 
@@ -107,11 +110,16 @@ def rasterise(roi: RoiContours, image: sitk.Image, source: Path | str = "RTSTRUC
 
 
 def _physical_to_index(image: sitk.Image):
-    """Vectorised ``TransformPhysicalPointToContinuousIndex``: index = (direction x spacing)^-1 (point - origin).
+    """``TransformPhysicalPointToContinuousIndex`` for many points: index = (direction x spacing)^-1 (point - origin).
 
-    Summed term by term in ITK's order (no BLAS), which gives ITK's doubles on the sarcoma sample's contours.
+    For axis-aligned images (direction diagonal, +-1) vectorised and summed term by term in ITK's order, which
+    gives ITK's doubles; for oblique ones ITK's own per point, whose matrix inverse NumPy does not reproduce
+    to the last bit (a voxel centre exactly on a contour edge could otherwise flip).
     """
-    matrix = np.linalg.inv(np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing()))
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    if np.count_nonzero(direction - np.diag(np.diag(direction))):
+        return lambda points_mm: np.array([image.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points_mm])
+    matrix = np.linalg.inv(direction @ np.diag(image.GetSpacing()))
     origin = np.array(image.GetOrigin())
 
     def to_index(points_mm: np.ndarray) -> np.ndarray:

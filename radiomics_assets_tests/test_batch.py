@@ -85,3 +85,22 @@ def test_features_with_studies_but_not_masks_uses_the_stored_masks(tmp_path, mon
         )  # fmt: skip
         assert again.success, step_failure_messages(again)
     pd.testing.assert_frame_equal(_features(tmp_path), before)
+
+
+def test_interrupted_batch_keeps_the_stages_that_finished(tmp_path):
+    """Patients whose extraction had not finished when the batch stopped keep their series and masks rows."""
+    from radiomics_assets.batch import STAGES, PatientOutcome, PatientSettings, _Batch
+    from radiomics_assets.features import params_by_modality
+
+    settings = PatientSettings(data_dir=tmp_path, params=params_by_modality())
+    batch = _Batch(frozenset(STAGES), settings, workers=1, n_patients=2)
+    for key in ("P1", "P2"):
+        series = pd.DataFrame({"patient_id": [key], "series_uid": [f"{key}.1"], "modality": ["CT"]})
+        masks = pd.DataFrame({"patient_id": [key], "series_uid": [f"{key}.1"], "roi": ["GTV"]})
+        batch.waiting[key] = PatientOutcome(key, series=series, masks=masks)
+    batch.store_unfinished()
+    assert not batch.waiting
+    with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT patient_id FROM series ORDER BY 1").fetchall() == [("P1",), ("P2",)]
+        assert con.sql("SELECT count(*) FROM masks").fetchall() == [(2,)]
+        assert con.sql("SELECT count(*) FROM features").fetchall() == [(0,)]

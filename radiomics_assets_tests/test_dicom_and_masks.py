@@ -49,3 +49,32 @@ def test_non_dicom_and_truncated_files_are_ignored_with_a_reason(tmp_path, small
     reasons = {p.name: why for p, why in scan.ignored.items()}
     assert set(reasons) == {"notes.txt", "broken.dcm"}
     assert "notes.txt" in reasons["notes.txt"]
+
+
+def test_contour_data_padded_with_nul_is_parsed_like_pydicom():
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    from radiomics_assets.rtstruct import CONTOUR_DATA, _contour_points
+
+    raw = b"1.5\\-2\\3e1\\4\\5.25\\6 \x00"
+    contour = Dataset({Tag(CONTOUR_DATA): RawDataElement(Tag(CONTOUR_DATA), "DS", len(raw), raw, 0, True, True)})
+    reference = Dataset({Tag(CONTOUR_DATA): RawDataElement(Tag(CONTOUR_DATA), "DS", len(raw), raw, 0, True, True)})
+    np.testing.assert_array_equal(_contour_points(contour), np.asarray(reference.ContourData, float).reshape(-1, 3))
+    assert _contour_points(contour).tolist() == [[1.5, -2.0, 30.0], [4.0, 5.25, 6.0]]
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_contour_points_map_to_itk_continuous_indices(oblique):
+    from radiomics_assets.rtstruct import _physical_to_index
+
+    image = sitk.Image(20, 30, 10, sitk.sitkUInt8)
+    image.SetSpacing((0.976562, 0.976562, 3.27))
+    image.SetOrigin((-120.5, 33.25, -629.04))
+    if oblique:
+        angle = np.deg2rad(17.0)
+        image.SetDirection((np.cos(angle), -np.sin(angle), 0.0, np.sin(angle), np.cos(angle), 0.0, 0.0, 0.0, 1.0))
+    points = np.random.default_rng(5).uniform(-150, 150, (500, 3))
+    itk = np.array([image.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points])
+    np.testing.assert_array_equal(_physical_to_index(image)(points), itk)  # the same doubles

@@ -39,6 +39,12 @@ def assert_same_mesh(mask: np.ndarray, spacing: np.ndarray) -> None:
     assert fast_volume == pytest.approx(volume, rel=1e-12)
 
 
+def test_non_boolean_masks_go_to_pyradiomics_unchanged(monkeypatch):
+    monkeypatch.setattr(speedups, "SMALL_MESH_VERTICES", 0)
+    mask = np.pad(ellipsoid((4, 6, 7)), 1).astype(np.int32) * 256  # the C routine reads this as char: all zero
+    assert speedups.mesh_coefficients(mask, np.ones(3)) == cShape.calculate_coefficients(mask, np.ones(3))
+
+
 def test_mesh_coefficients_equal_pyradiomics_on_random_masks(monkeypatch):
     monkeypatch.setattr(speedups, "SMALL_MESH_VERTICES", 0)  # never hand small masks back to the C routine
     for mask, spacing in random_masks(150):
@@ -66,6 +72,12 @@ def test_bin_edges_equal_pyradiomics(dtype):
             values = values.astype(dtype)
             expected = speedups._stock_get_bin_edges(values, binWidth=width)
             np.testing.assert_array_equal(speedups.bin_edges(values, binWidth=width), expected)
+    signed_zeros = np.array([0.0, -0.0, 3.0, 80.0], dtype=dtype)  # built-in min keeps the first zero's sign
+    edges, expected = (
+        speedups.bin_edges(signed_zeros, binWidth=25),
+        speedups._stock_get_bin_edges(signed_zeros, binWidth=25),
+    )
+    assert np.array_equal(edges, expected) and np.array_equal(np.signbit(edges), np.signbit(expected))
     counted = rng.normal(0, 1, 100)
     np.testing.assert_array_equal(speedups.bin_edges(counted, binCount=16), imageoperations.numpy.histogram(
         counted, 16)[1] + np.r_[np.zeros(16), 1])  # fmt: skip
