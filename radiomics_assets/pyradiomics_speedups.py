@@ -1,4 +1,4 @@
-"""Value-preserving replacements for three hot spots of PyRadiomics 3.1.4, so extraction costs less CPU.
+"""Value-preserving replacements for four hot spots of PyRadiomics 3.1.4, so extraction costs less CPU.
 
 Profiling extraction on the sarcoma sample (1 mm resampling) showed two places where PyRadiomics does far more
 work than its result needs:
@@ -16,8 +16,16 @@ work than its result needs:
    wavelet filters. NumPy's ``min``/``max`` return the same element.
 3. The diagnostics hash every image and mask with ``sitk.Hash`` (SHA-1 of the voxel buffer), 12 % of extraction
    time with the CT parameters; ``hashlib.sha1`` of the same buffer gives the same digest about ten times faster.
+4. ``imageoperations.resampleImage`` with B-spline interpolation makes ITK compute B-spline coefficients for the
+   whole image, however small the ROI: seconds for a full 512 x 512 CT. :func:`resample_image` hands it the
+   image cropped to the ROI plus a margin in which the coefficients' recursive filter settles to the last bit
+   (its pole is 0.268: after 30 voxels a difference at the crop edge is below 1e-17), and the uncropped mask,
+   from which PyRadiomics derives the output grid as before: 12x faster for a 512 x 512 x 120 CT. On the
+   sarcoma sample all 11.6 million resampled voxels are bit-identical to PyRadiomics' own; on white noise 2 in
+   215,822 differ by one float32 unit (the crop's origin rounds differently), so in general the voxels agree
+   to float32 rounding, and a feature could change only if such a voxel sat exactly on a grey-level bin edge.
 
-:func:`install` applies all three (``features`` calls it); ``RADIOMICS_STOCK_PYRADIOMICS=1`` or
+:func:`install` applies all four (``features`` calls it); ``RADIOMICS_STOCK_PYRADIOMICS=1`` or
 :func:`stock_pyradiomics` keeps PyRadiomics untouched, which the tests use to compare against the original.
 Nothing is replaced for a PyRadiomics version other than the one these were checked against.
 """
@@ -48,6 +56,7 @@ CUBE_CORNERS = ((0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1)
 
 _stock_calculate_coefficients = cShape.calculate_coefficients
 _stock_get_bin_edges = imageoperations.getBinEdges
+_stock_resample_image = imageoperations.resampleImage
 
 
 # --- shape: surface area, volume and diameters of the marching-cubes mesh --------------------------------
@@ -224,6 +233,53 @@ def bin_edges(parameterValues, **kwargs):  # noqa: N803 - PyRadiomics' keyword n
     return edges
 
 
+# --- B-spline resampling of a cropped image ----------------------------------------------------------------
+
+SETTLE_VOXELS = 30
+"""Voxels from a crop edge after which the B-spline coefficients equal the uncropped image's (see item 4)."""
+MIN_SAVING = 0.8
+"""Crop only when it leaves at most this share of the image's voxels (else nothing worth saving)."""
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize(), a.GetSpacing(), a.GetOrigin(), a.GetDirection()) == (
+        b.GetSize(), b.GetSpacing(), b.GetOrigin(), b.GetDirection())  # fmt: skip
+
+
+def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' names
+    """``imageoperations.resampleImage`` with B-spline interpolation on the image cropped around the ROI.
+
+    Everything else (other interpolators, masks on another grid, no resampling needed, an absent label, small
+    images) goes to PyRadiomics' function unchanged, which also does every check and computes the grid.
+    """
+    interpolator = kwargs.get("interpolator", sitk.sitkBSpline)
+    interpolator = getattr(sitk, interpolator, None) if isinstance(interpolator, str) else interpolator
+    spacing = kwargs.get("resampledPixelSpacing")
+    if interpolator != sitk.sitkBSpline or spacing is None or imageNode is None or maskNode is None:
+        return _stock_resample_image(imageNode, maskNode, **kwargs)
+    image_spacing = np.array(imageNode.GetSpacing())
+    new_spacing = np.where(np.array(spacing, dtype=float) == 0, image_spacing, np.array(spacing, dtype=float))
+    if not _same_grid(imageNode, maskNode) or np.allclose(image_spacing, new_spacing):
+        return _stock_resample_image(imageNode, maskNode, **kwargs)
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    shape.Execute(maskNode)
+    label = int(kwargs.get("label", 1))
+    if label not in shape.GetLabels():
+        return _stock_resample_image(imageNode, maskNode, **kwargs)
+    box = np.array(shape.GetBoundingBox(label))
+    dimension = imageNode.GetDimension()
+    # The output grid reaches padDistance output voxels beyond the ROI; the interpolation kernel 2 more voxels.
+    reach = np.ceil(kwargs.get("padDistance", 5) * new_spacing / image_spacing).astype(int) + 2
+    margin = SETTLE_VOXELS + reach
+    size = np.array(imageNode.GetSize())
+    low = np.maximum(box[:dimension] - margin, 0)
+    high = np.minimum(box[:dimension] + box[dimension:] + margin, size)
+    if np.prod(high - low) > MIN_SAVING * np.prod(size):
+        return _stock_resample_image(imageNode, maskNode, **kwargs)
+    cropped = sitk.RegionOfInterest(imageNode, (high - low).tolist(), low.tolist())
+    return _stock_resample_image(cropped, maskNode, **kwargs)
+
+
 # --- diagnostics hashes -------------------------------------------------------------------------------------
 
 
@@ -258,6 +314,7 @@ def _replacements() -> list[tuple[object, str, object, object]]:
         (shape, "cShape", cShape, _Proxy(cShape, calculate_coefficients=mesh_coefficients)),
         (imageoperations, "getBinEdges", _stock_get_bin_edges, bin_edges),
         (generalinfo, "sitk", sitk, _Proxy(sitk, Hash=image_sha1)),
+        (imageoperations, "resampleImage", _stock_resample_image, resample_image),
     ]
 
 
