@@ -40,6 +40,8 @@ from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
 from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 
 log = logging.getLogger(__name__)
+Volumes = dict[str, sitk.Image]
+"""Stored volumes already in memory, by path."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class PatientInputs:
     pair: FilePair | None
     where: str
     """Where they were looked for, for error messages."""
+    volumes: Volumes = field(default_factory=dict, compare=False)
+    """Volumes stored by this process's ingest, by path: the masks stage uses them instead of reading them back."""
 
     def require_dicom(self) -> PatientFiles:
         if self.dicom is None:
@@ -77,13 +81,23 @@ def find_patient(root: DataRoot, key: str) -> PatientFiles:
     return patient_inputs(root, key).require_dicom()
 
 
-def _ingest_file_pair(root: DataRoot, pair: FilePair, modality: str) -> pd.DataFrame:
+def _store_volume(image: sitk.Image, volume_path: Path, inputs: PatientInputs) -> None:
+    sitk.WriteImage(image, str(volume_path), useCompression=True)
+    inputs.volumes[str(volume_path)] = image
+
+
+def _stored_volume(volume_path: str, volumes: Volumes) -> sitk.Image:
+    return volumes[volume_path] if volume_path in volumes else sitk.ReadImage(volume_path)
+
+
+def _ingest_file_pair(root: DataRoot, inputs: PatientInputs, modality: str) -> pd.DataFrame:
+    pair = inputs.pair
     image = read_pair_image(pair)
     series_uid = file_series_uid(pair.image)
     out_dir = root.volumes / pair.key
     out_dir.mkdir(parents=True, exist_ok=True)
     volume_path = out_dir / f"{patient_key(series_uid)}{STORED_IMAGE_SUFFIX}"
-    sitk.WriteImage(image, str(volume_path), useCompression=True)
+    _store_volume(image, volume_path, inputs)
     size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
     return pd.DataFrame([{
         "patient_id": pair.key, "study_uid": "", "series_uid": series_uid, "modality": pair_modality(pair, modality),
@@ -107,7 +121,7 @@ def ingest_studies(
     """
     inputs = inputs or patient_inputs(root, key)
     if inputs.pair is not None and inputs.dicom is None:
-        return _ingest_file_pair(root, inputs.pair, file_modality)
+        return _ingest_file_pair(root, inputs, file_modality)
     patient = inputs.require_dicom()
     if not patient.image_series:
         raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}")
@@ -122,7 +136,7 @@ def ingest_studies(
             raise DicomInputError("; ".join([str(exc), *beside])) from exc
         info = describe_series(files, image)
         volume_path = out_dir / f"{patient_key(series_uid)}{STORED_IMAGE_SUFFIX}"
-        sitk.WriteImage(image, str(volume_path), useCompression=True)
+        _store_volume(image, volume_path, inputs)
         rows.append({
             "patient_id": key, "study_uid": info.study_uid, "series_uid": series_uid, "modality": info.modality,
             "frame_of_reference_uid": info.frame_of_reference_uid, "n_slices": info.n_slices,
@@ -230,9 +244,11 @@ def _mask_row(root: DataRoot, key: str, series_uid: str, roi: str, kind: str, so
     }  # fmt: skip
 
 
-def _file_pair_masks(root: DataRoot, pair: FilePair, series: pd.DataFrame, resample: bool) -> pd.DataFrame:
+def _file_pair_masks(
+    root: DataRoot, pair: FilePair, series: pd.DataFrame, resample: bool, volumes: Volumes
+) -> pd.DataFrame:
     target = series.iloc[0]
-    image = sitk.ReadImage(target.volume_path)
+    image = _stored_volume(target.volume_path, volumes)
     masks = read_pair_masks(pair, image, resample_masks_to_image=resample)
     return pd.DataFrame([_mask_row(root, pair.key, target.series_uid, roi, "file", pair.masks, mask)
                          for roi, mask in masks.items()])  # fmt: skip
@@ -249,7 +265,9 @@ class MaskOptions:
     """Segments image series that have no RTSTRUCT/SEG mask; off while ``auto.method`` is empty."""
 
 
-def _rtstruct_rows(root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile, roi_pattern: str) -> list[dict]:
+def _rtstruct_rows(
+    root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile, roi_pattern: str, volumes: Volumes
+) -> list[dict]:
     structure_set = read_structure_set(rt.path)
     rois = select_rois(structure_set, roi_pattern)
     if not rois:
@@ -258,7 +276,7 @@ def _rtstruct_rows(root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile
     frame_uid = rois[0].frame_of_reference_uid or rt.frame_of_reference_uid
     contours = [points for roi in rois for points in roi.contours_mm]
     target = _image_series_for(series, structure_set.referenced_series_uids, frame_uid, rt.path, planes_mm=contours)
-    image = sitk.ReadImage(target.volume_path)
+    image = _stored_volume(target.volume_path, volumes)
     rows = []
     for roi in rois:
         mask = rasterise(roi, image, source=rt.path)
@@ -268,7 +286,9 @@ def _rtstruct_rows(root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile
     return rows
 
 
-def _seg_rows(root: DataRoot, key: str, series: pd.DataFrame, seg_file: DicomFile, roi_pattern: str) -> list[dict]:
+def _seg_rows(
+    root: DataRoot, key: str, series: pd.DataFrame, seg_file: DicomFile, roi_pattern: str, volumes: Volumes
+) -> list[dict]:
     segmentation = read_segmentation(seg_file.path)
     segments = select_segments(segmentation, roi_pattern)
     if not segments:
@@ -277,7 +297,7 @@ def _seg_rows(root: DataRoot, key: str, series: pd.DataFrame, seg_file: DicomFil
     frame_uid = segmentation.frame_of_reference_uid or seg_file.frame_of_reference_uid
     frames = frame_corners_mm(segmentation, segments)
     target = _image_series_for(series, segmentation.referenced_series_uids, frame_uid, seg_file.path, "SEG", frames)
-    masks = segment_masks(segmentation, segments, sitk.ReadImage(target.volume_path))
+    masks = segment_masks(segmentation, segments, _stored_volume(target.volume_path, volumes))
     rows = []
     for segment in segments:
         mask = masks[segment.number]
@@ -289,7 +309,9 @@ def _seg_rows(root: DataRoot, key: str, series: pd.DataFrame, seg_file: DicomFil
     return rows
 
 
-def _auto_rows(root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegmentation, required: bool) -> list[dict]:
+def _auto_rows(
+    root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegmentation, required: bool, volumes: Volumes
+) -> list[dict]:
     """Automated masks for ``series`` (those without a mask); a series without a seed fails only if ``required``."""
     seeds_path = root.root / SEEDS_FILE
     seeds = read_seeds(seeds_path).get(key, [])
@@ -305,7 +327,7 @@ def _auto_rows(root: DataRoot, key: str, series: pd.DataFrame, auto: AutoSegment
             log.warning("patient %s: %s series %s has no mask and no seed; not segmented", key, target.modality,
                         target.series_uid)  # fmt: skip
             continue
-        image = sitk.ReadImage(target.volume_path)
+        image = _stored_volume(target.volume_path, volumes)
         mask = segment_lesion(image, auto, seed, f"patient {key} {target.modality} series {target.series_uid}")
         sources = [seeds_path] if seed is not None else []
         rows.append(_mask_row(root, key, target.series_uid, auto.roi_name, auto.source_kind, sources, mask))
@@ -323,16 +345,16 @@ def build_masks(
     """
     inputs = inputs or patient_inputs(root, key)
     if inputs.pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
-        return _file_pair_masks(root, inputs.pair, series, options.resample_masks_to_image)
+        return _file_pair_masks(root, inputs.pair, series, options.resample_masks_to_image, inputs.volumes)
     patient = inputs.require_dicom()
     rows = []
     for rt in patient.rtstructs:
-        rows += _rtstruct_rows(root, key, series, rt, options.roi_pattern)
+        rows += _rtstruct_rows(root, key, series, rt, options.roi_pattern, inputs.volumes)
     for seg_file in patient.segmentations:
-        rows += _seg_rows(root, key, series, seg_file, options.roi_pattern)
+        rows += _seg_rows(root, key, series, seg_file, options.roi_pattern, inputs.volumes)
     without_mask = series[~series.series_uid.isin({row["series_uid"] for row in rows})]
     if options.auto.method and len(without_mask):
-        rows += _auto_rows(root, key, without_mask, options.auto, required=not rows)
+        rows += _auto_rows(root, key, without_mask, options.auto, required=not rows, volumes=inputs.volumes)
     if not rows:
         raise DicomInputError(
             f"patient {key}: no RTSTRUCT or DICOM-SEG in {root.inbox}, and automated segmentation is off "
