@@ -255,7 +255,8 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
     interpolator = kwargs.get("interpolator", sitk.sitkBSpline)
     interpolator = getattr(sitk, interpolator, None) if isinstance(interpolator, str) else interpolator
     spacing = kwargs.get("resampledPixelSpacing")
-    if interpolator != sitk.sitkBSpline or spacing is None or imageNode is None or maskNode is None:
+    if (interpolator != sitk.sitkBSpline or spacing is None or imageNode is None or maskNode is None
+            or len(spacing) != imageNode.GetDimension()):  # fmt: skip
         return _stock_resample_image(imageNode, maskNode, **kwargs)
     image_spacing = np.array(imageNode.GetSpacing())
     new_spacing = np.where(np.array(spacing, dtype=float) == 0, image_spacing, np.array(spacing, dtype=float))
