@@ -39,6 +39,7 @@ How to run
 ----------
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --patients 6
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --patients 20 --jobs 2 --data-dir /tmp/bench20
+    .venv/bin/python benchmarks/bench_vs_pyradiomics.py --patients 6 --image-size 512x512x96   # full-size CTs
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --inbox-from ../shared/data/sarcoma/dicom
     .venv/bin/python benchmarks/bench_vs_pyradiomics.py --inbox-from ../shared/data/sarcoma/dicom --replicate 2
 
@@ -323,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="empty working folder (default: a new temporary folder)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for the PyRadiomics CLI (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic cohort")
+    parser.add_argument("--image-size", default="80x80x24",
+                        help="rows x columns x slices of synthetic CTs (512x512x96: full-size scans)")  # fmt: skip
     parser.add_argument("--inbox-from", type=Path, help="benchmark this DICOM folder instead of a synthetic cohort")
     parser.add_argument("--replicate", type=int, default=0, help="copies of --inbox-from with new PatientIDs")
     parser.add_argument("--params", type=Path, default=PARAMS, help="PyRadiomics parameter file for both tools")
@@ -347,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         (data_root / "inbox" / "linked").symlink_to(args.inbox_from.resolve(), target_is_directory=True)
         print(f"inbox: {args.inbox_from.resolve()} (linked)")
     else:
-        write_cohort(SynthConfig(n_patients=args.patients, seed=args.seed), data_root)
-        print(f"inbox: synthetic cohort, {args.patients} patients, seed {args.seed}")
+        rows, columns, slices = (int(n) for n in args.image_size.lower().split("x"))
+        config = SynthConfig(n_patients=args.patients, seed=args.seed, rows=rows, columns=columns, slices=slices)
+        write_cohort(config, data_root)
+        print(f"inbox: synthetic cohort, {args.patients} patients of {args.image_size} voxels, seed {args.seed}")
     write_cohort(SynthConfig(n_patients=1, seed=args.seed + 1, id_prefix="LATE"), late)
 
     start = time.perf_counter()
