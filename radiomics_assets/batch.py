@@ -163,9 +163,13 @@ class _InProcess(Executor):
 WORKERS_ENV = "RADIOMICS_WORKERS"
 
 
+def workers_from_env() -> int:
+    """``$RADIOMICS_WORKERS``; 0 (one worker per usable core) when unset."""
+    return int(os.environ.get(WORKERS_ENV, "0") or 0)
+
+
 def configured_workers() -> int:
-    """``$RADIOMICS_WORKERS`` when set to a positive number, else one worker per usable core."""
-    return int(os.environ.get(WORKERS_ENV, "0") or 0) or default_workers()
+    return workers_from_env() or default_workers()
 
 
 def default_workers() -> int:
@@ -180,17 +184,17 @@ def _forkserver() -> multiprocessing.context.BaseContext:
     return context
 
 
-def start_workers_early(workers: int | None = None) -> None:
+def start_workers_early() -> None:
     """Start the workers' fork server now, so that its imports (about 1 s of SimpleITK and PyRadiomics)
     run on another core while the caller does other start-up work, instead of when the first batch starts."""
-    if (workers or configured_workers()) > 1:
+    if configured_workers() > 1:
         _forkserver()
         forkserver.ensure_running()
 
 
-def worker_pool(workers: int | None = None) -> Executor:
-    """A pool of ``workers`` processes (default: as configured) with pinned thread pools; in-process for one."""
-    return _executor(workers or configured_workers())
+def worker_pool() -> Executor:
+    """A pool of the configured number of processes with pinned thread pools; in-process for one."""
+    return _executor(configured_workers())
 
 
 def _executor(workers: int) -> Executor:

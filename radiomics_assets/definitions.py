@@ -9,7 +9,7 @@ import dagster as dg
 
 from radiomics_assets import failure_log, model_registry, quality
 from radiomics_assets.autoseg import AutoSegmentation
-from radiomics_assets.batch import WORKERS_ENV, PatientOutcome, PatientSettings, run_patients
+from radiomics_assets.batch import PatientOutcome, PatientSettings, run_patients, workers_from_env
 from radiomics_assets.features import configured_params_dir, params_by_modality, params_version
 from radiomics_assets.inbox_index import InboxIndex, plan_registrations, write_manifest
 from radiomics_assets.paths import DataRoot, default_data_dir
@@ -43,7 +43,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     min_roi_voxels: int = 64
     """Below this many voxels texture features are unreliable; the check warns."""
     seed: int = 0
-    workers: int = int(os.environ.get(WORKERS_ENV, "0"))
+    workers: int = workers_from_env()
     """Worker processes for a run's patients (0 = one per usable core); each pins SimpleITK to its share."""
     candidate_models: list[str] = ["logreg", "random_forest", "svm", "gradient_boosting"]
     """Compared by nested CV; the best CV AUC becomes the model."""

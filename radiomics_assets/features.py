@@ -33,7 +33,7 @@ FEATURE_COLUMNS = [
 # PyRadiomics logs every filter at INFO and warns on every GLCM (symmetry note); keep errors only.
 logging.getLogger("radiomics").setLevel(logging.ERROR)
 # Value-preserving speed-ups of PyRadiomics' hot spots; RADIOMICS_STOCK_PYRADIOMICS=1 leaves it untouched.
-SPEEDUPS_APPLIED = pyradiomics_speedups.install()
+pyradiomics_speedups.install()
 
 
 def file_hash(path: Path) -> str:
