@@ -56,7 +56,8 @@ def sensor_settings(settle_override: float | None) -> tuple[int | None, float | 
     """The inbox sensor's minimum interval and the settle time the code location will use."""
     if settle_override is not None:  # read when the definitions load, here and in dagster dev's code server
         os.environ[SETTLE_ENV] = f"{settle_override:g}"
-    from radiomics_assets.definitions import RadiomicsConfig, defs
+    from radiomics_assets.definitions import defs
+    from radiomics_assets.defs.resources import RadiomicsConfig
 
     interval = defs.resolve_sensor_def("inbox_sensor").minimum_interval_seconds
     settle = RadiomicsConfig().inbox_settle_seconds
@@ -94,11 +95,16 @@ def measure(dev, config: SynthConfig, n: int, timeout_s: float) -> list[dict]:
         row = {"study": key, "features": count, "latency": queryable - landed}
         run = partition_run(dev, key) or {}
         if run.get("startTime"):  # the rows are committed before the run has finished its bookkeeping
-            row.update(sensor=run["creationTime"] - landed, queue=run["startTime"] - run["creationTime"],
-                       run=queryable - run["startTime"])  # fmt: skip
+            row.update(
+                sensor=run["creationTime"] - landed,
+                queue=run["startTime"] - run["creationTime"],
+                run=queryable - run["startTime"],
+            )
         rows.append(row)
-        print("  " + "  ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-              flush=True)  # fmt: skip
+        print(
+            "  " + "  ".join(f"{k} {v:.1f} s" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+            flush=True,
+        )
     return rows
 
 
@@ -106,8 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=3, help="studies dropped one at a time (default 3)")
     parser.add_argument("--settle-seconds", type=float, help=f"override the settle time (${SETTLE_ENV})")
-    parser.add_argument("--size", type=int, nargs=3, default=(64, 64, 20), metavar=("ROWS", "COLUMNS", "SLICES"),
-                        help="synthetic CT size (default 64 64 20)")  # fmt: skip
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=3,
+        default=(64, 64, 20),
+        metavar=("ROWS", "COLUMNS", "SLICES"),
+        help="synthetic CT size (default 64 64 20)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="per study, seconds (default 600)")
     parser.add_argument("--keep", help="folder for data root, DAGSTER_HOME and the dagster dev log (kept)")
     args = parser.parse_args(argv)
@@ -117,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     config = SynthConfig(n_patients=args.studies, seed=13, rows=rows_, columns=columns, slices=slices)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_latency_"))
     env = {SETTLE_ENV: f"{args.settle_seconds:g}"} if args.settle_seconds is not None else {}
-    print(f"inbox sensor interval {interval} s, settle time {settle} s; {args.studies} studies of "
-          f"{rows_}x{columns}x{slices} voxels; cores {os.cpu_count()}; work dir {work}", flush=True)  # fmt: skip
+    print(
+        f"inbox sensor interval {interval} s, settle time {settle} s; {args.studies} studies of "
+        f"{rows_}x{columns}x{slices} voxels; cores {os.cpu_count()}; work dir {work}",
+        flush=True,
+    )
     started = time.monotonic()
     with running_dagster_dev(work / "data", work / "dagster_home", work / "dagster_dev.log", env=env) as dev:
         print(f"dagster dev ready after {time.monotonic() - started:.1f} s", flush=True)
@@ -126,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     latencies = [row["latency"] for row in rows]
-    print(f"latency last file landed -> features queryable: median {statistics.median(latencies):.1f} s, "
-          f"max {max(latencies):.1f} s over {len(latencies)} studies "
-          f"(sensor interval {interval} s, settle {settle} s)")  # fmt: skip
+    print(
+        f"latency last file landed -> features queryable: median {statistics.median(latencies):.1f} s, "
+        f"max {max(latencies):.1f} s over {len(latencies)} studies "
+        f"(sensor interval {interval} s, settle {settle} s)"
+    )
     for part in ("sensor", "queue", "run"):
         values = [row[part] for row in rows if part in row]
         if values:

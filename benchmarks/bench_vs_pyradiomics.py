@@ -70,14 +70,13 @@ import pandas as pd
 import pydicom
 import SimpleITK as sitk
 
-from radiomics_assets.batch import STAGES, PatientSettings, default_workers, run_patients
-from radiomics_assets.dicom_series import read_series, scan_inbox
+from radiomics_assets.batch import STAGES, PatientSettings, run_patients
+from radiomics_assets.batch.workers import default_workers
 from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, params_by_modality
-from radiomics_assets.inbox_index import write_manifests
+from radiomics_assets.features.speedups import stock_pyradiomics
+from radiomics_assets.ingest import read_series, scan_inbox, write_manifests
+from radiomics_assets.masks import MaskOptions, rasterise, read_structure_set, select_rois
 from radiomics_assets.paths import DataRoot, patient_key
-from radiomics_assets.patient_pipeline import MaskOptions
-from radiomics_assets.pyradiomics_speedups import stock_pyradiomics
-from radiomics_assets.rtstruct import rasterise, read_structure_set, select_rois
 from radiomics_assets.synth import SynthConfig, write_cohort
 
 PARAMS = PARAMS_DIR / "ct.yaml"
@@ -118,9 +117,10 @@ def convert_inbox(inbox: Path, out_dir: Path, suffix: str = ".nii.gz") -> list[C
             structure_set = read_structure_set(rt.path)
             rois = select_rois(structure_set, ROI_PATTERN)
             uids = [u for u in images if u in structure_set.referenced_series_uids] or [
-                u for u, files in patient.image_series.items()
+                u
+                for u, files in patient.image_series.items()
                 if files[0].frame_of_reference_uid == rt.frame_of_reference_uid
-            ]  # fmt: skip
+            ]
             if not rois or len(uids) != 1:
                 print(f"  skip {rt.path}: {len(rois)} ROI(s) matching {ROI_PATTERN!r}, {len(uids)} paired series")
                 continue
@@ -212,8 +212,18 @@ def run_pyradiomics_cli(cases: list[Case], work: Path, jobs: int, params: Path) 
         writer = csv.writer(fh)
         writer.writerow(["Image", "Mask", *KEY_COLUMNS])  # extra columns are copied to the output
         writer.writerows([c.image_path, c.mask_path, c.patient_id, c.series_uid, c.roi] for c in cases)
-    cmd = [str(BIN / "pyradiomics"), str(batch), "--jobs", str(jobs), "--param", str(params),
-           "-o", str(out), "-f", "csv"]  # fmt: skip
+    cmd = [
+        str(BIN / "pyradiomics"),
+        str(batch),
+        "--jobs",
+        str(jobs),
+        "--param",
+        str(params),
+        "-o",
+        str(out),
+        "-f",
+        "csv",
+    ]
     return measure(cmd, work / "pyradiomics.log"), out
 
 
@@ -267,8 +277,10 @@ def stored_targets(warehouse: Path) -> list[ExtractionTarget]:
             "SELECT m.patient_id, m.series_uid, s.modality, m.roi, s.volume_path, m.mask_path "
             "FROM masks m JOIN series s USING (patient_id, series_uid) ORDER BY ALL"
         ).fetchall()
-    return [ExtractionTarget(key, uid, modality, roi, sitk.ReadImage(volume), sitk.ReadImage(mask))
-            for key, uid, modality, roi, volume, mask in rows]  # fmt: skip
+    return [
+        ExtractionTarget(key, uid, modality, roi, sitk.ReadImage(volume), sitk.ReadImage(mask))
+        for key, uid, modality, roi, volume, mask in rows
+    ]
 
 
 def time_extraction(targets: list[ExtractionTarget], params: Path, stock: bool) -> tuple[float, pd.DataFrame]:
@@ -289,8 +301,9 @@ def relative_difference(a: pd.Series, b: pd.Series) -> pd.Series:
 def stored_vs_stock(warehouse: Path, stock_rows: pd.DataFrame) -> tuple[float, str, int]:
     """Max relative difference between the stored features and stock PyRadiomics on the same stored inputs."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        stored = con.execute("SELECT patient_id, series_uid, roi, image_type, feature_class, feature, value "
-                             "FROM features").df()  # fmt: skip
+        stored = con.execute(
+            "SELECT patient_id, series_uid, roi, image_type, feature_class, feature, value FROM features"
+        ).df()
     keys = ["patient_id", "series_uid", "roi", "image_type", "feature_class", "feature"]
     both = stored.merge(stock_rows[[*keys, "value"]], on=keys, suffixes=("", "_stock"))
     rel = relative_difference(both["value"], both["value_stock"])
@@ -324,14 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="empty working folder (default: a new temporary folder)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for the PyRadiomics CLI (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic cohort")
-    parser.add_argument("--image-size", default="80x80x24",
-                        help="rows x columns x slices of synthetic CTs (512x512x96: full-size scans)")  # fmt: skip
+    parser.add_argument(
+        "--image-size",
+        default="80x80x24",
+        help="rows x columns x slices of synthetic CTs (512x512x96: full-size scans)",
+    )
     parser.add_argument("--inbox-from", type=Path, help="benchmark this DICOM folder instead of a synthetic cohort")
     parser.add_argument("--replicate", type=int, default=0, help="copies of --inbox-from with new PatientIDs")
     parser.add_argument("--params", type=Path, default=PARAMS, help="PyRadiomics parameter file for both tools")
-    parser.add_argument("--cli-format", choices=sorted(CLI_FORMATS), default="nifti",
-                        help="format of the CLI's image/mask pairs (default nifti; nrrd keeps DICOM's geometry "
-                             "exactly, as the pipeline's stored volumes do)")  # fmt: skip
+    parser.add_argument(
+        "--cli-format",
+        choices=sorted(CLI_FORMATS),
+        default="nifti",
+        help="format of the CLI's image/mask pairs (default nifti; nrrd keeps DICOM's geometry "
+        "exactly, as the pipeline's stored volumes do)",
+    )
     args = parser.parse_args(argv)
     params = args.params.resolve()
 
@@ -365,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     workers = default_workers()
     print(f"work dir: {work}\nparams: {params} (both tools, every modality)\nworkers (cores): {workers}")
-    print(f"converted {len(cases)} image/mask pair(s) of {k} patient(s) to {args.cli_format} in {convert_s:.1f} s "
-          "(excluded from (a)'s timing)")  # fmt: skip
+    print(
+        f"converted {len(cases)} image/mask pair(s) of {k} patient(s) to {args.cli_format} in {convert_s:.1f} s "
+        "(excluded from (a)'s timing)"
+    )
 
     print(f"(a) PyRadiomics CLI, --jobs {args.jobs} ...", flush=True)
     cli, cli_csv = run_pyradiomics_cli(cases, work, args.jobs, params)
@@ -391,39 +413,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PyRadiomics CLI exited {cli.returncode}; see {work / 'pyradiomics.log'}", file=sys.stderr)
         return 1
     if ours.returncode != 0:
-        print(f"note: radiomics-assets exited {ours.returncode} (see {work / 'pipeline.log'}); "
-              "comparing the features it stored")  # fmt: skip
+        print(
+            f"note: radiomics-assets exited {ours.returncode} (see {work / 'pipeline.log'}); "
+            "comparing the features it stored"
+        )
 
-    rows = [(f"(a) pyradiomics CLI, {args.cli_format}", cli, f"--jobs {args.jobs}"),
-            ("(b) radiomics-assets run, DICOM", ours, f"{workers} workers")]  # fmt: skip
+    rows = [
+        (f"(a) pyradiomics CLI, {args.cli_format}", cli, f"--jobs {args.jobs}"),
+        ("(b) radiomics-assets run, DICOM", ours, f"{workers} workers"),
+    ]
     print(f"\nK = {k} patients, {len(cases)} image/mask pairs")
     print(f"{'run':<34}{'procs':>12}{'wall s':>9}{'CPU s':>9}{'peak RSS MiB':>14}")
     for name, stats, procs in rows:
         print(f"{name:<34}{procs:>12}{stats.wall_s:>9.1f}{stats.cpu_s:>9.1f}{stats.peak_rss_mib:>14.0f}")
     print(f"ratio ours/theirs: wall {ours.wall_s / cli.wall_s:.2f}x, CPU {ours.cpu_s / cli.cpu_s:.2f}x")
-    print("(CPU = user+sys of every process in the command's tree, sampled from /proc; peak RSS = high-water mark "
-          f"of the largest single process: one worker or the main process; {ours.processes} processes seen for (b))")
-    print(f"pure extraction (extract() in-process, sequential, {len(targets)} stored pairs): E = {pure_s:.1f} s, "
-          f"{pure_s / len(targets):.2f} s/pair; stock PyRadiomics on the same: {stock_s:.1f} s "
-          f"(the speed-ups make it {stock_s / pure_s:.2f}x faster)")  # fmt: skip
+    print(
+        "(CPU = user+sys of every process in the command's tree, sampled from /proc; peak RSS = high-water mark "
+        f"of the largest single process: one worker or the main process; {ours.processes} processes seen for (b))"
+    )
+    print(
+        f"pure extraction (extract() in-process, sequential, {len(targets)} stored pairs): E = {pure_s:.1f} s, "
+        f"{pure_s / len(targets):.2f} s/pair; stock PyRadiomics on the same: {stock_s:.1f} s "
+        f"(the speed-ups make it {stock_s / pure_s:.2f}x faster)"
+    )
     overhead = (ours.wall_s - pure_s / workers) / k
-    print(f"everything but extraction: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "
-          "(DICOM read, masks, volume/DuckDB writes, Dagster, interpreter start-up)")  # fmt: skip
-    print(f"the same patient work without Dagster and the CLI: {direct_s:.1f} s; orchestration overhead "
-          f"(Dagster run, events, CLI start-up): ({ours.wall_s:.1f} - {direct_s:.1f}) / {k} = "
-          f"{(ours.wall_s - direct_s) / k:.2f} s per partition")  # fmt: skip
-    print(f"one new patient in a cohort of {k}: {incremental.wall_s:.1f} s wall for the whole command; "
-          f"{timing_line(work / 'incremental.log', 'patient assets:')}; "
-          f"{timing_line(work / 'incremental.log', 'cohort assets:')}")  # fmt: skip
+    print(
+        f"everything but extraction: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "
+        "(DICOM read, masks, volume/DuckDB writes, Dagster, interpreter start-up)"
+    )
+    print(
+        f"the same patient work without Dagster and the CLI: {direct_s:.1f} s; orchestration overhead "
+        f"(Dagster run, events, CLI start-up): ({ours.wall_s:.1f} - {direct_s:.1f}) / {k} = "
+        f"{(ours.wall_s - direct_s) / k:.2f} s per partition"
+    )
+    print(
+        f"one new patient in a cohort of {k}: {incremental.wall_s:.1f} s wall for the whole command; "
+        f"{timing_line(work / 'incremental.log', 'patient assets:')}; "
+        f"{timing_line(work / 'incremental.log', 'cohort assets:')}"
+    )
 
-    print(f"agreement with stock PyRadiomics on the same stored volumes and masks: max relative difference "
-          f"{stock_rel:.3g} over {n_stock} values [worst: {stock_where}]")  # fmt: skip
-    print(f"agreement with the CLI's output: max relative difference {rel:.3g} over {n_common} common (case, "
-          f"feature) values [worst: {where}]; {n_unmatched} value(s) only on one side")  # fmt: skip
+    print(
+        f"agreement with stock PyRadiomics on the same stored volumes and masks: max relative difference "
+        f"{stock_rel:.3g} over {n_stock} values [worst: {stock_where}]"
+    )
+    print(
+        f"agreement with the CLI's output: max relative difference {rel:.3g} over {n_common} common (case, "
+        f"feature) values [worst: {where}]; {n_unmatched} value(s) only on one side"
+    )
     if rel > 1e-9 and args.cli_format == "nifti":
-        print("  (NIfTI keeps spacing and origin in float32, e.g. 0.9765620231628418 for DICOM's 0.976562; the "
-              "pipeline's NRRD volumes keep DICOM's doubles. The 1 mm resampling grid moves accordingly, and "
-              "texture features react to the grey levels that moves.)")  # fmt: skip
+        print(
+            "  (NIfTI keeps spacing and origin in float32, e.g. 0.9765620231628418 for DICOM's 0.976562; the "
+            "pipeline's NRRD volumes keep DICOM's doubles. The 1 mm resampling grid moves accordingly, and "
+            "texture features react to the grey levels that moves.)"
+        )
     return 0
 
 

@@ -1,7 +1,7 @@
 """radiomics_assets: the radiomics workflow as Dagster software-defined assets.
 
-Domain modules (``dicom_series``, ``rtstruct``, ``features``, ``warehouse``, ``modelling``, ``report``,
-``synth``) import no Dagster; the Dagster layer lives in ``definitions`` and ``defs_*`` modules.
+The domain subpackages follow the workflow (``ingest`` -> ``masks`` -> ``features``, run per patient by ``batch``;
+``modelling`` over the warehouse) and import no Dagster; the Dagster layer is ``defs/``, loaded by ``definitions``.
 """
 
 __version__ = "0.1.0"

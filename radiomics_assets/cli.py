@@ -11,11 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from radiomics_assets.paths import DATA_DIR_ENV, default_data_dir
+from radiomics_assets.paths import DATA_DIR_ENV, data_root
 
 
 def _data_dir(args) -> Path:
-    path = Path(args.data_dir).resolve() if args.data_dir else default_data_dir()
+    path = data_root(args.data_dir).path
     os.environ[DATA_DIR_ENV] = str(path)  # the code location reads the same root
     return path
 
@@ -65,8 +65,8 @@ def cmd_synth(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from radiomics_assets.batch import start_workers_early, worker_pool
-    from radiomics_assets.inbox_index import write_manifests
+    from radiomics_assets.batch.workers import start_workers_early, worker_pool
+    from radiomics_assets.ingest.manifests import write_manifests
     from radiomics_assets.paths import DataRoot
 
     root = _data_dir(args)
@@ -83,7 +83,8 @@ def cmd_run(args) -> int:
         scanning = background.submit(write_manifests, DataRoot(root), read_map=read_map)
         from dagster import AssetKey, DagsterInstance
 
-        from radiomics_assets.definitions import PARTITION_RANGE_END, PARTITION_RANGE_START, defs, patients
+        from radiomics_assets.definitions import defs
+        from radiomics_assets.defs.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START, patients
 
         instance = DagsterInstance.get()
         snapshot = scanning.result()
@@ -101,14 +102,17 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
     for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
-        result = ingest.execute_in_process(instance=instance, raise_on_error=False, tags={
-            PARTITION_RANGE_START: first, PARTITION_RANGE_END: last})  # fmt: skip
+        result = ingest.execute_in_process(
+            instance=instance, raise_on_error=False, tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
+        )
         if not result.success:
             failed += step_failure_messages(result)
     for line in failed:
         print(f"FAILED {line}", file=sys.stderr)
-    print(f"patient assets: {len(todo) - len(failed)} of {len(todo)} patients materialised "
-          f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    print(
+        f"patient assets: {len(todo) - len(failed)} of {len(todo)} patients materialised "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     print(f"features: {root / 'radiomics.duckdb'} (table 'features')")
     if getattr(args, "no_cohort", False):
         return 1 if failed else 0
@@ -117,8 +121,10 @@ def cmd_run(args) -> int:
     if not cohort.success:
         print(f"FAILED cohort assets: {' | '.join(step_failure_messages(cohort))}", file=sys.stderr)
     else:
-        print(f"cohort assets: {time.perf_counter() - started:.1f} s\n"
-              f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}")  # fmt: skip
+        print(
+            f"cohort assets: {time.perf_counter() - started:.1f} s\n"
+            f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}"
+        )
     return 1 if failed or not cohort.success else 0
 
 
@@ -129,17 +135,13 @@ def cmd_demo(args) -> int:
     else:
         cmd_synth(args)
     code = cmd_run(args)
-    print(
-        "\nOpen the UI on the same data:\n"
-        f"  RADIOMICS_DATA_DIR={root} ./dev ui\n"
-        "then browse http://127.0.0.1:3000"
-    )
+    print(f"\nOpen the UI on the same data:\n  RADIOMICS_DATA_DIR={root} ./dev ui\nthen browse http://127.0.0.1:3000")
     return code
 
 
 def cmd_labels_from_folders(args) -> int:
     """Write labels.csv from the class folder (benign/malignant) of each PNG image/mask pair in the inbox."""
-    from radiomics_assets.file_inputs import labels_from_folders
+    from radiomics_assets.ingest.file_pairs import labels_from_folders
     from radiomics_assets.paths import DataRoot
 
     root = DataRoot(_data_dir(args))
@@ -157,7 +159,7 @@ def cmd_labels_from_folders(args) -> int:
 
 def cmd_ibsi(args) -> int:
     """IBSI-1 conformance report of PyRadiomics on the IBSI phantoms (see README "IBSI conformance")."""
-    from radiomics_assets.ibsi import PhantomDataError, default_phantom_dir, run_conformance
+    from radiomics_assets.features.ibsi import PhantomDataError, default_phantom_dir, run_conformance
     from radiomics_assets.paths import DataRoot
 
     phantom_dir = Path(args.phantom_dir) if args.phantom_dir else default_phantom_dir()
@@ -172,13 +174,38 @@ def cmd_ibsi(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    """Kept model versions (``list``), or make one current (``promote``: rollback or accept a blocked candidate)."""
+    from radiomics_assets.modelling import registry
+    from radiomics_assets.paths import DataRoot
+
+    models_dir = DataRoot(_data_dir(args)).models
+    if args.action == "promote":
+        if not args.version:
+            print("error: promote needs a version (see `radiomics-assets models list`)", file=sys.stderr)
+            return 2
+        try:
+            registry.promote(models_dir, args.version)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 1
+    current = registry.current_version(models_dir)
+    for version in registry.versions(models_dir):
+        card = registry.load_card(models_dir, version)
+        mark = "*" if version == current else " "
+        print(f"{mark} {version}  {card.get('model', '?'):<18} CV AUC {registry.card_auc(card):.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func, help_ in (("synth", cmd_synth, "write a synthetic DICOM cohort into the inbox"),
-                              ("run", cmd_run, "materialise every patient in the inbox and the cohort assets"),
-                              ("demo", cmd_demo, "synth + run on a fresh data directory")):  # fmt: skip
+    for name, func, help_ in (
+        ("synth", cmd_synth, "write a synthetic DICOM cohort into the inbox"),
+        ("run", cmd_run, "materialise every patient in the inbox and the cohort assets"),
+        ("demo", cmd_demo, "synth + run on a fresh data directory"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
         if name != "run":
@@ -198,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantom-dir", help="the ibsi_phantom folder (default $IBSI_PHANTOM_DIR or ../shared/data/...)")
     p.add_argument("--output", help="CSV to write, .md beside it (default <data root>/reports/ibsi_conformance.csv)")
     p.add_argument("--configs", nargs="+", help="digital, A-E, B-ibsi-interp ... E-ibsi-interp (default all)")
+    p = sub.add_parser("models", help="kept model versions (* marks the current one); promote one to current")
+    p.set_defaults(func=cmd_models)
+    p.add_argument("action", choices=["list", "promote"])
+    p.add_argument("version", nargs="?", help="the version to promote (a folder name under <data root>/models/)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -126,9 +126,13 @@ def wait_until_ready(dev: DagsterDev, timeout_s: float = 120) -> None:
 
 @contextmanager
 def running_dagster_dev(
-    data_root: Path, dagster_home: Path, log_path: Path, instance_yaml: str | None = None,
-    env: dict[str, str] | None = None, startup_timeout_s: float = 120,
-) -> Iterator[DagsterDev]:  # fmt: skip
+    data_root: Path,
+    dagster_home: Path,
+    log_path: Path,
+    instance_yaml: str | None = None,
+    env: dict[str, str] | None = None,
+    startup_timeout_s: float = 120,
+) -> Iterator[DagsterDev]:
     """`dagster dev` on a free 127.0.0.1 port over ``data_root``; ``instance_yaml`` (text) is written as
     ``dagster_home/dagster.yaml`` (default: the shipped instance settings, as `./dev` copies them)."""
     data_root.mkdir(parents=True, exist_ok=True)
@@ -140,9 +144,15 @@ def running_dagster_dev(
     command = [str(dagster), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_restore_default_signals,
-        )  # fmt: skip
+            command,
+            cwd=PROJECT_ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_restore_default_signals,
+        )
     dev = DagsterDev(f"http://127.0.0.1:{port}/graphql", data_root, log_path, process)
     try:
         wait_until_ready(dev, startup_timeout_s)

@@ -42,8 +42,9 @@ def append(log_path: Path, record: dict) -> str:
 def notify(command: str, line: str, timeout_s: float = 60) -> str | None:
     """Run ``command`` (shell-style words, no shell) with ``line`` on stdin; returns a problem or None."""
     try:
-        done = subprocess.run(shlex.split(command), input=line + "\n", text=True, capture_output=True,
-                              timeout=timeout_s, check=False)  # fmt: skip
+        done = subprocess.run(
+            shlex.split(command), input=line + "\n", text=True, capture_output=True, timeout=timeout_s, check=False
+        )
     except (OSError, ValueError, subprocess.TimeoutExpired) as error:
         return f"notification command {command!r} failed: {error}"
     if done.returncode != 0:

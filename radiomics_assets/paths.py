@@ -27,42 +27,45 @@ def patient_key(patient_id: str) -> str:
     return key
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, PROJECT_ROOT / "data")).resolve()
+def data_root(data_dir: str | Path | None = None) -> DataRoot:
+    """The one resolution of the data root: ``data_dir`` when given, else ``$RADIOMICS_DATA_DIR``, else ``data/``
+    in the project (read when called, so a run uses the environment it was started with)."""
+    chosen = data_dir if data_dir else os.environ.get(DATA_DIR_ENV, PROJECT_ROOT / "data")
+    return DataRoot(Path(chosen).resolve())
 
 
 @dataclass(frozen=True)
 class DataRoot:
     """Every path the pipeline reads or writes is derived from this root (no cwd-relative paths)."""
 
-    root: Path
+    path: Path
 
     @property
     def inbox(self) -> Path:
-        return self.root / "inbox"
+        return self.path / "inbox"
 
     @property
     def labels_csv(self) -> Path:
-        return self.root / "labels.csv"
+        return self.path / "labels.csv"
 
     @property
     def warehouse(self) -> Path:
-        return self.root / "radiomics.duckdb"
+        return self.path / "radiomics.duckdb"
 
     @property
     def volumes(self) -> Path:
         """Canonical image volumes, ``volumes/<patient>/<series_uid>.nrrd``."""
-        return self.root / "volumes"
+        return self.path / "volumes"
 
     @property
     def masks(self) -> Path:
         """Voxel masks on the image grid, ``masks/<patient>/<series_uid>__<roi>.nrrd``."""
-        return self.root / "masks"
+        return self.path / "masks"
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        return self.path / "models"
 
     @property
     def reports(self) -> Path:
-        return self.root / "reports"
+        return self.path / "reports"

@@ -289,4 +289,3 @@ def write_cohort(config: SynthConfig, data_dir: Path) -> list[str]:
         writer.writerow(["patient_id", "label"])
         writer.writerows(zip(ids, labels, strict=True))
     return ids
-

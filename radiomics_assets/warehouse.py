@@ -70,7 +70,6 @@ class Warehouse:
                 con.execute("ROLLBACK")
                 raise
 
-
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(sql, params or []).df()

@@ -10,9 +10,10 @@ import pydicom
 import pytest
 
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import defs, patients
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
 from radiomics_assets.synth import SynthConfig, make_patient, write_cohort
-from radiomics_assets_tests.test_seg_and_auto_masks import write_ct, write_seg
+from radiomics_assets_tests.conftest import write_ct, write_seg
 
 COHORT = SynthConfig(n_patients=2, seed=21, rows=48, columns=48, slices=16)
 

@@ -6,7 +6,9 @@ import pandas as pd
 
 from radiomics_assets.batch import run_patients
 from radiomics_assets.cli import partition_ranges, step_failure_messages
-from radiomics_assets.definitions import RadiomicsConfig, defs, patients
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.synth import SynthConfig, write_cohort
 
@@ -28,9 +30,11 @@ def test_one_run_for_all_patients_and_only_the_broken_one_fails(tmp_path, monkey
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patients.name, KEYS)
         result = job.execute_in_process(
-            instance=instance, tags=RANGE_TAGS, raise_on_error=False,
+            instance=instance,
+            tags=RANGE_TAGS,
+            raise_on_error=False,
             resources={"radiomics": RadiomicsConfig(data_dir=str(tmp_path), workers=2)},
-        )  # fmt: skip
+        )
         assert not result.success
         (message,) = step_failure_messages(result)
         assert message.startswith("SYN-0003 studies: ") and "CT_0008.dcm: slice spacing" in message, message
@@ -80,16 +84,18 @@ def test_features_with_studies_but_not_masks_uses_the_stored_masks(tmp_path, mon
         assert job.execute_in_process(partition_key="SYN-0001", instance=instance).success
         before = _features(tmp_path)
         again = job.execute_in_process(
-            partition_key="SYN-0001", instance=instance, raise_on_error=False,
+            partition_key="SYN-0001",
+            instance=instance,
+            raise_on_error=False,
             asset_selection=[dg.AssetKey("studies"), dg.AssetKey("features")],
-        )  # fmt: skip
+        )
         assert again.success, step_failure_messages(again)
     pd.testing.assert_frame_equal(_features(tmp_path), before)
 
 
 def test_interrupted_batch_keeps_the_stages_that_finished(tmp_path):
     """Patients whose extraction had not finished when the batch stopped keep their series and masks rows."""
-    from radiomics_assets.batch import STAGES, PatientOutcome, PatientSettings, _Batch
+    from radiomics_assets.batch.driver import STAGES, PatientOutcome, PatientSettings, _Batch
     from radiomics_assets.features import params_by_modality
 
     settings = PatientSettings(data_dir=tmp_path, params=params_by_modality())

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radiomics_assets.definitions import COHORT_ASSETS, RadiomicsConfig
+from radiomics_assets.defs.cohort_assets import COHORT_ASSETS
+from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.warehouse import Warehouse
 
 N_FEATURES = 12
@@ -35,9 +36,18 @@ def _features(key: str, label: int, rng: np.random.Generator) -> pd.DataFrame:
         for j in range(N_FEATURES):
             name = f"f{j:02d}"
             value = rng.standard_normal() + (1.5 * label if SIGNAL.get(modality) == name else 0.0)
-            rows.append({"patient_id": key, "series_uid": f"{key}-{modality}", "modality": modality, "roi": "GTV",
-                         "image_type": "original", "feature_class": "firstorder", "feature": name,
-                         "value": value})  # fmt: skip
+            rows.append(
+                {
+                    "patient_id": key,
+                    "series_uid": f"{key}-{modality}",
+                    "modality": modality,
+                    "roi": "GTV",
+                    "image_type": "original",
+                    "feature_class": "firstorder",
+                    "feature": name,
+                    "value": value,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -64,13 +74,14 @@ def warehouse_root(tmp_path):
 
 
 def test_cohort_assets_in_a_dagster_run(warehouse_root):
-    config = RadiomicsConfig(data_dir=str(warehouse_root), candidate_models=["logreg", "svm"], cv_folds=3,
-                             cv_repeats=2)  # fmt: skip
+    config = RadiomicsConfig(data_dir=str(warehouse_root), candidate_models=["logreg", "svm"], cv_folds=3, cv_repeats=2)
     with dg.instance_for_test() as instance:
         result = dg.materialize(COHORT_ASSETS, instance=instance, resources={"radiomics": config})
     assert result.success
-    meta = {a: result.asset_materializations_for_node(a)[0].metadata for a in
-            ("feature_matrix", "model", "selected_features", "predictions", "validation_report")}  # fmt: skip
+    meta = {
+        a: result.asset_materializations_for_node(a)[0].metadata
+        for a in ("feature_matrix", "model", "selected_features", "predictions", "validation_report")
+    }
     warehouse = Warehouse(warehouse_root / "radiomics.duckdb")
 
     # Predictions: exactly the patients with features and no label (none of the train or test patients).
@@ -99,8 +110,18 @@ def test_cohort_assets_in_a_dagster_run(warehouse_root):
 
     # metrics.json: the keys the design names, and the external cohort reported separately.
     metrics = json.loads((warehouse_root / "reports" / "metrics.json").read_text())
-    assert {"auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1", "n_patients",
-            "n_features_selected", "cv_scheme"} <= set(metrics)  # fmt: skip
+    assert {
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "n_patients",
+        "n_features_selected",
+        "cv_scheme",
+    } <= set(metrics)
     assert metrics["n_patients"] == 30 and (metrics["n_positive"], metrics["n_negative"]) == (15, 15)
     assert "3-fold x 2" in metrics["cv_scheme"] and set(metrics["model_comparison"]) == {"logreg", "svm"}
     external = metrics["external"]

@@ -69,8 +69,12 @@ def dagster_dev(tmp_path):
     """`dagster dev` with the shipped instance settings (dagster_instance.yaml: run queue, pools, monitoring)."""
     try:
         # Settle time 0: the sensor still waits for two ticks with the same files, but not 30 s more.
-        with running_dagster_dev(tmp_path / "data", tmp_path / "dagster_home", tmp_path / "dagster_dev.log",
-                                 env={"RADIOMICS_INBOX_SETTLE_SECONDS": "0"}) as dev:  # fmt: skip
+        with running_dagster_dev(
+            tmp_path / "data",
+            tmp_path / "dagster_home",
+            tmp_path / "dagster_dev.log",
+            env={"RADIOMICS_INBOX_SETTLE_SECONDS": "0"},
+        ) as dev:
             yield dev
     except DagsterDevError as error:
         pytest.fail(str(error))
@@ -112,13 +116,24 @@ def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
     repo = _repository(dev)
 
     nodes = {"/".join(node["assetKey"]["path"]): node for node in repo["assetNodes"]}
-    expected = {"studies", "roi_masks", "features", "labels", "feature_matrix", "selected_features", "model",
-                "validation_report"}  # fmt: skip
+    expected = {
+        "studies",
+        "roi_masks",
+        "features",
+        "labels",
+        "feature_matrix",
+        "selected_features",
+        "model",
+        "validation_report",
+    }
     assert expected <= set(nodes), f"missing assets: {sorted(expected - set(nodes))}"
     checks = nodes["features"]["assetChecksOrError"]
     assert checks["__typename"] == "AssetChecks", checks
     assert {c["name"] for c in checks["checks"]} >= {
-        "all_values_finite", "feature_count_matches_parameter_set", "roi_large_enough"}  # fmt: skip
+        "all_values_finite",
+        "feature_count_matches_parameter_set",
+        "roi_large_enough",
+    }
     for key in ("studies", "roi_masks", "features"):
         assert nodes[key]["partitionDefinition"] == {"name": "patients", "type": "DYNAMIC"}, nodes[key]
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError, read_series, scan_inbox
-from radiomics_assets.rtstruct import RoiContours, rasterise, read_structure_set, select_rois
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.ingest import read_series, scan_inbox
+from radiomics_assets.masks import RoiContours, rasterise, read_structure_set, select_rois
 from radiomics_assets.synth import cohort_labels, make_patient, write_cohort
 
 
@@ -56,7 +57,7 @@ def test_contour_data_padded_with_nul_is_parsed_like_pydicom():
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
 
-    from radiomics_assets.rtstruct import CONTOUR_DATA, _contour_points
+    from radiomics_assets.masks.rtstruct import CONTOUR_DATA, _contour_points
 
     raw = b"1.5\\-2\\3e1\\4\\5.25\\6 \x00"
     contour = Dataset({Tag(CONTOUR_DATA): RawDataElement(Tag(CONTOUR_DATA), "DS", len(raw), raw, 0, True, True)})
@@ -67,7 +68,7 @@ def test_contour_data_padded_with_nul_is_parsed_like_pydicom():
 
 @pytest.mark.parametrize("oblique", [False, True])
 def test_contour_points_map_to_itk_continuous_indices(oblique):
-    from radiomics_assets.rtstruct import _physical_to_index
+    from radiomics_assets.masks.rtstruct import _physical_to_index
 
     image = sitk.Image(20, 30, 10, sitk.sitkUInt8)
     image.SetSpacing((0.976562, 0.976562, 3.27))

@@ -5,8 +5,9 @@ import pytest
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, ParameterFileError, extract, load_extractor
-from radiomics_assets.pyradiomics_speedups import stock_pyradiomics
+from radiomics_assets.errors import ParameterFileError
+from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, load_extractor
+from radiomics_assets.features.speedups import stock_pyradiomics
 from radiomics_assets.synth import make_patient
 
 
@@ -49,8 +50,10 @@ def test_two_parameter_files_give_distinct_labelled_rows(target, tmp_path):
     assert default.params_hash.nunique() == log.params_hash.nunique() == 1
     assert default.params_hash[0] != log.params_hash[0]
     assert set(log.image_type) == {"original", "log-sigma-1-0-mm-3D", "log-sigma-2-0-mm-3D"}
-    pick = lambda rows, cls, name: rows[(rows.image_type == "original") & (rows.feature_class == cls)  # noqa: E731
-                                        & (rows.feature == name)].value.item()  # fmt: skip
+
+    def pick(rows, cls, name):
+        return rows[(rows.image_type == "original") & (rows.feature_class == cls) & (rows.feature == name)].value.item()
+
     # Bin width changes texture but not the first-order mean.
     assert pick(log, "firstorder", "Mean") == pytest.approx(pick(default, "firstorder", "Mean"))
     assert pick(log, "glcm", "JointEntropy") > pick(default, "glcm", "JointEntropy")

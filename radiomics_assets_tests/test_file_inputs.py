@@ -10,8 +10,11 @@ import SimpleITK as sitk
 
 from radiomics_assets.cli import main as cli_main
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
-from radiomics_assets.file_inputs import labels_from_folders, scan_file_pairs
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.defs.resources import RadiomicsConfig
+from radiomics_assets.defs.sensors import inbox_sensor
+from radiomics_assets.ingest import labels_from_folders, scan_file_pairs
 from radiomics_assets_tests.conftest import requested_runs
 
 
@@ -151,8 +154,11 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
 
     table, notes = labels_from_folders(inbox)
     assert dict(zip(table.patient_id, table.label, strict=True)) == {
-        "benign_1": "benign", "malignant_2": "malignant", "malignant_3": "malignant", "malignant_4": "malignant",
-    }  # fmt: skip
+        "benign_1": "benign",
+        "malignant_2": "malignant",
+        "malignant_3": "malignant",
+        "malignant_4": "malignant",
+    }
     assert len(notes) == 1 and "normal (5).png" in notes[0]
     assert cli_main(["--data-dir", str(root), "labels-from-folders"]) == 0
     assert (root / "labels.csv").read_text().splitlines()[0] == "patient_id,label"

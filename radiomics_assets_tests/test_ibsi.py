@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from radiomics_assets.cli import main
-from radiomics_assets.ibsi import CONFIGS, IBSI_PARAMS_DIR, TABLE_COLUMNS, allowed_difference, load_reference
+from radiomics_assets.features.ibsi import CONFIGS, IBSI_PARAMS_DIR, TABLE_COLUMNS, allowed_difference, load_reference
 from radiomics_assets_tests.conftest import SHARED_DATA
 
 PHANTOM = SHARED_DATA / "ibsi_phantom"
@@ -48,8 +48,12 @@ def test_well_understood_digital_phantom_features_pass_with_their_real_values(co
     assert row.ours == pytest.approx(159 / 74, rel=1e-12) and row.reference == 2.15 and row.status == "pass"
     row = table.loc[("digital", "stat_kurt")]
     assert row.ours == pytest.approx(-0.3546, abs=1e-4) and row.status == "pass"  # PyRadiomics 2.6454 - 3
-    for tag, feature in (("cm_joint_entr_3D_avg", "glcm_JointEntropy"), ("rlm_sre_2_5D_avg", "glrlm_ShortRunEmphasis"),
-                         ("szm_lze_3D", "glszm_LargeAreaEmphasis"), ("ngl_glnu_norm_3D", "firstorder_Uniformity")):
+    for tag, feature in (
+        ("cm_joint_entr_3D_avg", "glcm_JointEntropy"),
+        ("rlm_sre_2_5D_avg", "glrlm_ShortRunEmphasis"),
+        ("szm_lze_3D", "glszm_LargeAreaEmphasis"),
+        ("ngl_glnu_norm_3D", "firstorder_Uniformity"),
+    ):
         row = table.loc[("digital", tag)]
         assert (row.pyradiomics_feature, row.status) == (feature, "pass")
     # No PyRadiomics counterpart: merged-direction GLCM, distance zones, intensity-volume histogram.

@@ -15,11 +15,13 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from radiomics_assets import dicom_series
-from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
-from radiomics_assets.inbox_index import InboxIndex, read_manifest, write_manifests
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.defs.resources import RadiomicsConfig
+from radiomics_assets.defs.sensors import inbox_sensor
+from radiomics_assets.ingest import InboxIndex, find_patient, read_manifest, write_manifests
+from radiomics_assets.ingest import dicom_headers as dicom_series
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.patient_pipeline import find_patient
 from radiomics_assets.synth import SynthConfig, write_cohort, write_patient
 from radiomics_assets_tests.conftest import SMALL, requested_runs
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radiomics_assets import cohort, model_registry
+from radiomics_assets import modelling
+from radiomics_assets.modelling import registry as model_registry
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse, write_derived_table
 
@@ -19,22 +20,31 @@ TRAIN = {"seed": 0, "models": ("logreg",), "folds": 3, "repeats": 1}
 def _write_cohort(root: DataRoot, effect: float, n: int = 40, unlabelled: int = 4, p: int = 20) -> None:
     """Feature matrix + labels in the warehouse: ``effect`` shifts three features with the label (0 = noise)."""
     rng = np.random.default_rng(17)
-    X = pd.DataFrame(rng.standard_normal((n + unlabelled, p)), columns=[f"f{i:02d}" for i in range(p)],
-                     index=[f"P{i:03d}" for i in range(n + unlabelled)])  # fmt: skip
+    X = pd.DataFrame(
+        rng.standard_normal((n + unlabelled, p)),
+        columns=[f"f{i:02d}" for i in range(p)],
+        index=[f"P{i:03d}" for i in range(n + unlabelled)],
+    )
     y = pd.Series(np.arange(n + unlabelled) % 2, index=X.index, dtype=float)
     for name in ("f01", "f05", "f09"):
         X[name] += effect * y
     y.iloc[n:] = np.nan
     warehouse = Warehouse(root.warehouse)
     write_derived_table(warehouse, "feature_matrix", X.assign(label=y).rename_axis("patient_id").reset_index())
-    labels = pd.DataFrame({"patient_id": X.index[:n], "label": y.iloc[:n].astype(int).to_numpy(),
-                           "label_name": y.iloc[:n].astype(int).astype(str).to_numpy(), "cohort": "train"})  # fmt: skip
-    cohort.store_labels(warehouse, labels)
+    labels = pd.DataFrame(
+        {
+            "patient_id": X.index[:n],
+            "label": y.iloc[:n].astype(int).to_numpy(),
+            "label_name": y.iloc[:n].astype(int).astype(str).to_numpy(),
+            "cohort": "train",
+        }
+    )
+    modelling.store_labels(warehouse, labels)
 
 
 def _train(root: DataRoot, effect: float) -> dict:
     _write_cohort(root, effect)
-    _, card = cohort.train_model(root, **TRAIN)
+    _, card = modelling.train_model(root, modelling.ModellingSettings(**TRAIN))
     return card
 
 
@@ -55,7 +65,7 @@ def good_then_worse(trained_twice, tmp_path):
     """A data root whose first model (strong signal) is current, and whose models/ now holds a freshly trained,
     clearly worse model (labels unrelated to the features) that has not been registered yet."""
     template, good, worse, first = trained_twice
-    shutil.copytree(template.root, tmp_path, dirs_exist_ok=True)
+    shutil.copytree(template.path, tmp_path, dirs_exist_ok=True)
     return DataRoot(tmp_path), good, worse, first
 
 
@@ -70,22 +80,24 @@ def test_block_keeps_the_previous_model_serving(good_then_worse):
     # Both kept, each with its own card and pickled model; the top level is the current model again.
     assert model_registry.versions(root.models) == sorted([first.version, decision.version])
     assert model_registry.load_card(root.models, decision.version)["model_id"] == worse["model_id"]
-    assert cohort.load_model(root)["model_id"] == good["model_id"]
+    assert modelling.load_model(root)["model_id"] == good["model_id"]
     assert json.loads((root.models / "model_card.json").read_text())["model_id"] == good["model_id"]
     # predictions use the promoted model, not the blocked candidate.
     _write_cohort(root, effect=0.0)
-    assert set(cohort.predict(root).model_id) == {good["model_id"]}
+    assert set(modelling.predict(root).model_id) == {good["model_id"]}
 
     trained = model_registry.history(root.models)
     assert [(h["version"], h["promoted"], h["regressed"]) for h in trained] == [
-        (first.version, True, False), (decision.version, False, True)]  # fmt: skip
+        (first.version, True, False),
+        (decision.version, False, True),
+    ]
 
     # Accepting the candidate by hand (or rolling back later) switches the top-level files and the pointer.
     model_registry.promote(root.models, decision.version)
     assert model_registry.current_version(root.models) == decision.version
-    assert cohort.load_model(root)["model_id"] == worse["model_id"]
+    assert modelling.load_model(root)["model_id"] == worse["model_id"]
     model_registry.promote(root.models, first.version)
-    assert cohort.load_model(root)["model_id"] == good["model_id"]
+    assert modelling.load_model(root)["model_id"] == good["model_id"]
     assert [h["event"] for h in model_registry.history(root.models)] == ["trained", "trained", "promoted", "promoted"]
     with pytest.raises(ValueError, match="no kept model version 'nope'"):
         model_registry.promote(root.models, "nope")
@@ -95,7 +107,7 @@ def test_warn_promotes_the_regressed_model_and_keeps_the_previous(good_then_wors
     root, good, worse, first = good_then_worse
     decision = model_registry.register(root.models, worse, margin=0.05, policy="warn")
     assert decision.regressed and decision.promoted and decision.current_version == decision.version
-    assert cohort.load_model(root)["model_id"] == worse["model_id"]
+    assert modelling.load_model(root)["model_id"] == worse["model_id"]
     assert model_registry.load_card(root.models, first.version)["model_id"] == good["model_id"]
     assert (root.models / first.version / "model.pkl").exists()
     # Within the margin it is no regression at all.
@@ -105,11 +117,18 @@ def test_warn_promotes_the_regressed_model_and_keeps_the_previous(good_then_wors
 
 def test_model_asset_reports_the_check_and_cv_auc(tmp_path, monkeypatch):
     """The Dagster layer: `auc_not_regressed` on the `model` asset carries both AUCs and the margin."""
-    from radiomics_assets.definitions import RadiomicsConfig, model
+    from radiomics_assets.defs.cohort_assets import model
+    from radiomics_assets.defs.resources import RadiomicsConfig
 
     root = DataRoot(tmp_path)
-    config = RadiomicsConfig(data_dir=str(tmp_path), candidate_models=["logreg"], cv_folds=3, cv_repeats=1,
-                             on_auc_regression="block", auc_regression_margin=0.05)  # fmt: skip
+    config = RadiomicsConfig(
+        data_dir=str(tmp_path),
+        candidate_models=["logreg"],
+        cv_folds=3,
+        cv_repeats=1,
+        on_auc_regression="block",
+        auc_regression_margin=0.05,
+    )
     evaluations = []
     for effect in (2.0, 0.0):
         _write_cohort(root, effect)

@@ -10,7 +10,10 @@ import dagster as dg
 import yaml
 
 from radiomics_assets import definitions
-from radiomics_assets.definitions import RadiomicsConfig, defs, patients, run_failure_log
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.defs.resources import DUCKDB_WRITES, RadiomicsConfig
+from radiomics_assets.defs.sensors import run_failure_log
 from radiomics_assets.synth import SynthConfig, write_cohort
 
 INSTANCE_YAML = Path(definitions.__file__).with_name("dagster_instance.yaml")
@@ -39,10 +42,12 @@ def test_failure_sensor_logs_a_json_line_and_runs_the_notify_command(tmp_path, m
     with dg.DagsterInstance.ephemeral() as instance:
         result, broken = _failed_ingest_run(data_root, instance)
         context = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_log", dagster_instance=instance, dagster_run=result.dagster_run,
+            sensor_name="run_failure_log",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
             dagster_event=result.get_run_failure_event(),
             resources={"radiomics": RadiomicsConfig(data_dir=str(data_root), failure_notify_command=command)},
-        ).for_run_failure()  # fmt: skip
+        ).for_run_failure()
         run_failure_log(context)
         run_failure_log(context)  # a second failure appends, never overwrites
 
@@ -71,7 +76,7 @@ def test_instance_settings_and_operator_facing_definitions():
         node = graph.get(key)
         assert node.owners == ["team:radiomics"], key
         pool = defs.resolve_assets_def(key).op.pool
-        assert (pool == definitions.DUCKDB_WRITES) == (key.to_user_string() in writers), (key, pool)
+        assert (pool == DUCKDB_WRITES) == (key.to_user_string() in writers), (key, pool)
     assert defs.resolve_sensor_def("run_failure_log").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("weekly_retrain").default_status == dg.DefaultScheduleStatus.RUNNING

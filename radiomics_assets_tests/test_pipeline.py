@@ -7,7 +7,10 @@ import duckdb
 import pytest
 
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import RadiomicsConfig, defs, inbox_sensor, patients
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.defs.resources import RadiomicsConfig
+from radiomics_assets.defs.sensors import inbox_sensor
 from radiomics_assets.synth import SynthConfig, write_cohort
 from radiomics_assets_tests.conftest import requested_runs
 
@@ -70,8 +73,11 @@ def test_whole_graph_end_to_end(cohort_root):
             result = _ingest(instance, key)
             assert result.success
             checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-            assert checks == {"all_values_finite": True, "feature_count_matches_parameter_set": True,
-                              "roi_large_enough": True}  # fmt: skip
+            assert checks == {
+                "all_values_finite": True,
+                "feature_count_matches_parameter_set": True,
+                "roi_large_enough": True,
+            }
 
         counts = _feature_counts(cohort_root)
         assert set(counts) == set(keys) and min(counts.values()) >= 100
@@ -121,6 +127,15 @@ def test_broken_patient_fails_alone_and_keeps_other_rows(cohort_root):
 def test_definitions_list_every_asset_sensor_and_schedule():
     repo = defs.get_repository_def()
     names = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
-    assert names == {"studies", "roi_masks", "features", "labels", "feature_matrix", "selected_features",
-                     "model", "validation_report", "predictions"}  # fmt: skip
+    assert names == {
+        "studies",
+        "roi_masks",
+        "features",
+        "labels",
+        "feature_matrix",
+        "selected_features",
+        "model",
+        "validation_report",
+        "predictions",
+    }
     assert repo.get_sensor_def("inbox_sensor") and repo.get_schedule_def("weekly_retrain")

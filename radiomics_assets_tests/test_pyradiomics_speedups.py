@@ -6,8 +6,7 @@ import SimpleITK as sitk
 from radiomics import cShape, featureextractor, imageoperations
 from scipy import ndimage
 
-from radiomics_assets import pyradiomics_speedups as speedups
-from radiomics_assets.features import PARAMS_DIR
+from radiomics_assets.features import PARAMS_DIR, speedups
 from radiomics_assets.synth import make_patient
 
 SPACINGS = [1.0, 0.9765620231628418, 3.27, 5.46875, 0.5]
@@ -79,8 +78,10 @@ def test_bin_edges_equal_pyradiomics(dtype):
     )
     assert np.array_equal(edges, expected) and np.array_equal(np.signbit(edges), np.signbit(expected))
     counted = rng.normal(0, 1, 100)
-    np.testing.assert_array_equal(speedups.bin_edges(counted, binCount=16), imageoperations.numpy.histogram(
-        counted, 16)[1] + np.r_[np.zeros(16), 1])  # fmt: skip
+    np.testing.assert_array_equal(
+        speedups.bin_edges(counted, binCount=16),
+        imageoperations.numpy.histogram(counted, 16)[1] + np.r_[np.zeros(16), 1],
+    )
 
 
 @pytest.mark.parametrize("pixel_type", [sitk.sitkInt16, sitk.sitkUInt8, sitk.sitkFloat32, sitk.sitkFloat64])
@@ -114,9 +115,15 @@ def test_whole_extraction_equals_stock_pyradiomics(small_config, tmp_path, monke
     for name, value in stock.items():
         if name.startswith("diagnostics_"):
             assert str(fast[name]) == str(value), name  # hashes included
-        elif "_shape_" in name and name.split("_")[-1] in {"SurfaceArea", "MeshVolume", "SurfaceVolumeRatio",
-                                                           "Sphericity", "Compactness1", "Compactness2",
-                                                           "SphericalDisproportion"}:  # fmt: skip
+        elif "_shape_" in name and name.split("_")[-1] in {
+            "SurfaceArea",
+            "MeshVolume",
+            "SurfaceVolumeRatio",
+            "Sphericity",
+            "Compactness1",
+            "Compactness2",
+            "SphericalDisproportion",
+        }:
             assert float(fast[name]) == pytest.approx(float(value), rel=1e-12), name  # summed in another order
         else:
             assert float(fast[name]) == float(value), name
@@ -145,8 +152,11 @@ def test_bspline_resampling_of_a_cropped_image_equals_pyradiomics():
     fast_image, fast_mask = speedups.resample_image(image, mask, **settings)
     stock_image, stock_mask = speedups._stock_resample_image(image, mask, **settings)
     for fast, stock in ((fast_image, stock_image), (fast_mask, stock_mask)):
-        assert (fast.GetSize(), fast.GetOrigin(), fast.GetSpacing()) == (stock.GetSize(), stock.GetOrigin(),
-                                                                        stock.GetSpacing())  # fmt: skip
+        assert (fast.GetSize(), fast.GetOrigin(), fast.GetSpacing()) == (
+            stock.GetSize(),
+            stock.GetOrigin(),
+            stock.GetSpacing(),
+        )
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fast), sitk.GetArrayViewFromImage(stock))
     assert np.prod(fast_image.GetSize()) < 0.1 * smooth.size  # the ROI is small: the crop is what saves time
     with pytest.raises(ValueError, match="not present"):  # PyRadiomics' own checks still apply

@@ -6,57 +6,29 @@ voxel for voxel with the arrays that were encoded.
 
 import dagster as dg
 import duckdb
-import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.sr.codedict import codes
 
-from radiomics_assets.autoseg import AutoSegmentation, Seed, segment_lesion
 from radiomics_assets.cli import main as cli_main
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import defs, patients
-from radiomics_assets.dicom_seg import read_segmentation, segment_masks
-from radiomics_assets.dicom_series import DicomInputError, read_series, scan_inbox
-from radiomics_assets.file_inputs import EMPTY_LESION_MASK, labels_from_folders, scan_file_pairs
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.ingest import ingest_studies, read_series, scan_inbox
+from radiomics_assets.ingest.file_pairs import EMPTY_LESION_MASK, labels_from_folders, scan_file_pairs
+from radiomics_assets.masks import (
+    AutoSegmentation,
+    MaskOptions,
+    Seed,
+    build_masks,
+    read_segmentation,
+    segment_lesion,
+    segment_masks,
+)
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.patient_pipeline import MaskOptions, build_masks, ingest_studies
-from radiomics_assets.synth import make_patient, write_ct_series, write_rtstruct
-from radiomics_assets_tests.conftest import SMALL
-
-
-def write_ct(patient, folder, seed=SMALL.seed):
-    """Write the patient's CT series; returns the slices as read back from disk (what a SEG tool would see)."""
-    write_ct_series(patient, folder, seed)
-    return [pydicom.dcmread(path) for path in sorted(folder.glob("CT_*.dcm"))]
-
-
-def write_seg(slices, segments: dict[str, np.ndarray], path, shuffle_seed=0, kind="BINARY", pixels=None):
-    """SEG of ``segments`` (label -> (z, y, x) bool array on the CT grid), frames in shuffled slice order.
-
-    ``pixels`` replaces the stacked segments for LABELMAP (segment numbers) or FRACTIONAL (probabilities) SEGs.
-    """
-    order = np.random.default_rng(shuffle_seed).permutation(len(slices))
-    stacked = (np.stack(list(segments.values()), axis=-1) if pixels is None else pixels)[order]
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number, segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for number, label in enumerate(segments, start=1)
-    ]  # fmt: skip
-    seg = hd.seg.Segmentation(
-        source_images=[slices[i] for i in order], pixel_array=stacked,
-        segmentation_type=kind, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=7, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="radiomics_assets tests", manufacturer_model_name="synthetic", software_versions="0",
-        device_serial_number="0",
-    )  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
-    return seg
+from radiomics_assets.synth import make_patient, write_rtstruct
+from radiomics_assets_tests.conftest import SMALL, write_ct, write_seg
 
 
 def _array(path):
@@ -141,9 +113,11 @@ def _lesion_centre_mm(patient, image):
 def _run(instance, key, **config):
     instance.add_dynamic_partitions(patients.name, [key])
     return defs.resolve_job_def("ingest_patient").execute_in_process(
-        partition_key=key, instance=instance, raise_on_error=False,
+        partition_key=key,
+        instance=instance,
+        raise_on_error=False,
         run_config={"resources": {"radiomics": {"config": config}}} if config else None,
-    )  # fmt: skip
+    )
 
 
 def test_region_growing_from_seed_recovers_the_lesion(tmp_path, monkeypatch):
@@ -239,8 +213,9 @@ def test_several_nifti_mask_files_per_image_each_give_rois(tmp_path):
     image = _volume()
     sitk.WriteImage(image, str(root.inbox / "case7.nii.gz"))
     main = _mask_file(image, {1: np.s_[2:6, 5:10, 5:10]}, root.inbox / "case7_mask.nii.gz")
-    liver = _mask_file(image, {1: np.s_[3:8, 12:20, 12:20], 2: np.s_[8:10, 2:6, 20:28]},
-                       root.inbox / "case7_mask_liver.nii.gz")  # fmt: skip
+    liver = _mask_file(
+        image, {1: np.s_[3:8, 12:20, 12:20], 2: np.s_[8:10, 2:6, 20:28]}, root.inbox / "case7_mask_liver.nii.gz"
+    )
     numbered = _mask_file(image, {4: np.s_[0:3, 20:25, 0:5]}, root.inbox / "case7_mask_1.nii.gz")
     pairs, incomplete = scan_file_pairs(root.inbox)
     assert list(pairs) == ["case7"] and len(pairs["case7"].masks) == 3 and not incomplete

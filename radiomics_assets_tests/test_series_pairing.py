@@ -12,12 +12,12 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.ingest import ingest_studies
+from radiomics_assets.masks import MaskOptions, build_masks
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.patient_pipeline import MaskOptions, build_masks, ingest_studies
 from radiomics_assets.synth import make_patient, write_ct_series, write_rtstruct
-from radiomics_assets_tests.conftest import SHARED_DATA, SMALL
-from radiomics_assets_tests.test_seg_and_auto_masks import write_ct, write_seg
+from radiomics_assets_tests.conftest import SHARED_DATA, SMALL, write_ct, write_seg
 
 UNKNOWN_SERIES = "1.2.826.0.1.3680043.8.498.999"
 

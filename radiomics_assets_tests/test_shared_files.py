@@ -7,7 +7,8 @@ import pytest
 import SimpleITK as sitk
 
 from radiomics_assets.cli import step_failure_messages
-from radiomics_assets.definitions import defs, patients
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
 from radiomics_assets_tests.conftest import SHARED_DATA
 
 BUSI = SHARED_DATA / "busi_sample"
@@ -54,9 +55,11 @@ def test_ibsi_ct_phantom_rtstruct_mask_equals_reference_nifti(tmp_path, monkeypa
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patients.name, ["1"])
         result = defs.resolve_job_def("ingest_patient").execute_in_process(
-            partition_key="1", instance=instance, raise_on_error=False,
+            partition_key="1",
+            instance=instance,
+            raise_on_error=False,
             asset_selection=[dg.AssetKey("studies"), dg.AssetKey("roi_masks")],
-        )  # fmt: skip
+        )
         assert result.success, step_failure_messages(result)
     with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
         (mask_path,) = con.execute("SELECT mask_path FROM masks").fetchone()

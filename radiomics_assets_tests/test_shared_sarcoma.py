@@ -8,9 +8,11 @@ import pytest
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets.definitions import defs, patients
-from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, file_hash, params_by_modality
-from radiomics_assets.pyradiomics_speedups import stock_pyradiomics
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
+from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.features.speedups import stock_pyradiomics
+from radiomics_assets.hashing import file_hash
 from radiomics_assets_tests.conftest import SHARED_DATA
 
 SARCOMA = SHARED_DATA / "sarcoma"

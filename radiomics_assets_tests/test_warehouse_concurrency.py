@@ -11,7 +11,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from radiomics_assets.definitions import defs, patients
+from radiomics_assets.definitions import defs
+from radiomics_assets.defs.partitions import patients
 from radiomics_assets.synth import SynthConfig, write_cohort
 from radiomics_assets.warehouse import Warehouse
 
@@ -69,7 +70,9 @@ def test_write_killed_mid_transaction_leaves_previous_rows(tmp_path):
     proc.wait()
     # The lock died with the process; the next writer gets in and sees exactly the committed rows.
     assert warehouse.query("SELECT label, label_name FROM labels ORDER BY label").values.tolist() == [
-        [0, "a"], [0, "a"], [1, "b"]
-    ]  # fmt: skip
+        [0, "a"],
+        [0, "a"],
+        [1, "b"],
+    ]
     warehouse.replace_patient("P1", {"labels": old.head(1)})
     assert len(warehouse.query("SELECT * FROM labels")) == 1

@@ -14,31 +14,25 @@ events.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
 from pathlib import Path
 
 import pandas as pd
 
-from radiomics_assets.dicom_series import DicomInputError
-from radiomics_assets.features import ParameterFileError, load_extractor
+from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_workers
+from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
+from radiomics_assets.features.extraction import load_extractor, prepare_pyradiomics
+from radiomics_assets.masks.build import MaskOptions
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.patient_pipeline import MaskOptions
 from radiomics_assets.warehouse import Warehouse
 
 STAGES = ("studies", "roi_masks", "features")
 
 
-class ExtractionError(ValueError):
-    """PyRadiomics failed on one (series, ROI); the message names the stored volume and mask."""
-
-
-EXPECTED_ERRORS = (DicomInputError, ParameterFileError, ExtractionError)
+EXPECTED_ERRORS = (InputError,)
 """Input problems whose message already names the file; anything else is reported with its type."""
 
 
@@ -52,7 +46,7 @@ class PatientSettings:
     mask_options: MaskOptions = field(default_factory=MaskOptions)
 
     @property
-    def root(self) -> DataRoot:
+    def data_root(self) -> DataRoot:
         return DataRoot(self.data_dir)
 
 
@@ -88,10 +82,11 @@ def _describe(exc: BaseException) -> str:
 
 def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> PatientOutcome:
     """Ingest the patient's series and/or build its masks; returns the tables (not stored yet)."""
-    from radiomics_assets.patient_pipeline import build_masks, ingest_studies, patient_inputs
+    from radiomics_assets.ingest.studies import ingest_studies, patient_inputs
+    from radiomics_assets.masks.build import build_masks
 
     outcome = PatientOutcome(key)
-    root = settings.root
+    root = settings.data_root
     try:
         inputs = patient_inputs(root, key)  # looked up once for both stages
     except Exception as exc:  # noqa: BLE001 - reported per patient, never lost
@@ -115,30 +110,27 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
     """Features and diagnostics of one (series, ROI); runs in a worker."""
     import SimpleITK as sitk
 
-    from radiomics_assets.features import ExtractionTarget, extract
+    from radiomics_assets.features.extraction import ExtractionTarget, extract
 
     target = ExtractionTarget(
-        patient_id=key, series_uid=series_row["series_uid"], modality=series_row["modality"], roi=mask_row["roi"],
-        image=sitk.ReadImage(series_row["volume_path"]), mask=sitk.ReadImage(mask_row["mask_path"]),
-    )  # fmt: skip
+        patient_id=key,
+        series_uid=series_row["series_uid"],
+        modality=series_row["modality"],
+        roi=mask_row["roi"],
+        image=sitk.ReadImage(series_row["volume_path"]),
+        mask=sitk.ReadImage(mask_row["mask_path"]),
+    )
     try:
         rows, diagnostics = extract(target, settings.params[target.modality])
     except Exception as exc:  # noqa: BLE001 - say which volume and mask, the pool loses the traceback
         raise ExtractionError(f"{mask_row['mask_path']} on {series_row['volume_path']}: {_describe(exc)}") from None
     diagnostic_rows = pd.DataFrame(
-        [{"patient_id": key, "series_uid": target.series_uid, "roi": target.roi, "name": k, "value": str(v)}
-         for k, v in diagnostics.items()]
-    )  # fmt: skip
+        [
+            {"patient_id": key, "series_uid": target.series_uid, "roi": target.roi, "name": k, "value": str(v)}
+            for k, v in diagnostics.items()
+        ]
+    )
     return rows, diagnostic_rows
-
-
-def _limit_threads(threads: int) -> None:
-    """Pin SimpleITK's and BLAS's thread pools: N workers x all cores each would oversubscribe the machine."""
-    import SimpleITK as sitk
-    from threadpoolctl import threadpool_limits
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    threadpool_limits(threads)
 
 
 # --- the batch driver, in the calling process -----------------------------------------------------------
@@ -146,62 +138,6 @@ def _limit_threads(threads: int) -> None:
 
 def _stored_rows(root: DataRoot, table: str, key: str) -> pd.DataFrame:
     return Warehouse(root.warehouse).query(f"SELECT * FROM {table} WHERE patient_id = ?", [key])
-
-
-class _InProcess(Executor):
-    """Runs each task when submitted: for one worker a pool would only add start-up time."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future like a pool would
-            future.set_exception(exc)
-        return future
-
-
-WORKERS_ENV = "RADIOMICS_WORKERS"
-
-
-def workers_from_env() -> int:
-    """``$RADIOMICS_WORKERS``; 0 (one worker per usable core) when unset."""
-    return int(os.environ.get(WORKERS_ENV, "0") or 0)
-
-
-def configured_workers() -> int:
-    return workers_from_env() or default_workers()
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _forkserver() -> multiprocessing.context.BaseContext:
-    # forkserver: workers start from a clean, single-threaded server (fork from a threaded Dagster run
-    # process can deadlock); the preload imports SimpleITK and PyRadiomics once for all workers.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["radiomics_assets.batch", "radiomics_assets.patient_pipeline"])
-    return context
-
-
-def start_workers_early() -> None:
-    """Start the workers' fork server now, so that its imports (about 1 s of SimpleITK and PyRadiomics)
-    run on another core while the caller does other start-up work, instead of when the first batch starts."""
-    if configured_workers() > 1:
-        _forkserver()
-        forkserver.ensure_running()
-
-
-def worker_pool() -> Executor:
-    """A pool of the configured number of processes with pinned thread pools; in-process for one."""
-    return _executor(configured_workers())
-
-
-def _executor(workers: int) -> Executor:
-    if workers <= 1:
-        return _InProcess()
-    threads = max(1, default_workers() // workers)
-    return ProcessPoolExecutor(workers, mp_context=_forkserver(), initializer=_limit_threads, initargs=(threads,))
 
 
 def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.DataFrame) -> None:
@@ -218,7 +154,7 @@ class _Batch:
     def __init__(self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int):
         self.stages, self.settings, self.workers, self.n_patients = stages, settings, workers, n_patients
         self._pool: Executor | None = None
-        self.warehouse = Warehouse(settings.root.warehouse)
+        self.warehouse = Warehouse(settings.data_root.warehouse)
         self.pending: dict[Future, tuple[str, str]] = {}  # future -> (task kind, patient key)
         self.waiting: dict[str, PatientOutcome] = {}  # patients whose extraction tasks are running
         self.extracted: dict[str, list] = {}
@@ -227,7 +163,7 @@ class _Batch:
     def pool(self, tasks: int) -> Executor:
         """The worker pool, started on first use with no more workers than tasks (none for a single task)."""
         if self._pool is None:
-            self._pool = _executor(min(self.workers, tasks))
+            self._pool = executor(min(self.workers, tasks))
         return self._pool
 
     def close(self) -> None:
@@ -246,7 +182,7 @@ class _Batch:
 
     def submit_prepare(self, key: str) -> None:
         # One patient: ingest here and keep the pool for its (series, ROI) extractions, sized to their number.
-        pool = _InProcess() if self.n_patients == 1 else self.pool(self.n_patients)
+        pool = InProcessExecutor() if self.n_patients == 1 else self.pool(self.n_patients)
         self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
 
     def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
@@ -278,9 +214,9 @@ class _Batch:
         Series and masks not made in this run (stages not selected) are the stored ones.
         """
         if outcome.series is None:
-            outcome.series = _stored_rows(self.settings.root, "series", outcome.key)
+            outcome.series = _stored_rows(self.settings.data_root, "series", outcome.key)
         if outcome.masks is None:
-            outcome.masks = _stored_rows(self.settings.root, "masks", outcome.key)
+            outcome.masks = _stored_rows(self.settings.data_root, "masks", outcome.key)
         masks = outcome.masks.to_dict("records") if outcome.masks is not None else []
         if not masks:
             return self.store(outcome.fail("features", f"patient {outcome.key}: no ROI mask to extract features from"))
@@ -341,7 +277,8 @@ def run_patients(
     number of usable cores; no worker process is started when there is a single task.
     """
     stages = frozenset(stages)
-    batch = _Batch(stages, settings, workers or default_workers(), len(keys))
+    prepare_pyradiomics()  # for the tasks run in this process; worker processes do it in their initialiser
+    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys))
     try:
         for key in keys:
             if stages & {"studies", "roi_masks"}:

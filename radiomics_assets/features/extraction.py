@@ -20,31 +20,38 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets import pyradiomics_speedups
+from radiomics_assets.errors import ParameterFileError
+from radiomics_assets.features import speedups
+from radiomics_assets.hashing import file_hash, image_hash
 
 PARAMS_DIR = Path(__file__).parent / "params"
 PARAMS_DIR_ENV = "RADIOMICS_PARAMS_DIR"
 MODALITIES = ("CT", "MR", "PT", "US")
 FEATURE_COLUMNS = [
-    "patient_id", "series_uid", "modality", "roi", "image_type", "feature_class", "feature", "value",
-    "params_hash", "pyradiomics_version", "image_hash", "mask_hash", "extracted_at",
-]  # fmt: skip
+    "patient_id",
+    "series_uid",
+    "modality",
+    "roi",
+    "image_type",
+    "feature_class",
+    "feature",
+    "value",
+    "params_hash",
+    "pyradiomics_version",
+    "image_hash",
+    "mask_hash",
+    "extracted_at",
+]
 
-# PyRadiomics logs every filter at INFO and warns on every GLCM (symmetry note); keep errors only.
-logging.getLogger("radiomics").setLevel(logging.ERROR)
-# Value-preserving speed-ups of PyRadiomics' hot spots; RADIOMICS_STOCK_PYRADIOMICS=1 leaves it untouched.
-pyradiomics_speedups.install()
 
+def prepare_pyradiomics() -> None:
+    """Make PyRadiomics ready in this process; called by every worker's initialiser and by the in-process path.
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def image_hash(image: sitk.Image) -> str:
-    """Content hash of voxels and geometry, so the same volume hashes alike wherever it is stored."""
-    digest = hashlib.sha256(sitk.GetArrayViewFromImage(image).tobytes())
-    digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
-    return digest.hexdigest()[:16]
+    PyRadiomics logs every filter at INFO and warns on every GLCM (symmetry note): errors only. The value-preserving
+    speed-ups of its hot spots are installed (``RADIOMICS_STOCK_PYRADIOMICS=1`` leaves PyRadiomics untouched).
+    """
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    speedups.install()
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,6 @@ class ExtractionTarget:
     roi: str
     image: sitk.Image
     mask: sitk.Image
-
-
-class ParameterFileError(ValueError):
-    """A PyRadiomics parameter file that PyRadiomics' own schema check rejects."""
 
 
 def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None = None) -> dict[str, Path]:
@@ -114,7 +117,7 @@ def extract(target: ExtractionTarget, params_path: Path) -> tuple[pd.DataFrame, 
     extractor = load_extractor(params_path)
     result = extractor.execute(target.image, target.mask)
     diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
-    diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = pyradiomics_speedups.installed()
+    diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = speedups.installed()
     provenance = {
         "patient_id": target.patient_id,
         "series_uid": target.series_uid,
@@ -131,6 +134,13 @@ def extract(target: ExtractionTarget, params_path: Path) -> tuple[pd.DataFrame, 
         if name.startswith("diagnostics_"):
             continue
         image_type, feature_class, feature = split_feature_name(name)
-        rows.append({**provenance, "image_type": image_type, "feature_class": feature_class,
-                     "feature": feature, "value": float(np.asarray(value))})  # fmt: skip
+        rows.append(
+            {
+                **provenance,
+                "image_type": image_type,
+                "feature_class": feature_class,
+                "feature": feature,
+                "value": float(np.asarray(value)),
+            }
+        )
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS), diagnostics

@@ -33,9 +33,18 @@ from radiomics_assets.paths import PROJECT_ROOT
 IBSI_PARAMS_DIR = Path(__file__).parent / "params" / "ibsi"
 PHANTOM_DIR_ENV = "IBSI_PHANTOM_DIR"
 TABLE_COLUMNS = [
-    "config", "ibsi_tag", "family", "pyradiomics_feature", "reference", "tolerance", "ours", "difference",
-    "allowed", "status", "note",
-]  # fmt: skip
+    "config",
+    "ibsi_tag",
+    "family",
+    "pyradiomics_feature",
+    "reference",
+    "tolerance",
+    "ours",
+    "difference",
+    "allowed",
+    "status",
+    "note",
+]
 
 logging.getLogger("radiomics").setLevel(logging.ERROR)
 
@@ -74,99 +83,190 @@ class IbsiConfig:
 
 
 CONFIGS = (
-    IbsiConfig("digital", "digital_phantom", "ibsi_1_dig_phantom.csv",
-               (Run("digital_3d.yaml", "3D"), Run("digital_2_5d.yaml", "2_5D")),
-               "digital phantom, no resampling, no re-segmentation, grey levels used as they are (bin width 1)"),
-    IbsiConfig("A", "ct_phantom", "ibsi_1_chest_config_a.csv", (Run("ct_config_a.yaml", "2_5D"),),
-               "CT phantom, no resampling, 2D (slice-wise), re-segmentation [-500, 400] HU, bin width 25 HU"),
-    IbsiConfig("B", "ct_phantom", "ibsi_1_chest_config_b.csv", (Run("ct_config_b.yaml", "2_5D"),),
-               "CT phantom, in-plane resampling to 2x2 mm (linear), 2D, re-segmentation [-500, 400] HU, 32 bins"),
-    IbsiConfig("C", "ct_phantom", "ibsi_1_chest_config_c.csv", (Run("ct_config_c.yaml", "3D"),),
-               "CT phantom, 2 mm isotropic (linear), 3D, re-segmentation [-1000, 400] HU, bin width 25 HU"),
-    IbsiConfig("D", "ct_phantom", "ibsi_1_chest_config_d.csv", (Run("ct_config_d.yaml", "3D"),),
-               "CT phantom, 2 mm isotropic (linear), 3D, outlier re-segmentation mean +/- 3 SD, 32 bins"),
-    IbsiConfig("E", "ct_phantom", "ibsi_1_chest_config_e.csv", (Run("ct_config_e.yaml", "3D"),),
-               "CT phantom, 2 mm isotropic (B-spline), 3D, outlier re-segmentation mean +/- 3 SD "
-               "(IBSI also applies [-1000, 400] HU first), 32 bins"),
-)  # fmt: skip
+    IbsiConfig(
+        "digital",
+        "digital_phantom",
+        "ibsi_1_dig_phantom.csv",
+        (Run("digital_3d.yaml", "3D"), Run("digital_2_5d.yaml", "2_5D")),
+        "digital phantom, no resampling, no re-segmentation, grey levels used as they are (bin width 1)",
+    ),
+    IbsiConfig(
+        "A",
+        "ct_phantom",
+        "ibsi_1_chest_config_a.csv",
+        (Run("ct_config_a.yaml", "2_5D"),),
+        "CT phantom, no resampling, 2D (slice-wise), re-segmentation [-500, 400] HU, bin width 25 HU",
+    ),
+    IbsiConfig(
+        "B",
+        "ct_phantom",
+        "ibsi_1_chest_config_b.csv",
+        (Run("ct_config_b.yaml", "2_5D"),),
+        "CT phantom, in-plane resampling to 2x2 mm (linear), 2D, re-segmentation [-500, 400] HU, 32 bins",
+    ),
+    IbsiConfig(
+        "C",
+        "ct_phantom",
+        "ibsi_1_chest_config_c.csv",
+        (Run("ct_config_c.yaml", "3D"),),
+        "CT phantom, 2 mm isotropic (linear), 3D, re-segmentation [-1000, 400] HU, bin width 25 HU",
+    ),
+    IbsiConfig(
+        "D",
+        "ct_phantom",
+        "ibsi_1_chest_config_d.csv",
+        (Run("ct_config_d.yaml", "3D"),),
+        "CT phantom, 2 mm isotropic (linear), 3D, outlier re-segmentation mean +/- 3 SD, 32 bins",
+    ),
+    IbsiConfig(
+        "E",
+        "ct_phantom",
+        "ibsi_1_chest_config_e.csv",
+        (Run("ct_config_e.yaml", "3D"),),
+        "CT phantom, 2 mm isotropic (B-spline), 3D, outlier re-segmentation mean +/- 3 SD "
+        "(IBSI also applies [-1000, 400] HU first), 32 bins",
+    ),
+)
 
 # The same CT configurations with IBSI's interpolation done before PyRadiomics (``ibsi_interpolate``): they
 # separate what PyRadiomics' resampling changes from what its feature definitions change.
 _2D, _3D = (2.0, 2.0, 0.0), (2.0, 2.0, 2.0)
 CONFIGS += tuple(
-    IbsiConfig(f"{c.name}-ibsi-interp", c.phantom, c.reference,
-               tuple(Run(r.params.replace(".yaml", "_preinterpolated.yaml"), r.dimension) for r in c.runs),
-               c.description + "; interpolated the IBSI way before PyRadiomics (grid centres aligned, intensities "
-               "rounded, mask interpolated linearly and thresholded at 0.5)",
-               IbsiInterpolation(spacing, interpolator, (-1000, 400) if c.name == "E" else None))
-    for c, spacing, interpolator in zip(CONFIGS[2:], (_2D, _3D, _3D, _3D),
-                                        ("sitkLinear", "sitkLinear", "sitkLinear", "sitkBSpline"), strict=True)
-)  # fmt: skip
+    IbsiConfig(
+        f"{c.name}-ibsi-interp",
+        c.phantom,
+        c.reference,
+        tuple(Run(r.params.replace(".yaml", "_preinterpolated.yaml"), r.dimension) for r in c.runs),
+        c.description + "; interpolated the IBSI way before PyRadiomics (grid centres aligned, intensities "
+        "rounded, mask interpolated linearly and thresholded at 0.5)",
+        IbsiInterpolation(spacing, interpolator, (-1000, 400) if c.name == "E" else None),
+    )
+    for c, spacing, interpolator in zip(
+        CONFIGS[2:], (_2D, _3D, _3D, _3D), ("sitkLinear", "sitkLinear", "sitkLinear", "sitkBSpline"), strict=True
+    )
+)
 
 
 # IBSI tag (without the texture aggregation suffix) -> PyRadiomics ``<class>_<feature>``.
 FEATURE_MAP = {
     # morphology: PyRadiomics' shape class (mesh by marching cubes, as IBSI)
-    "morph_volume": "shape_MeshVolume", "morph_vol_approx": "shape_VoxelVolume",
-    "morph_area_mesh": "shape_SurfaceArea", "morph_av": "shape_SurfaceVolumeRatio",
-    "morph_comp_1": "shape_Compactness1", "morph_comp_2": "shape_Compactness2",
-    "morph_sph_dispr": "shape_SphericalDisproportion", "morph_sphericity": "shape_Sphericity",
-    "morph_diam": "shape_Maximum3DDiameter", "morph_pca_maj_axis": "shape_MajorAxisLength",
-    "morph_pca_min_axis": "shape_MinorAxisLength", "morph_pca_least_axis": "shape_LeastAxisLength",
-    "morph_pca_elongation": "shape_Elongation", "morph_pca_flatness": "shape_Flatness",
+    "morph_volume": "shape_MeshVolume",
+    "morph_vol_approx": "shape_VoxelVolume",
+    "morph_area_mesh": "shape_SurfaceArea",
+    "morph_av": "shape_SurfaceVolumeRatio",
+    "morph_comp_1": "shape_Compactness1",
+    "morph_comp_2": "shape_Compactness2",
+    "morph_sph_dispr": "shape_SphericalDisproportion",
+    "morph_sphericity": "shape_Sphericity",
+    "morph_diam": "shape_Maximum3DDiameter",
+    "morph_pca_maj_axis": "shape_MajorAxisLength",
+    "morph_pca_min_axis": "shape_MinorAxisLength",
+    "morph_pca_least_axis": "shape_LeastAxisLength",
+    "morph_pca_elongation": "shape_Elongation",
+    "morph_pca_flatness": "shape_Flatness",
     # intensity statistics (on the re-segmented, not discretised, intensities)
-    "stat_mean": "firstorder_Mean", "stat_var": "firstorder_Variance", "stat_skew": "firstorder_Skewness",
-    "stat_kurt": "firstorder_Kurtosis", "stat_median": "firstorder_Median", "stat_min": "firstorder_Minimum",
-    "stat_p10": "firstorder_10Percentile", "stat_p90": "firstorder_90Percentile", "stat_max": "firstorder_Maximum",
-    "stat_iqr": "firstorder_InterquartileRange", "stat_range": "firstorder_Range",
-    "stat_mad": "firstorder_MeanAbsoluteDeviation", "stat_rmad": "firstorder_RobustMeanAbsoluteDeviation",
-    "stat_energy": "firstorder_Energy", "stat_rms": "firstorder_RootMeanSquared",
+    "stat_mean": "firstorder_Mean",
+    "stat_var": "firstorder_Variance",
+    "stat_skew": "firstorder_Skewness",
+    "stat_kurt": "firstorder_Kurtosis",
+    "stat_median": "firstorder_Median",
+    "stat_min": "firstorder_Minimum",
+    "stat_p10": "firstorder_10Percentile",
+    "stat_p90": "firstorder_90Percentile",
+    "stat_max": "firstorder_Maximum",
+    "stat_iqr": "firstorder_InterquartileRange",
+    "stat_range": "firstorder_Range",
+    "stat_mad": "firstorder_MeanAbsoluteDeviation",
+    "stat_rmad": "firstorder_RobustMeanAbsoluteDeviation",
+    "stat_energy": "firstorder_Energy",
+    "stat_rms": "firstorder_RootMeanSquared",
     # intensity histogram (on the discretised intensities)
-    "ih_entropy": "firstorder_Entropy", "ih_uniformity": "firstorder_Uniformity",
+    "ih_entropy": "firstorder_Entropy",
+    "ih_uniformity": "firstorder_Uniformity",
     # grey level co-occurrence matrix
-    "cm_joint_max": "glcm_MaximumProbability", "cm_joint_avg": "glcm_JointAverage", "cm_joint_var": "glcm_SumSquares",
-    "cm_joint_entr": "glcm_JointEntropy", "cm_diff_avg": "glcm_DifferenceAverage",
-    "cm_diff_var": "glcm_DifferenceVariance", "cm_diff_entr": "glcm_DifferenceEntropy",
-    "cm_sum_avg": "glcm_SumAverage", "cm_sum_var": "glcm_ClusterTendency", "cm_sum_entr": "glcm_SumEntropy",
-    "cm_energy": "glcm_JointEnergy", "cm_contrast": "glcm_Contrast", "cm_dissimilarity": "glcm_DifferenceAverage",
-    "cm_inv_diff": "glcm_Id", "cm_inv_diff_norm": "glcm_Idn", "cm_inv_diff_mom": "glcm_Idm",
-    "cm_inv_diff_mom_norm": "glcm_Idmn", "cm_inv_var": "glcm_InverseVariance", "cm_corr": "glcm_Correlation",
-    "cm_auto_corr": "glcm_Autocorrelation", "cm_clust_tend": "glcm_ClusterTendency",
-    "cm_clust_shade": "glcm_ClusterShade", "cm_clust_prom": "glcm_ClusterProminence",
-    "cm_info_corr1": "glcm_Imc1", "cm_info_corr2": "glcm_Imc2",
+    "cm_joint_max": "glcm_MaximumProbability",
+    "cm_joint_avg": "glcm_JointAverage",
+    "cm_joint_var": "glcm_SumSquares",
+    "cm_joint_entr": "glcm_JointEntropy",
+    "cm_diff_avg": "glcm_DifferenceAverage",
+    "cm_diff_var": "glcm_DifferenceVariance",
+    "cm_diff_entr": "glcm_DifferenceEntropy",
+    "cm_sum_avg": "glcm_SumAverage",
+    "cm_sum_var": "glcm_ClusterTendency",
+    "cm_sum_entr": "glcm_SumEntropy",
+    "cm_energy": "glcm_JointEnergy",
+    "cm_contrast": "glcm_Contrast",
+    "cm_dissimilarity": "glcm_DifferenceAverage",
+    "cm_inv_diff": "glcm_Id",
+    "cm_inv_diff_norm": "glcm_Idn",
+    "cm_inv_diff_mom": "glcm_Idm",
+    "cm_inv_diff_mom_norm": "glcm_Idmn",
+    "cm_inv_var": "glcm_InverseVariance",
+    "cm_corr": "glcm_Correlation",
+    "cm_auto_corr": "glcm_Autocorrelation",
+    "cm_clust_tend": "glcm_ClusterTendency",
+    "cm_clust_shade": "glcm_ClusterShade",
+    "cm_clust_prom": "glcm_ClusterProminence",
+    "cm_info_corr1": "glcm_Imc1",
+    "cm_info_corr2": "glcm_Imc2",
     # grey level run length matrix
-    "rlm_sre": "glrlm_ShortRunEmphasis", "rlm_lre": "glrlm_LongRunEmphasis",
-    "rlm_lgre": "glrlm_LowGrayLevelRunEmphasis", "rlm_hgre": "glrlm_HighGrayLevelRunEmphasis",
-    "rlm_srlge": "glrlm_ShortRunLowGrayLevelEmphasis", "rlm_srhge": "glrlm_ShortRunHighGrayLevelEmphasis",
-    "rlm_lrlge": "glrlm_LongRunLowGrayLevelEmphasis", "rlm_lrhge": "glrlm_LongRunHighGrayLevelEmphasis",
-    "rlm_glnu": "glrlm_GrayLevelNonUniformity", "rlm_glnu_norm": "glrlm_GrayLevelNonUniformityNormalized",
-    "rlm_rlnu": "glrlm_RunLengthNonUniformity", "rlm_rlnu_norm": "glrlm_RunLengthNonUniformityNormalized",
-    "rlm_r_perc": "glrlm_RunPercentage", "rlm_gl_var": "glrlm_GrayLevelVariance", "rlm_rl_var": "glrlm_RunVariance",
+    "rlm_sre": "glrlm_ShortRunEmphasis",
+    "rlm_lre": "glrlm_LongRunEmphasis",
+    "rlm_lgre": "glrlm_LowGrayLevelRunEmphasis",
+    "rlm_hgre": "glrlm_HighGrayLevelRunEmphasis",
+    "rlm_srlge": "glrlm_ShortRunLowGrayLevelEmphasis",
+    "rlm_srhge": "glrlm_ShortRunHighGrayLevelEmphasis",
+    "rlm_lrlge": "glrlm_LongRunLowGrayLevelEmphasis",
+    "rlm_lrhge": "glrlm_LongRunHighGrayLevelEmphasis",
+    "rlm_glnu": "glrlm_GrayLevelNonUniformity",
+    "rlm_glnu_norm": "glrlm_GrayLevelNonUniformityNormalized",
+    "rlm_rlnu": "glrlm_RunLengthNonUniformity",
+    "rlm_rlnu_norm": "glrlm_RunLengthNonUniformityNormalized",
+    "rlm_r_perc": "glrlm_RunPercentage",
+    "rlm_gl_var": "glrlm_GrayLevelVariance",
+    "rlm_rl_var": "glrlm_RunVariance",
     "rlm_rl_entr": "glrlm_RunEntropy",
     # grey level size zone matrix
-    "szm_sze": "glszm_SmallAreaEmphasis", "szm_lze": "glszm_LargeAreaEmphasis",
-    "szm_lgze": "glszm_LowGrayLevelZoneEmphasis", "szm_hgze": "glszm_HighGrayLevelZoneEmphasis",
-    "szm_szlge": "glszm_SmallAreaLowGrayLevelEmphasis", "szm_szhge": "glszm_SmallAreaHighGrayLevelEmphasis",
-    "szm_lzlge": "glszm_LargeAreaLowGrayLevelEmphasis", "szm_lzhge": "glszm_LargeAreaHighGrayLevelEmphasis",
-    "szm_glnu": "glszm_GrayLevelNonUniformity", "szm_glnu_norm": "glszm_GrayLevelNonUniformityNormalized",
-    "szm_zsnu": "glszm_SizeZoneNonUniformity", "szm_zsnu_norm": "glszm_SizeZoneNonUniformityNormalized",
-    "szm_z_perc": "glszm_ZonePercentage", "szm_gl_var": "glszm_GrayLevelVariance", "szm_zs_var": "glszm_ZoneVariance",
+    "szm_sze": "glszm_SmallAreaEmphasis",
+    "szm_lze": "glszm_LargeAreaEmphasis",
+    "szm_lgze": "glszm_LowGrayLevelZoneEmphasis",
+    "szm_hgze": "glszm_HighGrayLevelZoneEmphasis",
+    "szm_szlge": "glszm_SmallAreaLowGrayLevelEmphasis",
+    "szm_szhge": "glszm_SmallAreaHighGrayLevelEmphasis",
+    "szm_lzlge": "glszm_LargeAreaLowGrayLevelEmphasis",
+    "szm_lzhge": "glszm_LargeAreaHighGrayLevelEmphasis",
+    "szm_glnu": "glszm_GrayLevelNonUniformity",
+    "szm_glnu_norm": "glszm_GrayLevelNonUniformityNormalized",
+    "szm_zsnu": "glszm_SizeZoneNonUniformity",
+    "szm_zsnu_norm": "glszm_SizeZoneNonUniformityNormalized",
+    "szm_z_perc": "glszm_ZonePercentage",
+    "szm_gl_var": "glszm_GrayLevelVariance",
+    "szm_zs_var": "glszm_ZoneVariance",
     "szm_zs_entr": "glszm_ZoneEntropy",
     # neighbourhood grey tone difference matrix
-    "ngt_coarseness": "ngtdm_Coarseness", "ngt_contrast": "ngtdm_Contrast", "ngt_busyness": "ngtdm_Busyness",
-    "ngt_complexity": "ngtdm_Complexity", "ngt_strength": "ngtdm_Strength",
+    "ngt_coarseness": "ngtdm_Coarseness",
+    "ngt_contrast": "ngtdm_Contrast",
+    "ngt_busyness": "ngtdm_Busyness",
+    "ngt_complexity": "ngtdm_Complexity",
+    "ngt_strength": "ngtdm_Strength",
     # neighbouring grey level dependence matrix = PyRadiomics GLDM (alpha 0, distance 1)
-    "ngl_lde": "gldm_SmallDependenceEmphasis", "ngl_hde": "gldm_LargeDependenceEmphasis",
-    "ngl_lgce": "gldm_LowGrayLevelEmphasis", "ngl_hgce": "gldm_HighGrayLevelEmphasis",
-    "ngl_ldlge": "gldm_SmallDependenceLowGrayLevelEmphasis", "ngl_ldhge": "gldm_SmallDependenceHighGrayLevelEmphasis",
-    "ngl_hdlge": "gldm_LargeDependenceLowGrayLevelEmphasis", "ngl_hdhge": "gldm_LargeDependenceHighGrayLevelEmphasis",
+    "ngl_lde": "gldm_SmallDependenceEmphasis",
+    "ngl_hde": "gldm_LargeDependenceEmphasis",
+    "ngl_lgce": "gldm_LowGrayLevelEmphasis",
+    "ngl_hgce": "gldm_HighGrayLevelEmphasis",
+    "ngl_ldlge": "gldm_SmallDependenceLowGrayLevelEmphasis",
+    "ngl_ldhge": "gldm_SmallDependenceHighGrayLevelEmphasis",
+    "ngl_hdlge": "gldm_LargeDependenceLowGrayLevelEmphasis",
+    "ngl_hdhge": "gldm_LargeDependenceHighGrayLevelEmphasis",
     "ngl_glnu": "gldm_GrayLevelNonUniformity",
     # PyRadiomics deprecated gldm_GrayLevelNonUniformityNormalized as mathematically equal to firstorder Uniformity
     "ngl_glnu_norm": "firstorder_Uniformity",
-    "ngl_dcnu": "gldm_DependenceNonUniformity", "ngl_dcnu_norm": "gldm_DependenceNonUniformityNormalized",
-    "ngl_gl_var": "gldm_GrayLevelVariance", "ngl_dc_var": "gldm_DependenceVariance",
+    "ngl_dcnu": "gldm_DependenceNonUniformity",
+    "ngl_dcnu_norm": "gldm_DependenceNonUniformityNormalized",
+    "ngl_gl_var": "gldm_GrayLevelVariance",
+    "ngl_dc_var": "gldm_DependenceVariance",
     "ngl_dc_entr": "gldm_DependenceEntropy",
-}  # fmt: skip
+}
 
 # Value conversions from PyRadiomics' definition to IBSI's (verified on the digital phantom: 2.6454 - 3 = -0.355).
 CONVERSIONS = {"stat_kurt": (lambda value: value - 3.0, "PyRadiomics Kurtosis - 3 (IBSI reports excess kurtosis)")}
@@ -256,11 +356,13 @@ def load_reference(path: Path) -> pd.DataFrame:
     expected = ["reference value", "tolerance", "tag"]
     if list(table.columns) != expected:
         raise ValueError(f"{path}: expected columns {expected}, found {list(table.columns)}")
-    return pd.DataFrame({
-        "tag": table["tag"].str.strip(),
-        "reference": pd.to_numeric(table["reference value"].replace("", np.nan)),
-        "tolerance": pd.to_numeric(table["tolerance"].replace("", np.nan)),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "tag": table["tag"].str.strip(),
+            "reference": pd.to_numeric(table["reference value"].replace("", np.nan)),
+            "tolerance": pd.to_numeric(table["tolerance"].replace("", np.nan)),
+        }
+    )
 
 
 def allowed_difference(reference: float, tolerance: float) -> float:
@@ -313,15 +415,30 @@ def ibsi_interpolate(image: sitk.Image, mask: sitk.Image, how: IbsiInterpolation
     offset = (old_spacing * (size - 1) - new_spacing * (new_size - 1)) / 2
     direction = np.array(image.GetDirection()).reshape(3, 3)
     origin = np.array(image.GetOrigin()) + direction @ offset
-    grid = dict(size=[int(n) for n in new_size], transform=sitk.Transform(), outputOrigin=origin.tolist(),
-                outputSpacing=new_spacing.tolist(), outputDirection=image.GetDirection())  # fmt: skip
+    grid = dict(
+        size=[int(n) for n in new_size],
+        transform=sitk.Transform(),
+        outputOrigin=origin.tolist(),
+        outputSpacing=new_spacing.tolist(),
+        outputDirection=image.GetDirection(),
+    )
     low = float(sitk.GetArrayViewFromImage(image).min())
-    resampled = sitk.Resample(sitk.Cast(image, sitk.sitkFloat64), interpolator=getattr(sitk, how.interpolator),
-                              defaultPixelValue=low, outputPixelType=sitk.sitkFloat64, **grid)  # fmt: skip
+    resampled = sitk.Resample(
+        sitk.Cast(image, sitk.sitkFloat64),
+        interpolator=getattr(sitk, how.interpolator),
+        defaultPixelValue=low,
+        outputPixelType=sitk.sitkFloat64,
+        **grid,
+    )
     rounded = sitk.GetImageFromArray(np.round(sitk.GetArrayViewFromImage(resampled)).astype(np.float32))
     rounded.CopyInformation(resampled)
-    fraction = sitk.Resample(sitk.Cast(mask > 0, sitk.sitkFloat32), interpolator=sitk.sitkLinear,
-                             defaultPixelValue=0.0, outputPixelType=sitk.sitkFloat32, **grid)  # fmt: skip
+    fraction = sitk.Resample(
+        sitk.Cast(mask > 0, sitk.sitkFloat32),
+        interpolator=sitk.sitkLinear,
+        defaultPixelValue=0.0,
+        outputPixelType=sitk.sitkFloat32,
+        **grid,
+    )
     return rounded, sitk.Cast(fraction >= 0.5, sitk.sitkUInt8)
 
 
@@ -358,9 +475,19 @@ def compare(config: IbsiConfig, reference: pd.DataFrame, results: dict[str, dict
     rows = []
     for ref in reference.itertuples():
         base, dim, agg = split_tag(ref.tag)
-        row = {"config": config.name, "ibsi_tag": ref.tag, "family": base.split("_")[0], "pyradiomics_feature": "",
-               "reference": ref.reference, "tolerance": ref.tolerance, "ours": np.nan, "difference": np.nan,
-               "allowed": np.nan, "status": "", "note": NOTES.get(base, "")}  # fmt: skip
+        row = {
+            "config": config.name,
+            "ibsi_tag": ref.tag,
+            "family": base.split("_")[0],
+            "pyradiomics_feature": "",
+            "reference": ref.reference,
+            "tolerance": ref.tolerance,
+            "ours": np.nan,
+            "difference": np.nan,
+            "allowed": np.nan,
+            "status": "",
+            "note": NOTES.get(base, ""),
+        }
         source = _diagnostic_source(ref.tag, pre_interpolated=config.interpolation is not None)
         if source is not None:
             row["family"] = "diag"
@@ -419,10 +546,14 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     )
     summary = summary.reset_index().sort_values("config", key=lambda c: c.map(order)).reset_index(drop=True)
     features = table[table.family != "diag"]
-    summary["features_mapped"] = summary.config.map(
-        features[features.status.isin(["pass", "fail"])].groupby("config").size()).fillna(0).astype(int)
-    summary["features_passed"] = summary.config.map(
-        features[features.status == "pass"].groupby("config").size()).fillna(0).astype(int)
+    summary["features_mapped"] = (
+        summary.config.map(features[features.status.isin(["pass", "fail"])].groupby("config").size())
+        .fillna(0)
+        .astype(int)
+    )
+    summary["features_passed"] = (
+        summary.config.map(features[features.status == "pass"].groupby("config").size()).fillna(0).astype(int)
+    )
     return summary
 
 
@@ -452,11 +583,18 @@ def render_markdown(table: pd.DataFrame, configs: list[IbsiConfig]) -> str:
         compared = part[part.status.isin(["pass", "fail", "no reference value"])].copy()
         for column in ("reference", "tolerance", "ours", "difference"):
             compared[column] = compared[column].map(_fmt)
-        shown = compared[["ibsi_tag", "pyradiomics_feature", "reference", "tolerance", "ours", "difference",
-                          "status", "note"]]  # fmt: skip
+        shown = compared[
+            ["ibsi_tag", "pyradiomics_feature", "reference", "tolerance", "ours", "difference", "status", "note"]
+        ]
         missing = part[part.status == "no PyRadiomics equivalent"].ibsi_tag.tolist()
-        lines += ["", f"## Config {config.name}", "", shown.to_markdown(index=False), "",
-                  f"No PyRadiomics equivalent ({len(missing)}): " + ", ".join(f"`{t}`" for t in missing)]  # fmt: skip
+        lines += [
+            "",
+            f"## Config {config.name}",
+            "",
+            shown.to_markdown(index=False),
+            "",
+            f"No PyRadiomics equivalent ({len(missing)}): " + ", ".join(f"`{t}`" for t in missing),
+        ]
     return "\n".join(lines) + "\n"
 
 

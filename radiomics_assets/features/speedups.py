@@ -44,6 +44,8 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import cShape, generalinfo, imageoperations, shape
 
+from radiomics_assets.geometry import grid_mismatch
+
 logger = logging.getLogger(__name__)
 
 CHECKED_PYRADIOMICS_VERSIONS = ("v3.1.4", "3.1.4")
@@ -241,11 +243,6 @@ MIN_SAVING = 0.8
 """Crop only when it leaves at most this share of the image's voxels (else nothing worth saving)."""
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize(), a.GetSpacing(), a.GetOrigin(), a.GetDirection()) == (
-        b.GetSize(), b.GetSpacing(), b.GetOrigin(), b.GetDirection())  # fmt: skip
-
-
 def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' names
     """``imageoperations.resampleImage`` with B-spline interpolation on the image cropped around the ROI.
 
@@ -255,12 +252,17 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
     interpolator = kwargs.get("interpolator", sitk.sitkBSpline)
     interpolator = getattr(sitk, interpolator, None) if isinstance(interpolator, str) else interpolator
     spacing = kwargs.get("resampledPixelSpacing")
-    if (interpolator != sitk.sitkBSpline or spacing is None or imageNode is None or maskNode is None
-            or len(spacing) != imageNode.GetDimension()):  # fmt: skip
+    if (
+        interpolator != sitk.sitkBSpline
+        or spacing is None
+        or imageNode is None
+        or maskNode is None
+        or len(spacing) != imageNode.GetDimension()
+    ):
         return _stock_resample_image(imageNode, maskNode, **kwargs)
     image_spacing = np.array(imageNode.GetSpacing())
     new_spacing = np.where(np.array(spacing, dtype=float) == 0, image_spacing, np.array(spacing, dtype=float))
-    if not _same_grid(imageNode, maskNode) or np.allclose(image_spacing, new_spacing):
+    if grid_mismatch(imageNode, maskNode) is not None or np.allclose(image_spacing, new_spacing):
         return _stock_resample_image(imageNode, maskNode, **kwargs)
     shape = sitk.LabelShapeStatisticsImageFilter()
     shape.Execute(maskNode)
@@ -284,8 +286,18 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
 # --- diagnostics hashes -------------------------------------------------------------------------------------
 
 
-_SCALAR_PIXEL_TYPES = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
-                       sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64, sitk.sitkFloat32, sitk.sitkFloat64}  # fmt: skip
+_SCALAR_PIXEL_TYPES = {
+    sitk.sitkUInt8,
+    sitk.sitkInt8,
+    sitk.sitkUInt16,
+    sitk.sitkInt16,
+    sitk.sitkUInt32,
+    sitk.sitkInt32,
+    sitk.sitkUInt64,
+    sitk.sitkInt64,
+    sitk.sitkFloat32,
+    sitk.sitkFloat64,
+}
 
 
 def image_sha1(image: sitk.Image) -> str:
@@ -333,8 +345,11 @@ def install() -> bool:
     if os.environ.get(STOCK_ENV, "").strip() not in ("", "0"):
         return False
     if radiomics.__version__ not in CHECKED_PYRADIOMICS_VERSIONS:
-        logger.warning("PyRadiomics %s: speed-ups not applied (checked against %s)", radiomics.__version__,
-                       ", ".join(CHECKED_PYRADIOMICS_VERSIONS))  # fmt: skip
+        logger.warning(
+            "PyRadiomics %s: speed-ups not applied (checked against %s)",
+            radiomics.__version__,
+            ", ".join(CHECKED_PYRADIOMICS_VERSIONS),
+        )
         return False
     if not installed():
         _apply(True)

@@ -26,17 +26,16 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError, inbox_files
+from radiomics_assets.errors import FileInputError
+from radiomics_assets.ingest.inbox import inbox_files
 from radiomics_assets.paths import patient_key
 
 log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
 PNG_SUFFIX = ".png"
-_MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*))?$")
+MASK_NAME = re.compile(r"^(?P<id>.+)_mask(?:_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*))?$")
 EMPTY_LESION_MASK = "empty lesion mask (normal image)"
-SPACING_TOLERANCE_MM = 1e-3
-DIRECTION_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -54,7 +53,7 @@ class FilePair:
         return sorted(p for p in [self.image, *self.masks, self.sidecar] if p is not None)
 
 
-def _split_suffix(path: Path) -> tuple[str, str] | None:
+def split_suffix(path: Path) -> tuple[str, str] | None:
     name = path.name
     for suffix in (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json"):
         if name.lower().endswith(suffix):
@@ -67,7 +66,7 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
     groups: dict[tuple[Path, str, str], FilePair] = {}
     sidecars: dict[tuple[Path, str], Path] = {}
     for path in inbox_files(inbox):
-        split = _split_suffix(path)
+        split = split_suffix(path)
         if split is None:
             continue
         stem, suffix = split
@@ -75,7 +74,7 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
             sidecars[(path.parent, stem)] = path
             continue
         kind = "png" if suffix == PNG_SUFFIX else "volume"
-        match = _MASK.match(stem)
+        match = MASK_NAME.match(stem)
         ident = match.group("id") if match else stem
         try:
             key = patient_key(ident)
@@ -137,22 +136,22 @@ def pair_modality(pair: FilePair, default: str = "CT") -> str:
         try:
             value = json.loads(pair.sidecar.read_text()).get("modality")
         except (OSError, ValueError, AttributeError) as exc:
-            raise DicomInputError(f"{pair.sidecar}: unreadable JSON sidecar ({exc})") from exc
+            raise FileInputError(f"{pair.sidecar}: unreadable JSON sidecar ({exc})") from exc
         if value:
             return str(value).upper()
     return "US" if pair.kind == "png" else default.upper()
 
 
-def _read(path: Path, what: str) -> sitk.Image:
+def read_image_file(path: Path, what: str) -> sitk.Image:
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
-        raise DicomInputError(f"{path}: unreadable {what} ({first})") from exc
+        raise FileInputError(f"{path}: unreadable {what} ({first})") from exc
 
 
-def _png_array(path: Path, what: str) -> np.ndarray:
-    image = _read(path, what)
+def png_array(path: Path, what: str) -> np.ndarray:
+    image = read_image_file(path, what)
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     if image.GetNumberOfComponentsPerPixel() > 1:
         channels = array[..., :3]
@@ -165,95 +164,21 @@ def _png_array(path: Path, what: str) -> np.ndarray:
         else:
             array = channels.max(axis=-1)
     if array.ndim != 2:
-        raise DicomInputError(f"{path}: expected a 2D {what}, got array shape {array.shape}")
+        raise FileInputError(f"{path}: expected a 2D {what}, got array shape {array.shape}")
     return array
 
 
 def read_pair_image(pair: FilePair) -> sitk.Image:
     """The image as float32; a PNG becomes a one-slice 3D volume (grayscale, 1 mm pixels)."""
     if pair.kind == "png":
-        image = sitk.GetImageFromArray(_png_array(pair.image, "image")[None])
+        image = sitk.GetImageFromArray(png_array(pair.image, "image")[None])
         return sitk.Cast(image, sitk.sitkFloat32)
-    image = _read(pair.image, "image")
+    image = read_image_file(pair.image, "image")
     if image.GetNumberOfComponentsPerPixel() > 1:
-        raise DicomInputError(f"{pair.image}: multi-component image, expected a scalar volume")
+        raise FileInputError(f"{pair.image}: multi-component image, expected a scalar volume")
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     return sitk.Cast(image, sitk.sitkFloat32)
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> str | None:
-    if a.GetSize() != b.GetSize():
-        return f"size {b.GetSize()} vs {a.GetSize()}"
-    for name, tol in (("spacing", SPACING_TOLERANCE_MM), ("origin", SPACING_TOLERANCE_MM),
-                      ("direction", DIRECTION_TOLERANCE)):  # fmt: skip
-        va, vb = getattr(a, f"Get{name.capitalize()}")(), getattr(b, f"Get{name.capitalize()}")()
-        if not np.allclose(va, vb, atol=tol):
-            return f"{name} {tuple(round(v, 4) for v in vb)} vs {tuple(round(v, 4) for v in va)}"
-    return None
-
-
-def read_pair_masks(pair: FilePair, image: sitk.Image, resample_masks_to_image: bool = False) -> dict[str, sitk.Image]:
-    """ROI name -> binary uint8 mask on the grid of ``image`` (as returned by :func:`read_pair_image`)."""
-    if pair.kind == "png":
-        merged = np.zeros(sitk.GetArrayViewFromImage(image).shape[1:], dtype=bool)
-        for path in pair.masks:
-            array = _png_array(path, "mask")
-            if array.shape != merged.shape:
-                raise DicomInputError(
-                    f"{path}: mask size {array.shape[::-1]} differs from its image {pair.image} {merged.shape[::-1]}"
-                )
-            merged |= array > 0
-        if not merged.any():
-            raise DicomInputError(f"{', '.join(map(str, pair.masks))}: empty mask (no lesion) for image {pair.image}")
-        mask = sitk.GetImageFromArray(merged[None].astype(np.uint8))
-        mask.CopyInformation(image)
-        return {"mask": mask}
-    out: dict[str, sitk.Image] = {}
-    for path in pair.masks:
-        out.update(_volume_mask_rois(pair, path, image, resample_masks_to_image))
-    return out
-
-
-def mask_file_roi(path: Path) -> str:
-    """ROI name (or prefix) of a volume mask file: ``mask`` for ``<id>_mask``, else the part after ``_mask_``."""
-    split = _split_suffix(path)
-    match = _MASK.match(split[0]) if split else None
-    name = match.group("name") if match else None
-    if not name:
-        return "mask"
-    return f"mask_{name}" if name.isdigit() else name
-
-
-def _volume_mask_rois(pair: FilePair, path: Path, image: sitk.Image, resample_masks_to_image: bool):
-    base = mask_file_roi(path)
-    mask = _read(path, "mask")
-    if mask.GetNumberOfComponentsPerPixel() > 1:
-        raise DicomInputError(f"{path}: multi-component mask, expected a label image")
-    if mask.GetDimension() == 2:
-        mask = sitk.JoinSeries(mask)
-    mismatch = _same_grid(image, mask)
-    if mismatch:
-        if not resample_masks_to_image:
-            raise DicomInputError(
-                f"{path}: mask geometry differs from image {pair.image} ({mismatch}); fix the files or set "
-                "resample_masks_to_image to resample the mask (nearest neighbour)"
-            )
-        log.warning("resampling mask %s onto the grid of %s (nearest neighbour): %s", path, pair.image, mismatch)
-        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
-    labels = sitk.GetArrayFromImage(mask)
-    values = sorted(int(v) for v in np.unique(labels) if v != 0)
-    if not values:
-        raise DicomInputError(f"{path}: empty mask (no non-zero voxel) for image {pair.image}")
-    out = {}
-    for value in values:
-        roi = sitk.GetImageFromArray((labels == value).astype(np.uint8))
-        roi.CopyInformation(image)
-        if len(values) == 1:
-            out[base] = roi
-        else:
-            out[f"label_{value}" if base == "mask" else f"{base}_label_{value}"] = roi
-    return out
 
 
 def labels_from_folders(

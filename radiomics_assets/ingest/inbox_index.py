@@ -15,26 +15,16 @@ scanning the whole inbox, so its cost does not grow with the number of other pat
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from radiomics_assets.dicom_series import (
-    DicomFile,
-    DicomInputError,
-    InboxScan,
-    group_headers,
-    header_or_error,
-    inbox_entries,
-    read_headers,
-)
-from radiomics_assets.file_inputs import PNG_SUFFIX, VOLUME_SUFFIXES, FilePair, scan_file_pairs
+from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, header_or_error
+from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, scan_file_pairs
+from radiomics_assets.ingest.inbox import inbox_entries
 from radiomics_assets.paths import DataRoot
 
 DEFAULT_HEADER_READS = 2000
@@ -52,11 +42,7 @@ _SCHEMA = f"""CREATE TABLE IF NOT EXISTS headers (
 
 
 def index_path(root: DataRoot) -> Path:
-    return root.root / "index" / "inbox.sqlite"
-
-
-def manifest_path(root: DataRoot, key: str) -> Path:
-    return root.root / "manifests" / f"{key}.json"
+    return root.path / "index" / "inbox.sqlite"
 
 
 @dataclass(frozen=True)
@@ -108,7 +94,7 @@ class InboxSnapshot:
     """Patients that may own a pending file (one shares a top-level inbox folder with them): not complete yet."""
 
 
-def _cached_header(path: Path, row: tuple) -> DicomFile:
+def cached_header(path: Path, row: tuple) -> DicomFile:
     """The header of ``path`` from its row in the index (columns as in ``_COLUMNS``)."""
     return DicomFile(path, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True)))
 
@@ -162,10 +148,11 @@ class InboxIndex:
             unreadable: dict[Path, str] = {}
             pending: list[str] = []
             stale = [
-                rel for rel, stamp in stamps.items()
+                rel
+                for rel, stamp in stamps.items()
                 if not rel.lower().endswith(_PAIR_SUFFIXES)  # image/mask pairs are found by name, see scan_file_pairs
                 and (rel not in cached or cached[rel][1:3] != (stamp.size, stamp.mtime_ns))
-            ]  # fmt: skip
+            ]
             if max_header_reads is not None:
                 stale, pending = stale[:max_header_reads], stale[max_header_reads:]
             fresh: dict[str, tuple] = {}
@@ -190,7 +177,7 @@ class InboxIndex:
                 if row[-1] is not None:
                     unreadable[path] = row[-1]
                 else:
-                    headers.append(_cached_header(path, row))
+                    headers.append(cached_header(path, row))
             gone = [(rel,) for rel in cached if rel not in stamps]
             with con:
                 con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", fresh_rows)
@@ -227,99 +214,31 @@ class InboxIndex:
         for key, pair in pairs.items():
             entry = patients.setdefault(key, PatientEntry(key=key, dicom=[], pair=None, files=[], unreadable={}))
             entry.pair = {
-                "kind": pair.kind, "image": rel(pair.image), "masks": [rel(p) for p in pair.masks],
+                "kind": pair.kind,
+                "image": rel(pair.image),
+                "masks": [rel(p) for p in pair.masks],
                 "sidecar": rel(pair.sidecar) if pair.sidecar else None,
-            }  # fmt: skip
+            }
             used.update(rel(p) for p in pair.paths)
         for entry in patients.values():
             names = entry.dicom + (_pair_paths(entry.pair) if entry.pair else [])
             entry.files = [stamps[name] for name in sorted(set(names)) if name in stamps]
         ignored = {rel(p): why for p, why in {**scan.ignored, **incomplete}.items() if rel(p) not in used}
         return InboxSnapshot(
-            patients=patients, ignored=ignored, new_ignored={r: ignored[r] for r in sorted(read_now) if r in ignored},
-            pending=[], header_reads=0, n_files=len(stamps),
-        )  # fmt: skip
+            patients=patients,
+            ignored=ignored,
+            new_ignored={r: ignored[r] for r in sorted(read_now) if r in ignored},
+            pending=[],
+            header_reads=0,
+            n_files=len(stamps),
+        )
 
 
 def _pair_paths(pair: dict) -> list[str]:
     return [pair["image"], *pair["masks"], *([pair["sidecar"]] if pair["sidecar"] else [])]
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """The files a patient's partition reads: those seen when it was registered or last re-run."""
-
-    key: str
-    fingerprint: str
-    dicom: list[str]
-    pair: dict | None
-
-
-def write_manifest(root: DataRoot, entry: PatientEntry) -> Path:
-    path = manifest_path(root, entry.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "key": entry.key, "fingerprint": entry.fingerprint,
-        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "dicom": entry.dicom, "pair": entry.pair,
-    }  # fmt: skip
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(body, indent=1))
-    partial.replace(path)  # atomic: a run reading the manifest never sees half of it
-    return path
-
-
-def read_manifest(root: DataRoot, key: str) -> Manifest | None:
-    """The patient's manifest, or None when there is none (e.g. a data root from before manifests existed)."""
-    path = manifest_path(root, key)
-    try:
-        body = json.loads(path.read_text())
-        return Manifest(key=body["key"], fingerprint=body["fingerprint"], dicom=list(body["dicom"]), pair=body["pair"])
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DicomInputError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
-
-
-def write_manifests(root: DataRoot, keys: list[str] | None = None, read_map: Callable = map) -> InboxSnapshot:
-    """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
-    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`."""
-    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None, read_map=read_map)
-    for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
-        write_manifest(root, snapshot.patients[key])
-    return snapshot
-
-
-def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
-    """Headers of only the manifest's DICOM files that still exist (a removed file is as if never dropped).
-
-    Headers the index already read from a file of the same size and mtime come from its cache; only the
-    others are read again.
-    """
-    on_disk = {}
-    for rel in manifest.dicom:
-        try:
-            st = os.stat(root.inbox / rel)
-        except OSError:
-            continue
-        on_disk[rel] = (st.st_size, st.st_mtime_ns)
-    cached = _cached_rows(root, list(on_disk))
-    headers: list[DicomFile] = []
-    unreadable: dict[Path, str] = {}
-    to_read = []
-    for rel, (size, mtime_ns) in on_disk.items():
-        row = cached.get(rel)
-        if row is None or (row[1], row[2]) != (size, mtime_ns):
-            to_read.append(root.inbox / rel)
-        elif row[-1] is not None:
-            unreadable[root.inbox / rel] = row[-1]
-        else:
-            headers.append(_cached_header(root.inbox / rel, row))
-    fresh_headers, fresh_unreadable = read_headers(to_read)
-    return group_headers(headers + fresh_headers, {**unreadable, **fresh_unreadable})
-
-
-def _cached_rows(root: DataRoot, rels: list[str]) -> dict[str, tuple]:
+def cached_rows(root: DataRoot, rels: list[str]) -> dict[str, tuple]:
     """The index's rows for these inbox-relative paths (none when there is no index yet)."""
     if not rels or not index_path(root).exists():
         return {}
@@ -335,68 +254,3 @@ def _cached_rows(root: DataRoot, rels: list[str]) -> dict[str, tuple]:
         return {}
     finally:
         con.close()
-
-
-def manifest_file_pair(root: DataRoot, manifest: Manifest) -> FilePair | None:
-    pair = manifest.pair
-    if not pair:
-        return None
-    sidecar = root.inbox / pair["sidecar"] if pair["sidecar"] else None
-    masks = [root.inbox / m for m in pair["masks"]]
-    return FilePair(key=manifest.key, kind=pair["kind"], image=root.inbox / pair["image"], masks=masks, sidecar=sidecar)
-
-
-@dataclass
-class RegistrationPlan:
-    """What the inbox sensor does this tick; ``seen`` is the cursor for the next tick."""
-
-    register: list[str] = field(default_factory=list)
-    """New patients whose files are stable: add the partition and run it."""
-    rerun: list[str] = field(default_factory=list)
-    """Registered patients whose stable files changed since their manifest (e.g. a series that arrived later)."""
-    adopt: list[str] = field(default_factory=list)
-    """Registered partitions without a manifest (data roots from before manifests): write it, do not re-run."""
-    waiting: dict[str, str] = field(default_factory=dict)
-    """Patient key -> why it is not registered or re-run yet."""
-    seen: dict[str, str] = field(default_factory=dict)
-    """Fingerprints of the patients still waiting, to compare with on the next tick."""
-
-
-def plan_registrations(
-    root: DataRoot,
-    snapshot: InboxSnapshot,
-    previous_seen: dict[str, str],
-    known: set[str],
-    settle_seconds: float,
-    now_ns: int | None = None,
-) -> RegistrationPlan:
-    """Decide per patient: a patient is acted on only when its files are the same as on the previous tick
-    (``previous_seen``) and none of them changed in the last ``settle_seconds``, so a study still being copied
-    is left alone until the copy is finished."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    plan = RegistrationPlan()
-    for key, entry in sorted(snapshot.patients.items()):
-        fingerprint = entry.fingerprint
-        try:
-            manifest = read_manifest(root, key) if key in known else None
-        except DicomInputError:  # a damaged manifest: write it again and re-run rather than stop every patient
-            manifest = Manifest(key=key, fingerprint="", dicom=[], pair=None)
-        if manifest is not None and manifest.fingerprint == fingerprint:
-            continue  # registered, and its files are the ones its partition reads
-        plan.seen[key] = fingerprint
-        age_s = (now_ns - entry.newest_change_ns) / 1e9
-        if key in snapshot.waiting_for_headers:
-            plan.waiting[key] = "headers of files beside it are not read yet"
-        elif previous_seen.get(key) != fingerprint:
-            plan.waiting[key] = "files new or changed since the previous tick"
-        elif age_s < settle_seconds:
-            plan.waiting[key] = f"newest file changed {age_s:.0f} s ago (settle time {settle_seconds:g} s)"
-        else:
-            del plan.seen[key]
-            if key not in known:
-                plan.register.append(key)
-            elif manifest is None:
-                plan.adopt.append(key)
-            else:
-                plan.rerun.append(key)
-    return plan

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.errors import DicomInputError, SeedFileError
 from radiomics_assets.paths import patient_key
 
 METHODS = ("threshold", "otsu", "connected_threshold", "confidence_connected")
@@ -71,13 +71,13 @@ def read_seeds(path: Path) -> dict[str, list[Seed]]:
         reader = csv.DictReader(fh)
         missing = {"patient_id", "x", "y", "z"} - set(reader.fieldnames or [])
         if missing:
-            raise DicomInputError(f"{path}: lacks column(s) {sorted(missing)}; expected patient_id,x,y,z[,modality]")
+            raise SeedFileError(f"{path}: lacks column(s) {sorted(missing)}; expected patient_id,x,y,z[,modality]")
         for line, row in enumerate(reader, start=2):
             try:
                 point = tuple(float(row[axis]) for axis in ("x", "y", "z"))
                 key = patient_key(row["patient_id"])
             except (TypeError, ValueError) as exc:
-                raise DicomInputError(f"{path}:{line}: bad seed row ({exc})") from exc
+                raise SeedFileError(f"{path}:{line}: bad seed row ({exc})") from exc
             modality = (row.get("modality") or "").strip().upper()
             seeds.setdefault(key, []).append(Seed(point, modality, f"{path}:{line}"))
     return seeds
@@ -114,9 +114,13 @@ def segment_lesion(image: sitk.Image, settings: AutoSegmentation, seed: Seed | N
         raw = sitk.ConnectedThreshold(smooth, seedList=[seed_index], lower=settings.lower, upper=settings.upper)
     else:
         raw = sitk.ConfidenceConnected(
-            smooth, seedList=[seed_index], numberOfIterations=settings.iterations,
-            multiplier=settings.confidence_multiplier, initialNeighborhoodRadius=1, replaceValue=1,
-        )  # fmt: skip
+            smooth,
+            seedList=[seed_index],
+            numberOfIterations=settings.iterations,
+            multiplier=settings.confidence_multiplier,
+            initialNeighborhoodRadius=1,
+            replaceValue=1,
+        )
     filled = sitk.BinaryFillhole(sitk.Cast(raw, sitk.sitkUInt8), fullyConnected=False, foregroundValue=1)
     components = sitk.ConnectedComponent(filled)
     labels = sitk.GetArrayViewFromImage(components)

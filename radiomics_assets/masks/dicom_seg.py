@@ -8,7 +8,6 @@ segmentations are read.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.masks.roi_names import name_matcher
 
 if TYPE_CHECKING:  # imported where used: highdicom takes 0.2 s to import, and most patients have no SEG
     import highdicom as hd
@@ -50,9 +50,7 @@ def read_segmentation(path: Path) -> SegmentationFile:
         for study in getattr(seg, "StudiesContainingOtherReferencedInstancesSequence", [])
         for item in getattr(study, "ReferencedSeriesSequence", [])
     }
-    segments = [
-        Segment(number=n, label=str(seg.get_segment_description(n).segment_label)) for n in seg.segment_numbers
-    ]
+    segments = [Segment(number=n, label=str(seg.get_segment_description(n).segment_label)) for n in seg.segment_numbers]
     return SegmentationFile(
         path=Path(path),
         dataset=seg,
@@ -64,8 +62,8 @@ def read_segmentation(path: Path) -> SegmentationFile:
 
 def select_segments(segmentation: SegmentationFile, name_pattern: str) -> list[Segment]:
     """Segments whose label fully matches the regular expression ``name_pattern`` (case-insensitive)."""
-    pattern = re.compile(name_pattern, re.IGNORECASE)
-    return [s for s in segmentation.segments if pattern.fullmatch(s.label)]
+    matches = name_matcher(name_pattern)
+    return [s for s in segmentation.segments if matches(s.label)]
 
 
 def _functional_item(seg: hd.seg.Segmentation, frame: int, sequence: str, path: Path):
@@ -131,10 +129,12 @@ def frame_corners_mm(segmentation: SegmentationFile, segments: list[Segment]) ->
         position = np.array([float(v) for v in item.ImagePositionPatient])
         item = _functional_item(seg, frame, "PlaneOrientationSequence", path)
         orientation = np.array([float(v) for v in item.ImageOrientationPatient])
-        row_spacing, column_spacing = (float(v) for v in _functional_item(seg, frame, "PixelMeasuresSequence", path)
-                                       .PixelSpacing)  # fmt: skip
+        row_spacing, column_spacing = (
+            float(v) for v in _functional_item(seg, frame, "PixelMeasuresSequence", path).PixelSpacing
+        )
         along_row = orientation[:3] * column_spacing * (columns - 1)  # to the frame's last column
         along_column = orientation[3:] * row_spacing * (rows - 1)  # to its last row
-        corners.append(np.array([position, position + along_row, position + along_column,
-                                 position + along_row + along_column]))  # fmt: skip
+        corners.append(
+            np.array([position, position + along_row, position + along_column, position + along_row + along_column])
+        )
     return corners

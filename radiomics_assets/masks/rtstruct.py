@@ -8,7 +8,6 @@ cuts a hole.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import SimpleITK as sitk
 from matplotlib.path import Path as Polygon
 from pydicom.dataelem import RawDataElement
 
-from radiomics_assets.dicom_series import DicomInputError
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.masks.roi_names import name_matcher
 
 CONTOUR_DATA = 0x30060050
 
@@ -49,8 +49,10 @@ def read_structure_set(path: Path) -> StructureSet:
         for study in getattr(frame, "RTReferencedStudySequence", [])
         for series in getattr(study, "RTReferencedSeriesSequence", [])
     }
-    names = {int(r.ROINumber): (str(r.ROIName), str(getattr(r, "ReferencedFrameOfReferenceUID", "")))
-             for r in getattr(ds, "StructureSetROISequence", [])}  # fmt: skip
+    names = {
+        int(r.ROINumber): (str(r.ROIName), str(getattr(r, "ReferencedFrameOfReferenceUID", "")))
+        for r in getattr(ds, "StructureSetROISequence", [])
+    }
     rois = []
     for roi_contour in getattr(ds, "ROIContourSequence", []):
         number = int(roi_contour.ReferencedROINumber)
@@ -80,8 +82,8 @@ def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
 
 def select_rois(structure_set: StructureSet, name_pattern: str) -> list[RoiContours]:
     """ROIs whose name fully matches the regular expression ``name_pattern`` (case-insensitive)."""
-    pattern = re.compile(name_pattern, re.IGNORECASE)
-    return [roi for roi in structure_set.rois if pattern.fullmatch(roi.name)]
+    matches = name_matcher(name_pattern)
+    return [roi for roi in structure_set.rois if matches(roi.name)]
 
 
 def rasterise(roi: RoiContours, image: sitk.Image, source: Path | str = "RTSTRUCT") -> sitk.Image:

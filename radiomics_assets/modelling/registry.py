@@ -12,16 +12,14 @@ Layout under ``<data root>/models/``:
 Regression rule: the new model's cross-validated AUC is compared with the current model's; more than
 ``margin`` below it is a regression. Policy ``warn`` promotes anyway (the check warns); ``block`` keeps the
 new model as a candidate and restores the current one. ``promote`` makes any kept version current
-(rollback or accepting a candidate by hand): ``python -m radiomics_assets.model_registry promote <version>``.
+(rollback or accepting a candidate by hand): ``radiomics-assets models promote <version>``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,8 +45,9 @@ class Decision:
     def summary(self) -> str:
         if self.previous_auc is None:
             return f"first model {self.version} (CV AUC {self.cv_auc:.3f}) promoted"
-        change = (f"CV AUC {self.cv_auc:.3f} vs {self.previous_auc:.3f} of {self.previous_version}"
-                  f" (margin {self.margin})")
+        change = (
+            f"CV AUC {self.cv_auc:.3f} vs {self.previous_auc:.3f} of {self.previous_version} (margin {self.margin})"
+        )
         if not self.regressed:
             return f"{self.version} promoted: {change}"
         if self.promoted:
@@ -108,10 +107,19 @@ def register(models_dir: Path, card: dict, margin: float = 0.05, policy: str = "
         _set_current(models_dir, version)
     else:
         _restore_top_level(models_dir, previous)  # training overwrote them; the current model keeps serving
-    decision = Decision(version, new_auc, previous, previous_auc, margin, policy, regressed, promoted,
-                        version if promoted else previous)  # fmt: skip
-    _append_history(models_dir, {"event": "trained", "model_id": card.get("model_id"), "model": card.get("model"),
-                                 "trained_at": card.get("trained_at"), **asdict(decision)})  # fmt: skip
+    decision = Decision(
+        version, new_auc, previous, previous_auc, margin, policy, regressed, promoted, version if promoted else previous
+    )
+    _append_history(
+        models_dir,
+        {
+            "event": "trained",
+            "model_id": card.get("model_id"),
+            "model": card.get("model"),
+            "trained_at": card.get("trained_at"),
+            **asdict(decision),
+        },
+    )
     return decision
 
 
@@ -123,13 +131,23 @@ def promote(models_dir: Path, version: str) -> None:
     previous = current_version(models_dir)
     _restore_top_level(models_dir, version)
     _set_current(models_dir, version)
-    _append_history(models_dir, {"event": "promoted", "version": version, "previous_version": previous,
-                                 "cv_auc": card_auc(load_card(models_dir, version))})  # fmt: skip
+    _append_history(
+        models_dir,
+        {
+            "event": "promoted",
+            "version": version,
+            "previous_version": previous,
+            "cv_auc": card_auc(load_card(models_dir, version)),
+        },
+    )
 
 
 def _artefacts(models_dir: Path) -> list[Path]:
-    return [p for p in sorted(models_dir.iterdir()) if p.is_file() and p.name not in _REGISTRY_FILES
-            and not p.name.startswith(".")]  # fmt: skip
+    return [
+        p
+        for p in sorted(models_dir.iterdir())
+        if p.is_file() and p.name not in _REGISTRY_FILES and not p.name.startswith(".")
+    ]
 
 
 def _new_version(models_dir: Path, trained_at: str | None) -> str:
@@ -160,32 +178,3 @@ def _append_history(models_dir: Path, entry: dict) -> None:
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
     with open(models_dir / HISTORY, "a") as fh:
         fh.write(json.dumps(entry, default=str) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from radiomics_assets.paths import DataRoot, default_data_dir
-
-    parser = argparse.ArgumentParser(prog="python -m radiomics_assets.model_registry", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--data-dir", help="data root (default $RADIOMICS_DATA_DIR or ./data)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="kept versions with their CV AUC; * marks the current one")
-    sub.add_parser("promote", help="make a kept version current").add_argument("version")
-    args = parser.parse_args(argv)
-    models_dir = DataRoot(Path(args.data_dir).resolve() if args.data_dir else default_data_dir()).models
-    if args.command == "promote":
-        try:
-            promote(models_dir, args.version)
-        except ValueError as error:
-            print(error, file=sys.stderr)
-            return 1
-    current = current_version(models_dir)
-    for version in versions(models_dir):
-        card = load_card(models_dir, version)
-        mark = "*" if version == current else " "
-        print(f"{mark} {version}  {card.get('model', '?'):<18} CV AUC {card_auc(card):.3f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,28 +6,39 @@ import base64
 import html
 import io
 import json
+import pickle
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-matplotlib.use("Agg")  # headless: reports are rendered on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+from radiomics_assets.modelling.matrix import labelled_training_set, missing_data_summary
+from radiomics_assets.modelling.selection import selected_columns, selection_scores
+from radiomics_assets.modelling.training import THRESHOLD, load_model
+from radiomics_assets.modelling.validation import binary_metrics, metrics
+from radiomics_assets.paths import DataRoot
+from radiomics_assets.warehouse import Warehouse
 
 
-def _png(fig) -> str:
+def _figure(width: float, height: float):
+    """A figure with one axes, not registered with pyplot: headless, nothing global to close or to switch."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def roc_png(y: np.ndarray, p: np.ndarray, auc: float, ci: tuple[float, float] | None = None,
-            title: str = "ROC (out-of-fold)") -> str:  # fmt: skip
+def roc_png(
+    y: np.ndarray, p: np.ndarray, auc: float, ci: tuple[float, float] | None = None, title: str = "ROC (out-of-fold)"
+) -> str:
     fpr, tpr, _ = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = _figure(4, 4)
     ax.plot(fpr, tpr, label=f"AUC {auc:.3f}" + (f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else ""))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
@@ -37,7 +48,7 @@ def roc_png(y: np.ndarray, p: np.ndarray, auc: float, ci: tuple[float, float] | 
 
 def pr_png(y: np.ndarray, p: np.ndarray, average_precision: float) -> str:
     precision, recall, _ = precision_recall_curve(y, p)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = _figure(4, 4)
     ax.plot(recall, precision, label=f"average precision {average_precision:.3f}")
     ax.axhline(float(np.mean(y)), ls="--", color="grey", label="prevalence")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.05))
@@ -47,7 +58,7 @@ def pr_png(y: np.ndarray, p: np.ndarray, average_precision: float) -> str:
 
 def calibration_png(y: np.ndarray, p: np.ndarray, brier: float) -> str:
     observed, predicted = calibration_curve(y, p, n_bins=5, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = _figure(4, 4)
     ax.plot(predicted, observed, "o-", label=f"Brier score {brier:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.set(xlabel="mean predicted probability", ylabel="observed fraction positive", title="Calibration")
@@ -57,12 +68,17 @@ def calibration_png(y: np.ndarray, p: np.ndarray, brier: float) -> str:
 
 def confusion_png(cm: dict, threshold: float) -> str:
     matrix = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
-    fig, ax = plt.subplots(figsize=(3.5, 3.5))
+    fig, ax = _figure(3.5, 3.5)
     ax.imshow(matrix, cmap="Blues")
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=14)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["pred 0", "pred 1"], yticklabels=["true 0", "true 1"],
-           title=f"Confusion matrix (threshold {threshold})")  # fmt: skip
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["pred 0", "pred 1"],
+        yticklabels=["true 0", "true 1"],
+        title=f"Confusion matrix (threshold {threshold})",
+    )
     return _png(fig)
 
 
@@ -91,8 +107,10 @@ def _headline_table(m: dict) -> str:
     cm = m["confusion_matrix"]
     rows = [
         ("Patients", f"{m['n_patients']} ({m['n_positive']} positive, {m['n_negative']} negative)"),
-        (f"AUC (95 % CI, {m.get('n_bootstrap', 'n/a')} bootstrap resamples of patients)",
-         f"{_f(m['auc'])} ({_f(m['auc_ci_low'])} to {_f(m['auc_ci_high'])})"),
+        (
+            f"AUC (95 % CI, {m.get('n_bootstrap', 'n/a')} bootstrap resamples of patients)",
+            f"{_f(m['auc'])} ({_f(m['auc_ci_low'])} to {_f(m['auc_ci_high'])})",
+        ),
         ("Average precision (area under the PR curve)", _f(m["average_precision"])),
         ("Brier score (0 is perfect; always 0.5 scores 0.25)", _f(m["brier"])),
         (f"Accuracy at threshold {m['threshold']}", _f(m["accuracy"])),
@@ -113,11 +131,14 @@ def _comparison_table(metrics: dict) -> str:
     keys = ("auc", "auc_ci_low", "auc_ci_high", "auc_repeat_sd", "average_precision", "brier")
     rows = "".join(
         f"<tr><td>{html.escape(m)}{' <b>(chosen)</b>' if m == metrics.get('model') else ''}</td>"
-        + "".join(f"<td>{_f(c.get(k))}</td>" for k in keys) + "</tr>"
+        + "".join(f"<td>{_f(c.get(k))}</td>" for k in keys)
+        + "</tr>"
         for m, c in metrics.get("model_comparison", {}).items()
-    )  # fmt: skip
-    return ("<table><tr><th>model</th><th>CV AUC</th><th>CI low</th><th>CI high</th><th>SD over repeats</th>"
-            f"<th>average precision</th><th>Brier</th></tr>{rows}</table>")  # fmt: skip
+    )
+    return (
+        "<table><tr><th>model</th><th>CV AUC</th><th>CI low</th><th>CI high</th><th>SD over repeats</th>"
+        f"<th>average precision</th><th>Brier</th></tr>{rows}</table>"
+    )
 
 
 def _features_table(selected: list[dict]) -> str:
@@ -125,9 +146,11 @@ def _features_table(selected: list[dict]) -> str:
         f"<tr><td><code>{html.escape(r['feature'])}</code></td><td>{_f(r['selection_frequency'], 2)}</td>"
         f"<td>{_f(r['selection_score'])}</td></tr>"
         for r in selected
-    )  # fmt: skip
-    return ("<table><tr><th>feature (<code>modality__roi__image type__class__name</code>)</th>"
-            f"<th>share of outer CV fits that selected it</th><th>selection score</th></tr>{rows}</table>")  # fmt: skip
+    )
+    return (
+        "<table><tr><th>feature (<code>modality__roi__image type__class__name</code>)</th>"
+        f"<th>share of outer CV fits that selected it</th><th>selection score</th></tr>{rows}</table>"
+    )
 
 
 def _missing_data(missing: dict) -> str:
@@ -140,13 +163,15 @@ def _missing_data(missing: dict) -> str:
         f"<tr><td><code>{html.escape(g['block'])}</code></td><td>{g['n_patients']}</td>"
         f"<td>{html.escape(g['handling'])}</td><td>{html.escape(', '.join(g['patients']))}</td></tr>"
         for g in missing["gaps"]
-    )  # fmt: skip
-    return text + ("<table><tr><th>missing block</th><th>patients</th><th>handling</th><th>patient keys</th></tr>"
-                   f"{rows}</table>")  # fmt: skip
+    )
+    return text + (
+        f"<table><tr><th>missing block</th><th>patients</th><th>handling</th><th>patient keys</th></tr>{rows}</table>"
+    )
 
 
-def write_report(out_dir: Path, metrics: dict, y: np.ndarray, p: np.ndarray,
-                 external: tuple[np.ndarray, np.ndarray] | None = None) -> dict:  # fmt: skip
+def write_report(
+    out_dir: Path, metrics: dict, y: np.ndarray, p: np.ndarray, external: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
     """Write both files; returns their paths and the ROC PNG (base64) for UI metadata.
 
     ``metrics`` is what ``cohort.validate`` assembles (it is also ``metrics.json``); ``y`` and ``p`` are the
@@ -204,3 +229,46 @@ in advance (not tuned); it sets accuracy, precision, recall, specificity, F1 and
 </body></html>
 """)
     return {"metrics_path": out_dir / "metrics.json", "report_path": out_dir / "report.html", "roc_png": roc}
+
+
+def validate(root: DataRoot, seed: int = 0) -> dict:
+    """Report of the chosen model's nested CV, the model comparison and, if any, the external test cohort."""
+    warehouse = Warehouse(root.warehouse)
+    X, _ = labelled_training_set(warehouse)
+    with open(root.models / "cv_results.pkl", "rb") as fh:
+        stored = pickle.load(fh)
+    cv = stored["results"][stored["best"]]
+    figures = metrics(cv, threshold=THRESHOLD, seed=seed)
+    saved = load_model(root)
+    selected = selected_columns(saved["pipeline"], saved["features"])
+    scores = selection_scores(saved["pipeline"], saved["features"])
+    card_path = root.models / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    figures["model"] = stored["best"]
+    figures["model_id"] = saved.get("model_id", "")
+    figures["selection_method"] = saved.get("selection", "")
+    figures["best_params"] = card.get("best_params", {})
+    figures["n_features_selected"] = len(selected)
+    figures["n_features_available"] = int(X.shape[1])
+    figures["selected_features"] = [
+        {"feature": f, "selection_frequency": cv.selection_frequency.get(f, 0.0), "selection_score": scores[f]}
+        for f in selected
+    ]
+    figures["missing_data"] = missing_data_summary(warehouse)
+    figures["library_versions"] = card.get("library_versions", {})
+    figures["model_comparison"] = {
+        m: {
+            k: v
+            for k, v in metrics(r, n_bootstrap=200, seed=seed).items()
+            if k in ("auc", "auc_ci_low", "auc_ci_high", "auc_repeat_sd", "brier", "average_precision")
+        }
+        for m, r in stored["results"].items()
+    }
+    X_test, y_test = labelled_training_set(warehouse, "test")
+    external = None
+    if len(y_test):
+        p_test = saved["pipeline"].predict_proba(X_test.reindex(columns=saved["features"]).to_numpy(float))[:, 1]
+        figures["external"] = binary_metrics(y_test.to_numpy(), p_test, THRESHOLD, seed=seed)
+        external = (y_test.to_numpy(), p_test)
+    written = write_report(root.reports, figures, cv.y, cv.probabilities, external)
+    return {**figures, **written}

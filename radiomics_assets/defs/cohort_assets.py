@@ -1,0 +1,122 @@
+"""The cohort assets: labels, feature matrix, model, selected features, validation report and predictions.
+
+``radiomics_assets.modelling`` loads scikit-learn, SciPy and matplotlib (~3 s) only when one of these runs:
+patient runs and sensor ticks load this code location too and never need them.
+"""
+
+import dagster as dg
+
+from radiomics_assets import modelling
+from radiomics_assets.defs.checks import AUC_NOT_REGRESSED, auc_not_regressed
+from radiomics_assets.defs.resources import DUCKDB_WRITES, RadiomicsConfig
+from radiomics_assets.modelling import registry
+
+
+@dg.asset(group_name="modelling", kinds={"csv", "duckdb"}, pool=DUCKDB_WRITES)
+def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
+    table = modelling.load_labels(radiomics.data_root(), radiomics.label_column)
+    modelling.store_labels(radiomics.warehouse(), table)
+    metadata = {
+        "patients": len(table),
+        "positives": int(table.label.sum()),
+        "test_patients": int((table.cohort == "test").sum()),
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="modelling", kinds={"pandas", "duckdb"}, deps=["features", labels], pool=DUCKDB_WRITES)
+def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Patients x features (wide), joined with labels; table ``feature_matrix``."""
+    matrix, gaps = modelling.build_feature_matrix(radiomics.warehouse())
+    gap_counts = gaps.groupby(["block", "handling"]).patient_id.agg(["count", lambda k: ", ".join(k[:20])])
+    gap_table = gap_counts.set_axis(["patients", "patient keys (first 20)"], axis=1).reset_index()
+    values = matrix.drop(columns="label")
+    metadata = {
+        "patients": len(matrix),
+        "labelled": int(matrix.label.notna().sum()),
+        "features": matrix.shape[1] - 1,
+        "missing_values_imputed": int(values.isna().sum().sum()),
+        "patients_with_missing_values": int(values.isna().any(axis=1).sum()),
+        "patients_missing_a_block": int(gaps.patient_id.nunique()),
+        "missing_blocks": dg.MetadataValue.md(
+            gap_table.to_markdown(index=False) if len(gaps) else "every patient has every modality/ROI block"
+        ),
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix], check_specs=[AUC_NOT_REGRESSED])
+def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Candidate pipelines compared by nested CV; the best is refitted on the training patients (+ model card)."""
+    root = radiomics.data_root()
+    path, card = modelling.train_model(root, radiomics.modelling_settings())
+    # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
+    decision = registry.register(root.models, card, radiomics.auc_regression_margin, radiomics.on_auc_regression)
+    card_metadata = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in card.items()}
+    metadata = {
+        "path": dg.MetadataValue.path(str(path.parent / decision.version / path.name)),
+        **card_metadata,
+        "cv_auc": decision.cv_auc,
+        "model_version": decision.version,
+        "promoted": decision.promoted,
+    }
+    return dg.MaterializeResult(check_results=[auc_not_regressed(decision)], metadata=metadata)
+
+
+@dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[model], pool=DUCKDB_WRITES)
+def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Final model's features with selection scores and outer-fold selection frequency; table ``selected_features``."""
+    ranked = modelling.select_features(radiomics.warehouse(), radiomics.data_root())
+    top = ranked[ranked.selected][["feature", "selection_score", "selection_frequency", "p_value", "auc"]]
+    metadata = {
+        "selected": int(ranked.selected.sum()),
+        "selection_method": str(ranked.selection_method.iloc[0]) if len(ranked) else "",
+        "selected_features": dg.MetadataValue.md(top.to_markdown(index=False)),
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(group_name="modelling", kinds={"duckdb"}, deps=[model, feature_matrix], pool=DUCKDB_WRITES)
+def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Saved model's scores for patients with features but no label; table ``predictions``."""
+    table = modelling.predict(radiomics.data_root())
+    preview = table.head(20)[["patient_id", "probability", "predicted_label"]]
+    metadata = {
+        "patients": len(table),
+        "predicted_positive": int(table.predicted_label.sum()),
+        "threshold": modelling.THRESHOLD,
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1")
+
+
+@dg.asset(group_name="modelling", kinds={"html"}, deps=[model, selected_features])
+def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
+    result = modelling.validate(radiomics.data_root(), radiomics.seed)
+    metadata = {
+        **{k: float(result[k]) for k in HEADLINE},
+        "n_patients": result["n_patients"],
+        "n_positive": result["n_positive"],
+        "n_negative": result["n_negative"],
+        "threshold": result["threshold"],
+        "cv_scheme": result["cv_scheme"],
+        "n_features_selected": result["n_features_selected"],
+        "model": result["model"],
+        "brier": float(result["brier"]),
+    }
+    if "external" in result:
+        external = result["external"]
+        metadata["external_auc"] = float(external["auc"])
+        metadata["external_auc_ci"] = f"{external['auc_ci_low']:.3f} to {external['auc_ci_high']:.3f}"
+        metadata["external_n_patients"] = external["n_patients"]
+    metadata["report"] = dg.MetadataValue.path(str(result["report_path"]))
+    metadata["roc"] = dg.MetadataValue.md(f"![ROC](data:image/png;base64,{result['roc_png']})")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+COHORT_ASSETS = [labels, feature_matrix, model, selected_features, validation_report, predictions]

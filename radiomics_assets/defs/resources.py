@@ -1,0 +1,150 @@
+"""The one resource: where the data lives and how to process it, built once from the environment."""
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from radiomics_assets.batch import WORKERS_ENV, PatientSettings
+from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.masks import AutoSegmentation, MaskOptions
+from radiomics_assets.modelling.settings import ModellingSettings
+from radiomics_assets.paths import DataRoot, data_root
+from radiomics_assets.warehouse import Warehouse
+
+DUCKDB_WRITES = "duckdb_writes"
+"""Concurrency pool of the assets that write DuckDB; its limit is set in dagster_instance.yaml."""
+
+
+class CandidateModel(StrEnum):
+    """A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type)."""
+
+    logreg = "logreg"
+    random_forest = "random_forest"
+    svm = "svm"
+    gradient_boosting = "gradient_boosting"
+
+
+SelectionMethod = Literal["anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"]
+AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected"]
+RegressionPolicy = Literal["warn", "block"]
+
+
+class RadiomicsConfig(dg.ConfigurableResource):
+    """Where the data lives and how to process it. ``from_env`` fills the defaults a deployment sets by environment
+    variables; the launchpad can override any field per run (enumerated fields are validated there)."""
+
+    data_dir: str = ""
+    """Data root; empty = ``$RADIOMICS_DATA_DIR`` (read when the run needs it), else ``data/`` in the project."""
+    roi_pattern: str = "GTV.*"
+    params_dir: str = ""
+    """Folder of per-modality parameter files (``ct.yaml``, ``mr.yaml``, ``pt.yaml``, ``us.yaml``); empty = shipped."""
+    params_file: str = ""
+    """One PyRadiomics parameter file for every modality, instead of ``params_dir``'s per-modality files."""
+    label_column: str = "label"
+    min_roi_voxels: int = 64
+    """Below this many voxels texture features are unreliable; the check warns."""
+    seed: int = 0
+    workers: int = 0
+    """Worker processes for a run's patients (0 = one per usable core); each pins SimpleITK to its share."""
+    candidate_models: list[CandidateModel] = [m.value for m in CandidateModel]
+    """Compared by nested CV; the best CV AUC becomes the model."""
+    selection_method: SelectionMethod = "anova"
+    """anova | mannwhitney | mutual_info (filters, + correlation filter) | rfe | l1 | tree."""
+    cv_folds: int = 5
+    cv_repeats: int = 2
+    standardise: bool = True
+    """Z-score each feature inside the Pipeline (fitted on the training folds); off suits tree models only."""
+    file_modality: str = "CT"
+    """Modality of NIfTI/NRRD image files without a ``<id>.json`` sidecar (PNG images are ``US``)."""
+    resample_masks_to_image: bool = False
+    """Resample a NIfTI/NRRD mask on another grid than its image (nearest neighbour) instead of failing."""
+    inbox_settle_seconds: int = 30
+    """The inbox sensor registers a patient only when none of its files changed for this long (copy finished)."""
+    auto_segmentation: AutoSegmentationMethod = ""
+    """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected.
+    Empty = off (such a patient fails). Seeded methods read ``<data root>/seeds.csv`` (patient_id,x,y,z[,modality])."""
+    auto_threshold_lower: float = -100.0
+    """Lower bound (image units, e.g. HU) of ``threshold`` and ``connected_threshold``."""
+    auto_threshold_upper: float = 300.0
+    """Upper bound (image units, e.g. HU) of ``threshold`` and ``connected_threshold``."""
+    auto_confidence_multiplier: float = 2.5
+    """``confidence_connected`` grows within region mean +/- this many standard deviations."""
+    auto_roi_name: str = "auto"
+    """ROI name of automated masks (name it like your contoured ROIs to pool them in one feature column)."""
+    auc_regression_margin: float = 0.05
+    """``auc_not_regressed`` fails when a new model's CV AUC is more than this below the current model's."""
+    on_auc_regression: RegressionPolicy = "warn"
+    """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
+    failure_notify_command: str = ""
+    """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
+        """The resource with the defaults a deployment sets in its environment (README "Configuration")."""
+        env = os.environ if environ is None else environ
+        values = {
+            "params_dir": env.get(PARAMS_DIR_ENV, ""),
+            "params_file": env.get("RADIOMICS_PARAMS_FILE", ""),
+            "workers": int(env.get(WORKERS_ENV, "0") or 0),
+            "inbox_settle_seconds": round(float(env.get("RADIOMICS_INBOX_SETTLE_SECONDS", "30"))),
+            "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
+            "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
+            "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+        }
+        return cls(**values)
+
+    def data_root(self) -> DataRoot:
+        return data_root(self.data_dir)
+
+    def params(self) -> dict[str, Path]:
+        """Parameter file per modality: ``params_file`` for all if set, else ``<params_dir>/{ct,mr,pt,us}.yaml``."""
+        return params_by_modality(
+            Path(self.params_dir) if self.params_dir else PARAMS_DIR,
+            Path(self.params_file) if self.params_file else None,
+        )
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.data_root().warehouse)
+
+    def mask_options(self) -> MaskOptions:
+        auto = AutoSegmentation(
+            method=self.auto_segmentation,
+            lower=self.auto_threshold_lower,
+            upper=self.auto_threshold_upper,
+            confidence_multiplier=self.auto_confidence_multiplier,
+            roi_name=self.auto_roi_name,
+        )
+        return MaskOptions(
+            roi_pattern=self.roi_pattern, resample_masks_to_image=self.resample_masks_to_image, auto=auto
+        )
+
+    def patient_settings(self) -> PatientSettings:
+        return PatientSettings(
+            data_dir=self.data_root().path,
+            params=self.params(),
+            file_modality=self.file_modality,
+            mask_options=self.mask_options(),
+        )
+
+    def modelling_settings(self) -> ModellingSettings:
+        return ModellingSettings(
+            seed=self.seed,
+            models=tuple(CandidateModel(m).value for m in self.candidate_models),
+            selection=self.selection_method,
+            folds=self.cv_folds,
+            repeats=self.cv_repeats,
+            standardise=self.standardise,
+        )
+
+
+CONFIGURED = RadiomicsConfig.from_env()
+"""The resource as this code location configures it (the environment at load time); the features code version
+is computed from it."""
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"radiomics": CONFIGURED})

@@ -1,0 +1,36 @@
+"""Features: PyRadiomics extraction into long rows with provenance, its speed-ups, quality checks and IBSI.
+
+``extraction`` runs PyRadiomics with a parameter file per modality (shipped under ``params/``), ``speedups``
+replaces four hot spots with value-identical code, ``quality`` holds the data checks of a patient's rows, and
+``ibsi`` measures conformance on the IBSI phantoms.
+"""
+
+from radiomics_assets.features.extraction import (
+    FEATURE_COLUMNS,
+    MODALITIES,
+    PARAMS_DIR,
+    PARAMS_DIR_ENV,
+    ExtractionTarget,
+    extract,
+    load_extractor,
+    params_by_modality,
+    params_version,
+    prepare_pyradiomics,
+)
+from radiomics_assets.features.quality import feature_count_mismatches, non_finite_features, small_rois
+
+__all__ = [
+    "FEATURE_COLUMNS",
+    "MODALITIES",
+    "PARAMS_DIR",
+    "PARAMS_DIR_ENV",
+    "ExtractionTarget",
+    "extract",
+    "feature_count_mismatches",
+    "load_extractor",
+    "non_finite_features",
+    "params_by_modality",
+    "params_version",
+    "prepare_pyradiomics",
+    "small_rois",
+]

@@ -1,0 +1,105 @@
+"""Per-patient manifests: the files a patient's partition reads, written when it is registered or re-run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from radiomics_assets.errors import ManifestError
+from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, read_headers
+from radiomics_assets.ingest.file_pairs import FilePair
+from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry, cached_header, cached_rows
+from radiomics_assets.paths import DataRoot
+
+
+def manifest_path(root: DataRoot, key: str) -> Path:
+    return root.path / "manifests" / f"{key}.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The files a patient's partition reads: those seen when it was registered or last re-run."""
+
+    key: str
+    fingerprint: str
+    dicom: list[str]
+    pair: dict | None
+
+
+def write_manifest(root: DataRoot, entry: PatientEntry) -> Path:
+    path = manifest_path(root, entry.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "key": entry.key,
+        "fingerprint": entry.fingerprint,
+        "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "dicom": entry.dicom,
+        "pair": entry.pair,
+    }
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(body, indent=1))
+    partial.replace(path)  # atomic: a run reading the manifest never sees half of it
+    return path
+
+
+def read_manifest(root: DataRoot, key: str) -> Manifest | None:
+    """The patient's manifest, or None when there is none (e.g. a data root from before manifests existed)."""
+    path = manifest_path(root, key)
+    try:
+        body = json.loads(path.read_text())
+        return Manifest(key=body["key"], fingerprint=body["fingerprint"], dicom=list(body["dicom"]), pair=body["pair"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
+
+
+def write_manifests(root: DataRoot, keys: list[str] | None = None, read_map: Callable = map) -> InboxSnapshot:
+    """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
+    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`."""
+    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None, read_map=read_map)
+    for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
+        write_manifest(root, snapshot.patients[key])
+    return snapshot
+
+
+def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
+    """Headers of only the manifest's DICOM files that still exist (a removed file is as if never dropped).
+
+    Headers the index already read from a file of the same size and mtime come from its cache; only the
+    others are read again.
+    """
+    on_disk = {}
+    for rel in manifest.dicom:
+        try:
+            st = os.stat(root.inbox / rel)
+        except OSError:
+            continue
+        on_disk[rel] = (st.st_size, st.st_mtime_ns)
+    cached = cached_rows(root, list(on_disk))
+    headers: list[DicomFile] = []
+    unreadable: dict[Path, str] = {}
+    to_read = []
+    for rel, (size, mtime_ns) in on_disk.items():
+        row = cached.get(rel)
+        if row is None or (row[1], row[2]) != (size, mtime_ns):
+            to_read.append(root.inbox / rel)
+        elif row[-1] is not None:
+            unreadable[root.inbox / rel] = row[-1]
+        else:
+            headers.append(cached_header(root.inbox / rel, row))
+    fresh_headers, fresh_unreadable = read_headers(to_read)
+    return group_headers(headers + fresh_headers, {**unreadable, **fresh_unreadable})
+
+
+def manifest_file_pair(root: DataRoot, manifest: Manifest) -> FilePair | None:
+    pair = manifest.pair
+    if not pair:
+        return None
+    sidecar = root.inbox / pair["sidecar"] if pair["sidecar"] else None
+    masks = [root.inbox / m for m in pair["masks"]]
+    return FilePair(key=manifest.key, kind=pair["kind"], image=root.inbox / pair["image"], masks=masks, sidecar=sidecar)

@@ -1,0 +1,146 @@
+"""The studies step: a patient's input files (manifest or inbox scan) read, validated and stored as canonical
+volumes, with their ``series`` rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import SimpleITK as sitk
+
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.hashing import image_hash
+from radiomics_assets.ingest.dicom_headers import PatientFiles, scan_inbox
+from radiomics_assets.ingest.dicom_series import describe_series, read_series
+from radiomics_assets.ingest.file_pairs import (
+    FilePair,
+    file_series_uid,
+    pair_modality,
+    read_pair_image,
+    scan_file_pairs,
+)
+from radiomics_assets.ingest.manifests import manifest_file_pair, manifest_path, manifest_scan, read_manifest
+from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
+
+Volumes = dict[str, sitk.Image]
+"""Stored volumes already in memory, by path."""
+
+
+@dataclass(frozen=True)
+class PatientInputs:
+    """A patient's input files: its DICOM files (None when it came only as an image/mask file pair) and its pair."""
+
+    key: str
+    dicom: PatientFiles | None
+    pair: FilePair | None
+    where: str
+    """Where they were looked for, for error messages."""
+    volumes: Volumes = field(default_factory=dict, compare=False)
+    """Volumes stored by this process's ingest, by path: the masks stage uses them instead of reading them back."""
+
+    def require_dicom(self) -> PatientFiles:
+        if self.dicom is None:
+            raise DicomInputError(f"no DICOM files for patient key {self.key!r} under {self.where}")
+        return self.dicom
+
+
+def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
+    """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
+    manifest = read_manifest(root, key)
+    if manifest is None:
+        scan, pair, where = scan_inbox(root.inbox), scan_file_pairs(root.inbox)[0].get(key), str(root.inbox)
+    else:
+        scan = manifest_scan(root, manifest) if manifest.dicom else None
+        pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
+    dicom = scan.patients.get(key) if scan is not None else None
+    if dicom is None and pair is None:
+        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
+    return PatientInputs(key, dicom, pair, where)
+
+
+def find_patient(root: DataRoot, key: str) -> PatientFiles:
+    """The patient's DICOM files (see :func:`patient_inputs`)."""
+    return patient_inputs(root, key).require_dicom()
+
+
+def _store_volume(image: sitk.Image, volume_path: Path, inputs: PatientInputs) -> None:
+    sitk.WriteImage(image, str(volume_path), useCompression=True)
+    inputs.volumes[str(volume_path)] = image
+
+
+def stored_volume(volume_path: str, volumes: Volumes) -> sitk.Image:
+    return volumes[volume_path] if volume_path in volumes else sitk.ReadImage(volume_path)
+
+
+def _store_series(
+    root: DataRoot, inputs: PatientInputs, image: sitk.Image, identity: dict, source: Path, n_slices: int
+) -> dict:
+    """Store ``image`` as the canonical volume of one series and return its ``series`` row.
+
+    ``identity`` holds the UIDs and modality (study_uid, series_uid, modality, frame_of_reference_uid); size,
+    spacing and origin (mm) are the stored volume's own, so the row always describes what extraction reads.
+    """
+    out_dir = root.volumes / inputs.key
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume_path = out_dir / f"{patient_key(identity['series_uid'])}{STORED_IMAGE_SUFFIX}"
+    _store_volume(image, volume_path, inputs)
+    size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
+    return {
+        "patient_id": inputs.key,
+        **identity,
+        "n_slices": int(n_slices),
+        **{f"size_{axis}": int(v) for axis, v in zip("xyz", size, strict=True)},
+        **{f"spacing_{axis}": float(v) for axis, v in zip("xyz", spacing, strict=True)},
+        **{f"origin_{axis}": float(v) for axis, v in zip("xyz", origin, strict=True)},
+        "source_path": str(source.relative_to(root.path)),
+        "volume_path": str(volume_path),
+        "image_hash": image_hash(image),
+        "ingested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+    }
+
+
+def _ingest_file_pair(root: DataRoot, inputs: PatientInputs, modality: str) -> pd.DataFrame:
+    pair = inputs.pair
+    image = read_pair_image(pair)
+    identity = {
+        "study_uid": "",
+        "series_uid": file_series_uid(pair.image),
+        "modality": pair_modality(pair, modality),
+        "frame_of_reference_uid": "",
+    }
+    return pd.DataFrame([_store_series(root, inputs, image, identity, pair.image, image.GetSize()[2])])
+
+
+def ingest_studies(
+    root: DataRoot, key: str, file_modality: str = "CT", inputs: PatientInputs | None = None
+) -> pd.DataFrame:
+    """Read and validate every image series of a patient, store canonical volumes; returns ``series`` rows.
+
+    A patient given as an image/mask file pair (NIfTI, NRRD, PNG) gets one series of modality
+    ``file_modality`` (``US`` for PNG; a ``<id>.json`` sidecar overrides both). ``inputs`` saves looking the
+    patient's files up again when the caller already has them.
+    """
+    inputs = inputs or patient_inputs(root, key)
+    if inputs.pair is not None and inputs.dicom is None:
+        return _ingest_file_pair(root, inputs, file_modality)
+    patient = inputs.require_dicom()
+    if not patient.image_series:
+        raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}")
+    rows = []
+    for series_uid, files in sorted(patient.image_series.items()):
+        try:
+            image = read_series(files)
+        except DicomInputError as exc:
+            beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
+            raise DicomInputError("; ".join([str(exc), *beside])) from exc
+        info = describe_series(files, image)
+        identity = {
+            "study_uid": info.study_uid,
+            "series_uid": series_uid,
+            "modality": info.modality,
+            "frame_of_reference_uid": info.frame_of_reference_uid,
+        }
+        rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices))
+    return pd.DataFrame(rows)
