@@ -82,7 +82,7 @@ def _describe(exc: BaseException) -> str:
 
 def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> PatientOutcome:
     """Ingest the patient's series and/or build its masks; returns the tables (not stored yet)."""
-    from radiomics_assets.ingest.studies import ingest_studies, patient_inputs
+    from radiomics_assets.ingest import ingest_studies, patient_inputs
     from radiomics_assets.masks.build import build_masks
 
     outcome = PatientOutcome(key)

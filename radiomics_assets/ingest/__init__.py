@@ -11,9 +11,17 @@ from radiomics_assets.ingest.dicom_series import describe_series, read_series, s
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
-from radiomics_assets.ingest.manifests import Manifest, read_manifest, write_manifest, write_manifests
+from radiomics_assets.ingest.manifests import (
+    Manifest,
+    PatientInputs,
+    find_patient,
+    patient_inputs,
+    read_manifest,
+    write_manifest,
+    write_manifests,
+)
 from radiomics_assets.ingest.registration import RegistrationPlan, plan_registrations
-from radiomics_assets.ingest.studies import PatientInputs, find_patient, ingest_studies, patient_inputs
+from radiomics_assets.ingest.studies import ingest_studies
 
 __all__ = [
     "DicomFile",

@@ -1,10 +1,9 @@
-"""The studies step: a patient's input files (manifest or inbox scan) read, validated and stored as canonical
-volumes, with their ``series`` rows."""
+"""The studies step: a patient's image series read, validated and stored as canonical volumes, with their
+``series`` rows (which files are the patient's: ``manifests.patient_inputs``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -12,57 +11,14 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.hashing import image_hash
-from radiomics_assets.ingest.dicom_headers import PatientFiles, scan_inbox
 from radiomics_assets.ingest.dicom_series import describe_series, read_series
 from radiomics_assets.ingest.file_pairs import (
-    FilePair,
     file_series_uid,
     pair_modality,
     read_pair_image,
-    scan_file_pairs,
 )
-from radiomics_assets.ingest.manifests import manifest_file_pair, manifest_path, manifest_scan, read_manifest
+from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
-
-Volumes = dict[str, sitk.Image]
-"""Stored volumes already in memory, by path."""
-
-
-@dataclass(frozen=True)
-class PatientInputs:
-    """A patient's input files: its DICOM files (None when it came only as an image/mask file pair) and its pair."""
-
-    key: str
-    dicom: PatientFiles | None
-    pair: FilePair | None
-    where: str
-    """Where they were looked for, for error messages."""
-    volumes: Volumes = field(default_factory=dict, compare=False)
-    """Volumes stored by this process's ingest, by path: the masks stage uses them instead of reading them back."""
-
-    def require_dicom(self) -> PatientFiles:
-        if self.dicom is None:
-            raise DicomInputError(f"no DICOM files for patient key {self.key!r} under {self.where}")
-        return self.dicom
-
-
-def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
-    """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
-    manifest = read_manifest(root, key)
-    if manifest is None:
-        scan, pair, where = scan_inbox(root.inbox), scan_file_pairs(root.inbox)[0].get(key), str(root.inbox)
-    else:
-        scan = manifest_scan(root, manifest) if manifest.dicom else None
-        pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
-    dicom = scan.patients.get(key) if scan is not None else None
-    if dicom is None and pair is None:
-        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
-    return PatientInputs(key, dicom, pair, where)
-
-
-def find_patient(root: DataRoot, key: str) -> PatientFiles:
-    """The patient's DICOM files (see :func:`patient_inputs`)."""
-    return patient_inputs(root, key).require_dicom()
 
 
 def _store_volume(image: sitk.Image, volume_path: Path, inputs: PatientInputs) -> None:
