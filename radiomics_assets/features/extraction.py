@@ -129,13 +129,13 @@ def grey_levels(
     label = int(settings.get("label", 1))
     if mask.GetSize() != image.GetSize():  # PyRadiomics resamples such a mask (correctMask); so do we
         mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    values = sitk.GetArrayViewFromImage(image).astype(np.float64)
-    inside = values[sitk.GetArrayViewFromImage(mask) == label]
+    inside = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(mask) == label].astype(np.float64)
     if inside.size == 0:
         return 0, None, float("nan"), float("nan")
-    if settings.get("normalize"):
-        spread = float(values.std()) or 1.0
-        inside = (inside - float(values.mean())) / spread
+    if settings.get("normalize"):  # PyRadiomics normalises by the whole image's mean and standard deviation
+        statistics = sitk.StatisticsImageFilter()
+        statistics.Execute(image)
+        inside = (inside - statistics.GetMean()) / (statistics.GetSigma() or 1.0)
         if settings.get("removeOutliers") is not None:
             outliers = float(settings["removeOutliers"])
             inside = np.clip(inside, -outliers, outliers)
