@@ -138,14 +138,14 @@ def read_series_volume(files: list[DicomFile]) -> SeriesVolume:
     ordered = sorted_slice_files(files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in ordered])
-    reader.SetOutputPixelType(sitk.sitkFloat64)
+    reader.SetOutputPixelType(sitk.sitkFloat32)  # float32 holds int16 HU exactly and is what is stored
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise DicomInputError(_first_unreadable_pixels(ordered) or f"{ordered[0].parent}: unreadable series") from exc
     modality = files[0].modality
     if modality != "PT":
-        return SeriesVolume(sitk.Cast(image, sitk.sitkFloat32), "HU" if modality == "CT" else None, None)
+        return SeriesVolume(image, "HU" if modality == "CT" else None, None)
     # The SUV tags lie after the pixel spacing, where the inbox header read stops: read each slice's full header.
     conversion = suv_conversion([pydicom.dcmread(path, stop_before_pixels=True) for path in ordered])
     factors = np.asarray(conversion.factors)
