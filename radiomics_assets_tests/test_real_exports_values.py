@@ -115,6 +115,19 @@ def test_gantry_tilted_ct_fails_naming_the_file_and_the_angle(tmp_path):
         read_series(_only_series(tmp_path / "CT"))
 
 
+def test_tilted_slice_planes_stacked_along_the_table_fail_with_the_angle(tmp_path):
+    """As a tilted gantry writes them: slice planes rotated about x, positions moving along the table (z)."""
+    patient = make_patient(SMALL, 5, label=0)
+    write_ct_series(patient, tmp_path / "CT", SMALL.seed)
+    tilt = np.radians(12.0)
+    for path in sorted((tmp_path / "CT").glob("CT_*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, float(np.cos(tilt)), float(np.sin(tilt))]
+        ds.save_as(path)
+    with pytest.raises(DicomInputError, match=r"CT_0002\.dcm: .*gantry tilt of 12\.00 degrees"):
+        read_series(_only_series(tmp_path / "CT"))
+
+
 def test_oblique_stack_along_its_own_normal_is_not_taken_for_tilt(tmp_path):
     patient = make_patient(SMALL, 3, label=0)
     write_ct_series(patient, tmp_path / "CT", SMALL.seed)
