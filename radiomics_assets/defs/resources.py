@@ -8,7 +8,7 @@ from typing import Literal
 import dagster as dg
 
 from radiomics_assets.batch import WORKERS_ENV, PatientSettings
-from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.paths import DataRoot, data_root
@@ -80,6 +80,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
     failure_notify_command: str = ""
     """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
+    max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
+    """An extraction whose ROI the parameter file's binWidth/binCount would split into more grey levels fails
+    (a units/parameter mismatch, e.g. PET in Bq/ml with an SUV bin width) instead of exhausting memory."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -93,6 +96,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
         }
         return cls(**values)
 
@@ -127,6 +131,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             params=self.params(),
             file_modality=self.file_modality,
             mask_options=self.mask_options(),
+            max_grey_levels=self.max_grey_levels,
         )
 
     def modelling_settings(self) -> ModellingSettings:

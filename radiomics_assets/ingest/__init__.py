@@ -3,11 +3,18 @@
 ``inbox`` walks the drop zone, ``dicom_headers`` reads and groups DICOM headers by patient and series,
 ``dicom_series`` validates a series' slice geometry and reads it, ``file_pairs`` finds NIfTI/NRRD/PNG images with
 their mask files, ``inbox_index`` caches headers between sensor ticks, ``manifests`` records each patient's files,
-``registration`` decides when a patient is registered or re-run, and ``studies`` stores the volumes.
+``pet_suv`` converts PET to SUVbw, ``registration`` decides when a patient is registered or re-run, and
+``studies`` stores the volumes.
 """
 
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, PatientFiles, read_header, scan_inbox
-from radiomics_assets.ingest.dicom_series import describe_series, read_series, sorted_slice_files
+from radiomics_assets.ingest.dicom_series import (
+    SeriesVolume,
+    describe_series,
+    read_series,
+    read_series_volume,
+    sorted_slice_files,
+)
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
@@ -20,6 +27,7 @@ from radiomics_assets.ingest.manifests import (
     write_manifest,
     write_manifests,
 )
+from radiomics_assets.ingest.pet_suv import SuvConversion, suv_conversion, suv_factor
 from radiomics_assets.ingest.registration import RegistrationPlan, plan_registrations
 from radiomics_assets.ingest.studies import ingest_studies
 
@@ -34,6 +42,8 @@ __all__ = [
     "PatientFiles",
     "PatientInputs",
     "RegistrationPlan",
+    "SeriesVolume",
+    "SuvConversion",
     "describe_series",
     "find_patient",
     "inbox_entries",
@@ -45,9 +55,12 @@ __all__ = [
     "read_header",
     "read_manifest",
     "read_series",
+    "read_series_volume",
     "scan_file_pairs",
     "scan_inbox",
     "sorted_slice_files",
+    "suv_conversion",
+    "suv_factor",
     "write_manifest",
     "write_manifests",
 ]

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.hashing import image_hash
-from radiomics_assets.ingest.dicom_series import describe_series, read_series
+from radiomics_assets.ingest.dicom_series import describe_series, read_series_volume
 from radiomics_assets.ingest.file_pairs import (
     file_series_uid,
     pair_modality,
@@ -31,12 +31,19 @@ def stored_volume(volume_path: str, volumes: Volumes) -> sitk.Image:
 
 
 def _store_series(
-    root: DataRoot, inputs: PatientInputs, image: sitk.Image, identity: dict, source: Path, n_slices: int
+    root: DataRoot,
+    inputs: PatientInputs,
+    image: sitk.Image,
+    identity: dict,
+    source: Path,
+    n_slices: int,
+    units: tuple[str | None, float | None] = (None, None),
 ) -> dict:
     """Store ``image`` as the canonical volume of one series and return its ``series`` row.
 
     ``identity`` holds the UIDs and modality (study_uid, series_uid, modality, frame_of_reference_uid); size,
     spacing and origin (mm) are the stored volume's own, so the row always describes what extraction reads.
+    ``units`` is (units the values were exported in, factor to SUVbw for PET).
     """
     out_dir = root.volumes / inputs.key
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +60,8 @@ def _store_series(
         "source_path": str(source.relative_to(root.path)),
         "volume_path": str(volume_path),
         "image_hash": image_hash(image),
+        "units": units[0],
+        "suv_factor": units[1],
         "ingested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
     }
 
@@ -87,10 +96,11 @@ def ingest_studies(
     rows = []
     for series_uid, files in sorted(patient.image_series.items()):
         try:
-            image = read_series(files)
+            volume = read_series_volume(files)
         except DicomInputError as exc:
             beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
             raise DicomInputError("; ".join([str(exc), *beside])) from exc
+        image = volume.image
         info = describe_series(files, image)
         identity = {
             "study_uid": info.study_uid,
@@ -98,5 +108,6 @@ def ingest_studies(
             "modality": info.modality,
             "frame_of_reference_uid": info.frame_of_reference_uid,
         }
-        rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices))
+        units = (volume.units, volume.suv_factor)
+        rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices, units))
     return pd.DataFrame(rows)
