@@ -80,6 +80,10 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
     failure_notify_command: str = ""
     """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
+    export_dicom: bool = False
+    """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``; off: nothing."""
+    export_deidentified: bool = False
+    """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -93,6 +97,8 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
+            "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
         }
         return cls(**values)
 
