@@ -126,6 +126,33 @@ def test_seg_of_automated_mask_equals_stored_mask(exported):
         assert np.allclose(position, [float(v) for v in by_uid[source].ImagePositionPatient])
 
 
+def _text_values(dataset) -> dict[str, list[str]]:
+    """Concept name -> the TEXT values of the SR content tree."""
+    found: dict[str, list[str]] = {}
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "TEXT":
+                found.setdefault(item.ConceptNameCodeSequence[0].CodeMeaning, []).append(item.TextValue)
+            walk(item.get("ContentSequence", []))
+
+    walk(dataset.ContentSequence)
+    return found
+
+
+def _scoord3d(dataset) -> list[np.ndarray]:
+    found = []
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "SCOORD3D":
+                found.append(np.array(item.GraphicData, dtype=float).reshape(-1, 3))
+            walk(item.get("ContentSequence", []))
+
+    walk(dataset.ContentSequence)
+    return found
+
+
 @pytest.mark.parametrize("key", [AUTO, CONTOURED])
 def test_sr_values_codes_and_references_round_trip(exported, key):
     root, _, _ = exported
@@ -149,30 +176,35 @@ def test_sr_values_codes_and_references_round_trip(exported, key):
     assert seen == expected  # exactly the stored doubles, every feature
     units = {m.name.value: m.unit.value for m in measurements}
     assert units["RNU0"] == "mm3" and units["Q4LE"] == "[hnsf'U]" and units["ECT3"] == "[hnsf'U]2"
-    assert units["glcm_MCC"] == "1" and units["firstorder_Kurtosis"] == "1"
+    assert units[FEATURE_CODES["glcm_MCC"].value] == "1" and units[FEATURE_CODES["firstorder_Kurtosis"].value] == "1"
+    assert {m.method.value for m in measurements} == {"original"}
     dataset = pydicom.dcmread(report_path)
-    text = str(dataset)  # the algorithm: PyRadiomics with its version and the parameter file hash
-    assert "PyRadiomics" in text and features.pyradiomics_version.iloc[0] in text
-    assert f"parameter file sha256 {features.params_hash.iloc[0]}" in text
+    texts = _text_values(dataset)  # the algorithm: PyRadiomics with its version and the parameter file hash
+    assert texts["Algorithm Name"] == ["PyRadiomics"]
+    assert texts["Algorithm Version"] == [features.pyradiomics_version.iloc[0]]
+    assert f"parameter file sha256 {features.params_hash.iloc[0]}" in texts["Algorithm Parameters"]
     schemes = {item.CodingSchemeDesignator for item in dataset.CodingSchemeIdentificationSequence}
     assert schemes == {"IBSI", "99RADAS"}
     if key == AUTO:
         (seg_path,) = _files(root, AUTO, "seg")
         seg = pydicom.dcmread(seg_path)
-        segment = group.roi  # the referenced segment
+        segment = group.referenced_segment
         assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert segment.referenced_sop_class_uid == seg.SOPClassUID
         assert group.tracking_uid == seg.SegmentSequence[0].TrackingUID
     else:
         rtstruct = pydicom.dcmread(root.inbox / CONTOURED / "RTSTRUCT" / "RS.dcm")
-        regions = group.roi
+        assert group.reference_type.value == "121231"  # Volume Surface
+        polygons = _scoord3d(dataset)
         contours = rtstruct.ROIContourSequence[0].ContourSequence
-        assert len(regions) == len(contours)
-        first = np.array(contours[0].ContourData, dtype=float).reshape(-1, 3)
-        assert np.allclose(regions[0].value[:-1], first)  # the ROI's own contour, closed
+        assert len(polygons) == len(contours) > 3
+        for polygon, contour in zip(polygons, contours, strict=True):
+            points = np.array(contour.ContourData, dtype=float).reshape(-1, 3)
+            assert np.allclose(polygon[:-1], points) and np.array_equal(polygon[0], polygon[-1])  # closed
         evidence = {
             item.ReferencedSOPInstanceUID
-            for study in dataset.get("PertinentOtherEvidenceSequence", [])
-            + dataset.get("CurrentRequestedProcedureEvidenceSequence", [])
+            for sequence in ("PertinentOtherEvidenceSequence", "CurrentRequestedProcedureEvidenceSequence")
+            for study in dataset.get(sequence, [])
             for series in study.ReferencedSeriesSequence
             for item in series.ReferencedSOPSequence
         }
@@ -189,8 +221,10 @@ def test_code_table_uses_ibsi_identifiers_and_covers_pyradiomics():
     assert FEATURE_CODES["glcm_ClusterTendency"].value == "DG8W"  # its own name, not the deprecated sum variance
     for feature in NOT_IBSI:
         assert FEATURE_CODES[feature].scheme == "99RADAS"
-    ibsi_values = [c.value for c in FEATURE_CODES.values() if c.scheme == "IBSI"]
-    assert len(ibsi_values) == len(set(ibsi_values))  # one feature per IBSI code
+    for scheme in ("IBSI", "99RADAS"):
+        values = [c.value for c in FEATURE_CODES.values() if c.scheme == scheme]
+        assert len(values) == len(set(values)) and max(map(len, values)) <= 16  # one feature per code; fits SH
+    assert all(len(c.meaning) <= 64 for c in FEATURE_CODES.values())  # Code Meaning is LO
     assert code_table_markdown() in (PROJECT_ROOT / "README.md").read_text()
 
 

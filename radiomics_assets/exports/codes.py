@@ -3,8 +3,9 @@
 Each PyRadiomics feature (``<class>_<feature>``) gets one code. Where the feature computes the quantity IBSI-1
 defines (``features/ibsi.py: FEATURE_MAP``), the code is its permanent IBSI identifier (the 4-character code of
 the IBSI reference manual, e.g. ``Q4LE`` for mean intensity) under the coding scheme designator ``IBSI``. Every
-other feature gets a code of the private scheme ``99RADAS`` whose value is the PyRadiomics name itself, so a
-reader can look it up in PyRadiomics' documentation. Three mapped features keep a private code on purpose,
+other feature gets a code of the private scheme ``99RADAS``: ``PYR`` and the first 8 hex digits of the SHA-256 of
+its PyRadiomics name (stable across versions, 11 characters: a DICOM Code Value holds 16, and readers such as
+highdicom's do not all read the Long Code Value longer names would need), with the PyRadiomics name in the meaning. Three mapped features keep a private code on purpose,
 because PyRadiomics' value is not IBSI's quantity (see ``NOT_IBSI``).
 
 Units are UCUM codes. Shape features are in mm, mm2, mm3 or dimensionless; texture features are dimensionless
@@ -15,6 +16,7 @@ images): :func:`intensity_unit` decides them, never by guessing.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from radiomics_assets.errors import InputError
@@ -290,6 +292,17 @@ class FeatureCode:
     """A UCUM code, or one of the intensity placeholders (resolved per series by :func:`resolved_unit`)."""
 
 
+def private_code_value(name: str, prefix: str = "PYR") -> str:
+    """The ``99RADAS`` code value of a PyRadiomics name: ``prefix`` + 8 hex digits of its SHA-256."""
+    return prefix + hashlib.sha256(name.encode()).hexdigest()[:8].upper()
+
+
+def image_type_code_value(image_type: str) -> str:
+    """The ``99RADAS`` code of a PyRadiomics image type (the measurement method): the name when it fits a Code
+    Value (``original``, ``wavelet-LLH``), else ``IMG`` + 8 hex digits of its SHA-256."""
+    return image_type if len(image_type) <= 16 else private_code_value(image_type, "IMG")
+
+
 def _ibsi_tags() -> dict[str, str]:
     """PyRadiomics feature -> the IBSI tag whose identifier is its code."""
     tags: dict[str, str] = {}
@@ -306,7 +319,7 @@ def _code_for(feature: str, ibsi_tags: dict[str, str]) -> FeatureCode:
         identifier, name = IBSI_IDENTIFIERS[tag]
         return FeatureCode(feature, IBSI_SCHEME, identifier, name, unit)
     feature_class, name = feature.split("_", 1)
-    return FeatureCode(feature, PRIVATE_SCHEME, feature, f"PyRadiomics {feature_class} {name}", unit)
+    return FeatureCode(feature, PRIVATE_SCHEME, private_code_value(feature), f"PyRadiomics {feature_class} {name}", unit)
 
 
 FEATURE_CODES: dict[str, FeatureCode] = {feature: _code_for(feature, _ibsi_tags()) for feature in FEATURE_UNITS}

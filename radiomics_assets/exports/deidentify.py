@@ -87,8 +87,10 @@ def _clean(dataset: pydicom.Dataset, mapping: _Mapping, pseudonym: str) -> None:
         if element.VR == "SQ":
             for item in element.value:
                 _clean(item, mapping, pseudonym)
-        elif element.keyword in ("PatientName", "PatientID"):
+        elif element.keyword == "PatientID":
             element.value = pseudonym
+        elif element.keyword == "PatientName":
+            element.value = pseudonym.replace("-", "^")  # ANON^0001: family^given, the PN form viewers show
         elif element.keyword in EMPTIED or element.VR == "PN":
             element.value = ""
         elif element.VR == "UI" and element.VM == 1 and _is_instance_uid(element):

@@ -26,6 +26,7 @@ from radiomics_assets.exports.codes import (
     UCUM_SCHEME,
     UNIT_MEANINGS,
     feature_code,
+    image_type_code_value,
     resolved_unit,
 )
 from radiomics_assets.exports.seg import Producer
@@ -123,7 +124,9 @@ def _measurements(roi: RoiFeatures, intensity_units: dict[str, str], content: Re
                 name=_coded(code.value, code.scheme, code.meaning),
                 value=float(row.value),
                 unit=_coded(unit, UCUM_SCHEME, UNIT_MEANINGS[unit]),
-                method=_coded(row.image_type, PRIVATE_SCHEME, f"PyRadiomics image type {row.image_type}"),
+                method=_coded(
+                    image_type_code_value(row.image_type), PRIVATE_SCHEME, f"PyRadiomics image type {row.image_type}"
+                ),
             )
         )
     content.measurements[roi.roi] = len(measurements)
