@@ -74,7 +74,9 @@ def exported(tmp_path_factory):
         off = _run(instance, "export_dicom", [AUTO], config)[0]
         off_metadata = off.asset_materializations_for_node("dicom_exports_batch")[0].metadata
         assert not (tmp_path / "exports").exists()  # off by default: nothing written
-        results = _run(instance, "export_dicom", [AUTO, CONTOURED], {**config, "export_dicom": True, "export_deidentified": True})
+        results = _run(
+            instance, "export_dicom", [AUTO, CONTOURED], {**config, "export_dicom": True, "export_deidentified": True}
+        )
     metadata = {r.asset_materializations_for_node("dicom_exports_batch")[0].partition: r for r in results}
     return root, off_metadata, metadata
 
@@ -300,7 +302,17 @@ def test_send_exports_to_a_storage_scp(exported, tmp_path, capsys):
     port = server.server_address[1]
     try:
         code = cli_main(
-            ["--data-dir", str(root.path), "send-exports", "--host", "127.0.0.1", "--port", str(port), "--ae-title", "TESTSCP"]
+            [
+                "--data-dir",
+                str(root.path),
+                "send-exports",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ae-title",
+                "TESTSCP",
+            ]
         )
     finally:
         server.shutdown()

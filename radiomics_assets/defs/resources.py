@@ -81,7 +81,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     failure_notify_command: str = ""
     """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
     export_dicom: bool = False
-    """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``; off: nothing."""
+    """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``."""
     export_deidentified: bool = False
     """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
 

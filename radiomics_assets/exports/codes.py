@@ -5,8 +5,9 @@ defines (``features/ibsi.py: FEATURE_MAP``), the code is its permanent IBSI iden
 the IBSI reference manual, e.g. ``Q4LE`` for mean intensity) under the coding scheme designator ``IBSI``. Every
 other feature gets a code of the private scheme ``99RADAS``: ``PYR`` and the first 8 hex digits of the SHA-256 of
 its PyRadiomics name (stable across versions, 11 characters: a DICOM Code Value holds 16, and readers such as
-highdicom's do not all read the Long Code Value longer names would need), with the PyRadiomics name in the meaning. Three mapped features keep a private code on purpose,
-because PyRadiomics' value is not IBSI's quantity (see ``NOT_IBSI``).
+highdicom's do not all read the Long Code Value longer names would need), with the PyRadiomics name in the
+meaning. Three mapped features keep a private code on purpose, because PyRadiomics' value is not IBSI's quantity
+(see ``NOT_IBSI``).
 
 Units are UCUM codes. Shape features are in mm, mm2, mm3 or dimensionless; texture features are dimensionless
 (they count voxels, runs, zones or grey-level bins); first-order intensity features are in the image's units,
@@ -319,7 +320,9 @@ def _code_for(feature: str, ibsi_tags: dict[str, str]) -> FeatureCode:
         identifier, name = IBSI_IDENTIFIERS[tag]
         return FeatureCode(feature, IBSI_SCHEME, identifier, name, unit)
     feature_class, name = feature.split("_", 1)
-    return FeatureCode(feature, PRIVATE_SCHEME, private_code_value(feature), f"PyRadiomics {feature_class} {name}", unit)
+    return FeatureCode(
+        feature, PRIVATE_SCHEME, private_code_value(feature), f"PyRadiomics {feature_class} {name}", unit
+    )
 
 
 FEATURE_CODES: dict[str, FeatureCode] = {feature: _code_for(feature, _ibsi_tags()) for feature in FEATURE_UNITS}
@@ -369,7 +372,11 @@ def code_table_markdown() -> str:
     """The feature -> code, unit table as Markdown (rendered into README "DICOM exports")."""
     lines = ["| PyRadiomics feature | scheme | code | meaning | unit (UCUM) |", "|---|---|---|---|---|"]
     for code in FEATURE_CODES.values():
-        unit = {INTENSITY: "image units", INTENSITY_SQUARED: "image units²", INTENSITY_SQUARED_VOLUME: "image units² mm3"}
+        unit = {
+            INTENSITY: "image units",
+            INTENSITY_SQUARED: "image units²",
+            INTENSITY_SQUARED_VOLUME: "image units² mm3",
+        }
         lines.append(
             f"| `{code.feature}` | {code.scheme} | `{code.value}` | {code.meaning} | {unit.get(code.unit, code.unit)} |"
         )
