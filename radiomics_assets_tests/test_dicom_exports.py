@@ -27,7 +27,7 @@ from radiomics_assets.features.ibsi import FEATURE_MAP
 from radiomics_assets.masks.dicom_seg import read_segmentation, segment_masks
 from radiomics_assets.paths import PROJECT_ROOT, DataRoot
 from radiomics_assets.synth import make_patient, write_rtstruct
-from radiomics_assets_tests.conftest import SMALL, write_ct
+from radiomics_assets_tests.conftest import SHARED_DATA, SMALL, write_ct
 
 AUTO, CONTOURED = "SYN-0001", "SYN-0002"
 
@@ -324,3 +324,42 @@ def test_send_exports_to_a_storage_scp(exported, tmp_path, capsys):
         got = received[original.SOPInstanceUID]
         assert got == original  # every element equal
     assert "sent 3 of 3" in capsys.readouterr().out
+
+
+def test_export_settings_come_from_the_environment():
+    from radiomics_assets.defs.resources import RadiomicsConfig
+
+    assert not RadiomicsConfig.from_env({}).export_dicom and not RadiomicsConfig.from_env({}).export_deidentified
+    on = RadiomicsConfig.from_env({"RADIOMICS_EXPORT_DICOM": "1", "RADIOMICS_EXPORT_DEIDENTIFIED": "1"})
+    assert on.export_dicom and on.export_deidentified
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sarcoma").exists(), reason="../shared/data is not present")
+def test_real_sarcoma_patient_exports_one_valid_sr_per_series(tmp_path):
+    """A real CT + MR + PET patient with RTSTRUCTs: an SR per series, values equal DuckDB, valid objects."""
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "STS_002").symlink_to(SHARED_DATA / "sarcoma" / "dicom" / "STS_002", target_is_directory=True)
+    config = {"data_dir": str(tmp_path)}
+    with dg.instance_for_test() as instance:
+        _run(instance, "ingest_patient", ["STS_002"], config)
+        _run(instance, "export_dicom", ["STS_002"], {**config, "export_dicom": True})
+    root = DataRoot(tmp_path)
+    reports = _files(root, "STS_002", "sr")
+    series = _table(root, "SELECT series_uid, modality FROM series WHERE patient_id = ?", ["STS_002"])
+    assert len(reports) == len(series) == 3 and not _files(root, "STS_002", "seg")
+    features = _table(root, "SELECT * FROM features WHERE patient_id = ?", ["STS_002"])
+    by_code = {c.value: c.feature for c in FEATURE_CODES.values()}
+    for path in reports:
+        report = hd.sr.srread(path)
+        (group,) = report.content.get_volumetric_roi_measurement_groups()
+        rows = features[features.roi == group.tracking_identifier]
+        stored = {f"{r.feature_class}_{r.feature}": r.value for r in rows.itertuples()}
+        assert {by_code[m.name.value]: m.value for m in group.get_measurements()} == stored
+        units = {m.name.value: m.unit.value for m in group.get_measurements()}
+        modality = group.tracking_identifier.rsplit("_", 1)[-1]  # GTV_Mass_CT, _MR_T1 -> T1, _PET
+        expected = {"CT": "[hnsf'U]", "T1": "[arb'U]"}.get(modality)
+        if expected:
+            assert units["Q4LE"] == expected
+        if shutil.which("dciodvfy"):
+            result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+            assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]

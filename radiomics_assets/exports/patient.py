@@ -77,6 +77,18 @@ def _normalised(params: Path | None, params_hashes: set[str]) -> bool:
     return bool(setting.get("normalize", False))
 
 
+COPIED_SHORT_STRINGS = ("StudyID", "AccessionNumber")
+"""Type 2 study attributes (SH, at most 16 characters) copied from the source images. Real exports hold longer
+values (e.g. a 20-character Study ID); copied as they are, every export would be invalid, and cut short they would
+be a wrong identifier: such a value is emptied in the export (the study stays identified by its UID)."""
+
+
+def _empty_invalid_copies(dataset: pydicom.Dataset) -> None:
+    for keyword in COPIED_SHORT_STRINGS:
+        if len(str(dataset.get(keyword, "") or "")) > 16:
+            setattr(dataset, keyword, "")
+
+
 def _roi_reference(root: DataRoot, mask, written_seg) -> SegmentReference | ContourReference:
     """What the ROI was measured on: our SEG, the inbox SEG's segment, or the RTSTRUCT ROI's contours."""
     from radiomics_assets.masks.dicom_seg import read_segmentation
@@ -127,6 +139,7 @@ def _export_series(root, key, series, masks, features, inputs, settings, outcome
                 series_number=SEG_SERIES_NUMBER + index,
                 producer=settings.producer,
             )
+            _empty_invalid_copies(written)
             path = out_dir / f"seg_{short}_{patient_key(mask.roi)}.dcm"
             written.save_as(path)
             outcome.files.append(path)
@@ -153,6 +166,7 @@ def _export_series(root, key, series, masks, features, inputs, settings, outcome
         series_number=SR_SERIES_NUMBER,
         producer=settings.producer,
     )
+    _empty_invalid_copies(report)
     path = out_dir / f"sr_{short}.dcm"
     report.save_as(path, enforce_file_format=True)
     outcome.files.append(path)
