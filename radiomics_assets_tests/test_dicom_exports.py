@@ -363,3 +363,27 @@ def test_real_sarcoma_patient_exports_one_valid_sr_per_series(tmp_path):
         if shutil.which("dciodvfy"):
             result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
             assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_a_patient_whose_source_slices_are_gone_fails_alone(exported, tmp_path):
+    """The stored rows remain but a source slice was deleted: that patient fails naming its folder; the other is
+    exported."""
+    root, _, _ = exported
+    copy = tmp_path / "root"
+    shutil.copytree(root.path, copy, ignore=shutil.ignore_patterns("exports*"))
+    (copy / "inbox" / CONTOURED / "CT" / "CT_0005.dcm").unlink()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(patients.name, [AUTO, CONTOURED])
+        results = {
+            key: defs.resolve_job_def("export_dicom").execute_in_process(
+                partition_key=key,
+                instance=instance,
+                raise_on_error=False,
+                run_config={"resources": {"radiomics": {"config": {"data_dir": str(copy), "export_dicom": True}}}},
+            )
+            for key in (AUTO, CONTOURED)
+        }
+    assert results[AUTO].success and len(list((copy / "exports" / AUTO).glob("*.dcm"))) == 2
+    (message,) = step_failure_messages(results[CONTOURED])
+    assert message.startswith(f"{CONTOURED} dicom_exports: ") and f"inbox/{CONTOURED}/CT" in message
+    assert "lacks the slices [4]" in message
