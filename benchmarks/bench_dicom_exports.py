@@ -83,7 +83,8 @@ def main() -> None:
                 f"SEG {statistics.median(seg_kib):.0f} KiB, SR {statistics.median(sr_kib):.0f} KiB"
             )
         print(
-            f"patient assets (ingest, auto segmentation, features) for comparison: {ingest_seconds / len(keys):.2f} s per patient"
+            "patient assets (ingest, auto segmentation, features) for comparison: "
+            f"{ingest_seconds / len(keys):.2f} s per patient"
         )
 
 
