@@ -357,9 +357,11 @@ def test_real_sarcoma_patient_exports_one_valid_sr_per_series(tmp_path):
         assert {by_code[m.name.value]: m.value for m in group.get_measurements()} == stored
         units = {m.name.value: m.unit.value for m in group.get_measurements()}
         modality = group.tracking_identifier.rsplit("_", 1)[-1]  # GTV_Mass_CT, _MR_T1 -> T1, _PET
-        expected = {"CT": "[hnsf'U]", "T1": "[arb'U]"}.get(modality)
-        if expected:
-            assert units["Q4LE"] == expected
+        # CT in HU, MR in arbitrary units (z-score normalised by mr.yaml), PET by its Units (GML: SUV body weight)
+        expected = {"CT": "[hnsf'U]", "T1": "[arb'U]", "PET": "{SUVbw}g/ml"}[modality]
+        assert units["Q4LE"] == expected and units["ECT3"] == (
+            "({SUVbw}g/ml)2" if modality == "PET" else expected + "2"
+        )
         if shutil.which("dciodvfy"):
             result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
             assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]

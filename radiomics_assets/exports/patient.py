@@ -193,6 +193,9 @@ def export_patient(root: DataRoot, key: str, settings: ExportSettings) -> Export
     if series_rows.empty:
         outcome.skipped = "no stored series (run the patient's ingest first)"
         return outcome
+    if mask_rows.empty:
+        outcome.skipped = "no stored masks (run the patient's roi_masks first)"
+        return outcome
     inputs = patient_inputs(root, key)
     if inputs.dicom is None or not (mask_rows.source_kind != "file").any():
         outcome.skipped = "not a DICOM patient (image files have no source SOP instances to reference)"
@@ -201,7 +204,8 @@ def export_patient(root: DataRoot, key: str, settings: ExportSettings) -> Export
     shutil.rmtree(out_dir, ignore_errors=True)  # a re-export replaces the patient's earlier files
     out_dir.mkdir(parents=True)
     for series in series_rows.itertuples():
-        masks = mask_rows[mask_rows.series_uid == series.series_uid]
+        # Masks of image files (a NIfTI/PNG pair beside the DICOM series) have no source SOP instances: not exported.
+        masks = mask_rows[(mask_rows.series_uid == series.series_uid) & (mask_rows.source_kind != "file")]
         features = feature_rows[feature_rows.series_uid == series.series_uid]
         if len(masks):
             _export_series(root, key, series, masks, features, inputs, settings, outcome, out_dir)
