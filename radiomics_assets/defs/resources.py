@@ -83,6 +83,10 @@ class RadiomicsConfig(dg.ConfigurableResource):
     max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
     """An extraction whose ROI the parameter file's binWidth/binCount would split into more grey levels fails
     (a units/parameter mismatch, e.g. PET in Bq/ml with an SUV bin width) instead of exhausting memory."""
+    export_dicom: bool = False
+    """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``."""
+    export_deidentified: bool = False
+    """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -97,6 +101,8 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
             "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
+            "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
+            "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
         }
         return cls(**values)
 
