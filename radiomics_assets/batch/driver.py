@@ -2,8 +2,10 @@
 
 A backfill of K patients must not pay a process start-up and a run per patient, and must keep both cores
 busy. So one call handles a batch of patients: DICOM reading and mask building run per patient, feature
-extraction per (series, ROI), in a pool of worker processes; every patient's extraction starts as soon as
-its masks exist. Each worker holds one task's volumes at a time, which bounds memory per worker.
+extraction per (series, ROI), in a pool of worker processes or, when a Dask scheduler is configured, on the
+workers of that cluster (``batch.workers`` decides; both are a ``concurrent.futures`` executor, so the wait loop
+below is the same); every patient's extraction starts as soon as its masks exist. Each worker holds one task's
+volumes at a time, which bounds memory per worker.
 
 Only the calling process writes to the warehouse (one writer per batch, one transaction per patient once
 its stages have run; a batch that is interrupted first stores what its unfinished patients' ingest and masks
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_workers
+from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_dask_scheduler, resolve_workers
 from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
 from radiomics_assets.features.extraction import load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
@@ -151,8 +153,11 @@ def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.Dat
 class _Batch:
     """State of one :func:`run_patients` call: outstanding tasks and the patients waiting on them."""
 
-    def __init__(self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int):
+    def __init__(
+        self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int, dask_scheduler: str = ""
+    ):
         self.stages, self.settings, self.workers, self.n_patients = stages, settings, workers, n_patients
+        self.dask_scheduler = dask_scheduler
         self._pool: Executor | None = None
         self.warehouse = Warehouse(settings.data_root.warehouse)
         self.pending: dict[Future, tuple[str, str]] = {}  # future -> (task kind, patient key)
@@ -161,9 +166,12 @@ class _Batch:
         self.remaining: dict[str, int] = {}
 
     def pool(self, tasks: int) -> Executor:
-        """The worker pool, started on first use with no more workers than tasks (none for a single task)."""
+        """The executor, started on first use: the Dask cluster if configured, else a local pool with no more
+        workers than tasks (none for a single task)."""
         if self._pool is None:
-            self._pool = executor(min(self.workers, tasks))
+            self._pool = executor(
+                min(self.workers, tasks), dask_scheduler=self.dask_scheduler, data_dir=self.settings.data_dir
+            )
         return self._pool
 
     def close(self) -> None:
@@ -181,8 +189,10 @@ class _Batch:
                 pass
 
     def submit_prepare(self, key: str) -> None:
-        # One patient: ingest here and keep the pool for its (series, ROI) extractions, sized to their number.
-        pool = InProcessExecutor() if self.n_patients == 1 else self.pool(self.n_patients)
+        # One patient, local pool: ingest here and keep the pool for its (series, ROI) extractions, sized to
+        # their number. On a cluster every task runs on the workers (this process may not see the cores).
+        local_one = self.n_patients == 1 and not self.dask_scheduler
+        pool = InProcessExecutor() if local_one else self.pool(self.n_patients)
         self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
 
     def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
@@ -268,17 +278,23 @@ class _Batch:
 
 
 def run_patients(
-    keys: list[str], stages: set[str], settings: PatientSettings, workers: int | None = None
+    keys: list[str],
+    stages: set[str],
+    settings: PatientSettings,
+    workers: int | None = None,
+    *,
+    dask_scheduler: str = "",
 ) -> Iterator[PatientOutcome]:
     """Run ``stages`` (a subset of :data:`STAGES`) for every patient in ``keys``; yields each outcome.
 
     A patient's rows are stored in one transaction once its selected stages have run: those of every stage
     that succeeded (a failed stage stores nothing, the stages before it are stored). ``workers`` defaults to the
-    number of usable cores; no worker process is started when there is a single task.
+    number of usable cores; no worker process is started when there is a single task. ``dask_scheduler``
+    (default ``$RADIOMICS_DASK_SCHEDULER``) runs the tasks on that Dask cluster instead of local processes.
     """
     stages = frozenset(stages)
     prepare_pyradiomics()  # for the tasks run in this process; worker processes do it in their initialiser
-    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys))
+    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys), resolve_dask_scheduler(dask_scheduler))
     try:
         for key in keys:
             if stages & {"studies", "roi_masks"}:
