@@ -6,7 +6,7 @@ SQLite in the folder is the default; PostgreSQL when the environment names a ser
 two never disagree. No Dagster import: plain files and environment variables.
 
 ``python -m radiomics_assets.dagster_home <folder>`` prepares the folder and prints the ``export`` line of a
-composed ``DAGSTER_PG_URL`` (if any) for a shell to ``eval``.
+composed or rewritten ``DAGSTER_PG_URL`` (if any) for a shell to ``eval``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from urllib.parse import quote
 SQLITE_INSTANCE_YAML = Path(__file__).with_name("dagster_instance.yaml")
 POSTGRES_INSTANCE_YAML = Path(__file__).with_name("dagster_instance_postgres.yaml")
 PG_URL_ENV = "DAGSTER_PG_URL"
+PSYCOPG2_SCHEME = "postgresql+psycopg2"
 PG_PART_ENVS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 
 
@@ -29,14 +30,24 @@ def postgres_url(environ: Mapping[str, str]) -> str:
     """``DAGSTER_PG_URL``, else one composed from the ``DAGSTER_PG_*`` parts (user and password URL-quoted),
     else "" (no PostgreSQL configured). Raises ValueError naming the missing variables if the parts are partial."""
     if environ.get(PG_URL_ENV):
-        return environ[PG_URL_ENV]
+        return with_psycopg2_driver(environ[PG_URL_ENV])
     host, port, user, password, db = (environ.get(name, "") for name in PG_PART_ENVS)
     if not host:
         return ""
     missing = [name for name, value in zip(PG_PART_ENVS, (host, "5432", user, password, db), strict=True) if not value]
     if missing:
         raise ValueError(f"DAGSTER_PG_HOST is set but {', '.join(missing)} not: set them or DAGSTER_PG_URL")
-    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port or 5432}/{quote(db, safe='')}"
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return f"{PSYCOPG2_SCHEME}://{credentials}@{host}:{port or 5432}/{quote(db, safe='')}"
+
+
+def with_psycopg2_driver(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) as ``postgresql+psycopg2://``: SQLAlchemy 2.1 maps the plain scheme
+    to psycopg 3, which is not installed; dagster-postgres is tested with psycopg2 (``psycopg2-binary``)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return f"{PSYCOPG2_SCHEME}://{url.removeprefix(plain)}"
+    return url
 
 
 def instance_yaml_for(environ: Mapping[str, str]) -> Path:
@@ -49,7 +60,8 @@ def prepare_dagster_home(home: Path, environ: MutableMapping[str, str] | None = 
 
     A ``dagster.yaml`` that is one of the shipped files is replaced when the choice changed (setting
     ``DAGSTER_PG_URL`` after a first SQLite run must not silently keep SQLite); one edited by hand is kept.
-    A URL composed from the parts is put into ``environ`` (the instance file reads ``DAGSTER_PG_URL``).
+    The URL (composed from the parts, or given with the plain ``postgresql://`` scheme) is put into ``environ`` as
+    the instance file reads it: ``DAGSTER_PG_URL``, scheme ``postgresql+psycopg2://``.
     """
     env = os.environ if environ is None else environ
     url = postgres_url(env)
@@ -74,7 +86,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if environ.get(PG_URL_ENV) and not os.environ.get(PG_URL_ENV):
+    if environ.get(PG_URL_ENV) and environ[PG_URL_ENV] != os.environ.get(PG_URL_ENV):
         print(f"export {PG_URL_ENV}={shlex.quote(environ[PG_URL_ENV])}")
     return 0
 
