@@ -102,3 +102,32 @@ def test_pool_limit_and_run_queue_hold_on_postgres(postgres_instance):
     assert first.is_claimed and not second.is_claimed
     storage.free_concurrency_slot_for_step("run-a", "patient_batch")
     assert storage.claim_concurrency_slot(DUCKDB_WRITES, "run-b", "patient_batch").is_claimed
+
+
+def test_deploy_compose_file_wires_the_services_together():
+    """No Docker engine here: the compose file is checked as YAML for what the deployment relies on."""
+    import yaml
+
+    from radiomics_assets.paths import PROJECT_ROOT
+
+    deploy = PROJECT_ROOT / "deploy"
+    compose = yaml.safe_load((deploy / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "code", "webserver", "daemon", "dask-scheduler", "dask-worker"}
+    for name in ("code", "webserver", "daemon"):
+        env = services[name]["environment"]
+        assert env["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://") and "@postgres:5432/" in env["DAGSTER_PG_URL"]
+        assert env["RADIOMICS_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
+    worker = services["dask-worker"]
+    assert worker["command"][:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert worker["command"][worker["command"].index("--nthreads") + 1] == "1"
+    for name in ("code", "daemon", "dask-worker"):  # one shared data root at the same path
+        assert "data:/data" in services[name]["volumes"]
+    assert {"data", "pgdata"} <= set(compose["volumes"])
+    workspace = yaml.safe_load((deploy / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["grpc_server"] == {
+        "host": "code",
+        "port": 4000,
+        "location_name": "radiomics_assets",
+    }
+    assert "dagster_instance_postgres.yaml /opt/dagster/home/dagster.yaml" in (deploy / "Dockerfile").read_text()
