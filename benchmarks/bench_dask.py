@@ -14,6 +14,8 @@ removed, so both paths do the same work):
 
 The ratio of median wall times is the cost of the cluster path (goal <= 1.10). Then:
 
+- start-up per run: from asking for the executor to its first results (local: fork server and workers
+  started; Dask: connected, cluster checked, worker plugin registered);
 - scheduler overhead per task: ``--noop-tasks`` no-op tasks (``abs``) through the same executor, wall time per
   task (the scheduler, not the workers, bounds this);
 - the single DuckDB writer's time per patient: every patient's stored rows written again with
@@ -122,15 +124,20 @@ def timed_run(keys: list[str], root: Path, workers: int, scheduler: str) -> floa
     return wall
 
 
-def noop_overhead(n_tasks: int, workers: int, scheduler: str, root: Path) -> float:
-    """Wall time per no-op task through the executor (submit, schedule, run, result back), in seconds."""
+def noop_overhead(n_tasks: int, workers: int, scheduler: str, root: Path) -> tuple[float, float]:
+    """(start-up, per task) in seconds: from asking for the executor to the first results of ``workers`` no-op
+    tasks (every run pays it: the local pool starts its fork server and workers, the Dask path connects, checks
+    and registers the worker plugin), then the wall time per no-op task (submit, schedule, run, result back)."""
+    started = time.perf_counter()
     pool = executor(workers, dask_scheduler=scheduler, data_dir=root)
     try:
-        list(pool.map(abs, range(workers * 4)))  # warm: workers started and connected
+        list(pool.map(abs, range(workers)))
+        start_up = time.perf_counter() - started
+        list(pool.map(abs, range(workers * 4)))  # warm
         started = time.perf_counter()
         futures = [pool.submit(abs, -i) for i in range(n_tasks)]
         assert [f.result() for f in futures] == list(range(n_tasks))
-        return (time.perf_counter() - started) / n_tasks
+        return start_up, (time.perf_counter() - started) / n_tasks
     finally:
         pool.shutdown()
 
@@ -173,8 +180,8 @@ def main() -> int:
                 reset(roots[kind])
                 walls[kind].append(timed_run(keys, roots[kind], args.workers, address if kind == "dask" else ""))
                 print(f"round {round_ + 1} {kind:<5}: {walls[kind][-1]:.1f} s", flush=True)
-        overhead_dask = noop_overhead(args.noop_tasks, args.workers, address, roots["dask"])
-        overhead_local = noop_overhead(args.noop_tasks, args.workers, "", roots["local"])
+        start_dask, overhead_dask = noop_overhead(args.noop_tasks, args.workers, address, roots["dask"])
+        start_local, overhead_local = noop_overhead(args.noop_tasks, args.workers, "", roots["local"])
         writer = writer_time_per_patient(keys, roots["dask"])
         rois = Warehouse(roots["dask"] / "radiomics.duckdb").query("SELECT count(*) AS n FROM masks").n.iloc[0]
     finally:
@@ -193,6 +200,7 @@ def main() -> int:
     print(f"  dask cluster {dask:7.1f} s   {len(keys) / dask * 3600:7.0f} patients/h")
     print(f"  ratio dask/local {dask / local:.3f} (goal <= 1.10)")
     print(f"  scheduler overhead per task: dask {overhead_dask * 1e3:.2f} ms, local pool {overhead_local * 1e3:.2f} ms")
+    print(f"  start-up per run: dask (connect, checks, plugin) {start_dask:.1f} s, local pool {start_local:.1f} s")
     print(f"  DuckDB writer per patient: {writer * 1e3:.1f} ms ({tasks_per_patient:.1f} tasks per patient)")
     print(f"  worker time per patient: {worker_s:.2f} s")
     for n in (10, 100):
