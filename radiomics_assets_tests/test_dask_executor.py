@@ -173,6 +173,7 @@ def test_data_root_a_worker_cannot_see_is_named(tmp_path, dask_cluster):
     try:
         with dask_cluster.client() as client:
             client.wait_for_workers(3, timeout=120)
+            client.run(os.getpid)  # returns once every worker, the new one too, has finished its start-up
             with pytest.raises(DaskClusterError) as raised:
                 check_data_root_visible(client, root)
         message = str(raised.value)

@@ -12,6 +12,10 @@ a message naming the worker, instead of failing patients one by one:
   numpy as this process (else stored features would depend on which worker computed them);
 - every worker sees the data root at the same path (the client writes a marker file, each worker reads it).
 
+The driver keeps no more tasks in flight than the cluster has worker threads (:meth:`DaskExecutor.in_flight_limit`):
+the scheduler blames every task assigned to a worker that dies, so a task queued behind one that crashes its
+worker would otherwise be failed with it.
+
 Workers are prepared by a :class:`PrepareWorkerPlugin` (pinned thread pools, PyRadiomics speed-ups), also
 applied to workers that join or restart later. A worker that dies mid-task has its tasks re-run elsewhere by
 the scheduler; a task that kills ``distributed.scheduler.allowed-failures`` + 1 workers fails alone with
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
+import time
 import uuid
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -145,6 +151,23 @@ class DaskExecutor(Executor):
             raise
         # pure=False: two tasks with equal arguments are two tasks (a re-run must not reuse a cached result).
         self._executor = self.client.get_executor(pure=False)
+        self.scheduler, self.timeout_s = scheduler, timeout_s
+        self._threads, self._threads_checked, self._no_workers_since = 0, -math.inf, None
+
+    def in_flight_limit(self) -> int:
+        """The cluster's worker threads now (asked at most once a second): the driver keeps no more tasks in
+        flight, so a worker holds only the task it runs and a worker's death implicates that task alone.
+        DaskClusterError when no worker has been left for ``timeout_s``."""
+        now = time.monotonic()
+        if now - self._threads_checked >= 1.0:
+            self._threads, self._threads_checked = sum(self.client.nthreads().values()), now
+            if self._threads:
+                self._no_workers_since = None
+            elif self._no_workers_since is None:
+                self._no_workers_since = now
+            elif now - self._no_workers_since > self.timeout_s:
+                raise DaskClusterError(f"no Dask worker left at {self.scheduler} for {self.timeout_s:.0f} s")
+        return self._threads
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._executor.submit(fn, *args, **kwargs)

@@ -16,7 +16,9 @@ events.
 
 from __future__ import annotations
 
+import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
@@ -24,7 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_dask_scheduler, resolve_workers
+from radiomics_assets.batch.workers import (
+    InProcessExecutor,
+    executor,
+    in_flight_limit,
+    resolve_dask_scheduler,
+    resolve_workers,
+)
 from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
 from radiomics_assets.features.extraction import load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
@@ -161,6 +169,7 @@ class _Batch:
         self._pool: Executor | None = None
         self.warehouse = Warehouse(settings.data_root.warehouse)
         self.pending: dict[Future, tuple[str, str]] = {}  # future -> (task kind, patient key)
+        self.backlog: deque[tuple[Executor, str, str, tuple]] = deque()  # (executor, kind, key, (fn, *args))
         self.waiting: dict[str, PatientOutcome] = {}  # patients whose extraction tasks are running
         self.extracted: dict[str, list] = {}
         self.remaining: dict[str, int] = {}
@@ -193,7 +202,20 @@ class _Batch:
         # their number. On a cluster every task runs on the workers (this process may not see the cores).
         local_one = self.n_patients == 1 and not self.dask_scheduler
         pool = InProcessExecutor() if local_one else self.pool(self.n_patients)
-        self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
+        self.submit(pool, "prepare", key, _prepare, self.settings, key, self.stages)
+
+    def submit(self, pool: Executor, kind: str, key: str, fn, *args) -> None:
+        """Queue a task for ``pool``; it is handed over as soon as the executor has room (:meth:`drain`)."""
+        self.backlog.append((pool, kind, key, (fn, *args)))
+        self.drain()
+
+    def drain(self) -> None:
+        # No more tasks in flight than the executor has workers (unbounded for the local pool): Dask blames every
+        # task assigned to a worker that dies (allowed-failures), so a task queued behind one that crashes its
+        # worker would be failed with it.
+        while self.backlog and len(self.pending) < in_flight_limit(self.backlog[0][0]):
+            pool, kind, key, (fn, *args) = self.backlog.popleft()
+            self.pending[pool.submit(fn, *args)] = (kind, key)
 
     def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
         """Start the patient's extraction if selected; else (or if it failed) the patient is complete."""
@@ -239,8 +261,9 @@ class _Batch:
         self.waiting[key], self.extracted[key], self.remaining[key] = outcome, [], len(masks)
         pool = self.pool(len(masks) if self.n_patients == 1 else self.workers)
         for mask_row in masks:
-            future = pool.submit(_extract_one, self.settings, key, series_rows[mask_row["series_uid"]], mask_row)
-            self.pending[future] = ("features", key)
+            self.submit(
+                pool, "features", key, _extract_one, self.settings, key, series_rows[mask_row["series_uid"]], mask_row
+            )
         return None
 
     def features_done(self, key: str, future: Future) -> PatientOutcome | None:
@@ -262,10 +285,15 @@ class _Batch:
 
     def finished(self) -> Iterator[PatientOutcome]:
         """Outcomes in the order the patients finish, until no task is left."""
-        while self.pending:
+        while self.pending or self.backlog:
+            if not self.pending:  # every worker of the cluster is gone (restarting): wait for one to come back
+                time.sleep(0.5)
+                self.drain()
+                continue
             done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, key = self.pending.pop(future)
+                self.drain()
                 if kind == "features":
                     outcome = self.features_done(key, future)
                 else:

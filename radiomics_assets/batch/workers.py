@@ -3,6 +3,7 @@ fork server, pinned thread pools), or in-process for one."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -85,6 +86,13 @@ def resolve_dask_scheduler(requested: str = "") -> str:
     """The one place the executor kind is decided: the Dask scheduler address ``requested`` if set, else
     ``$RADIOMICS_DASK_SCHEDULER`` (``tcp://host:8786``); "" means the local pool."""
     return requested or os.environ.get(DASK_SCHEDULER_ENV, "")
+
+
+def in_flight_limit(pool: Executor) -> float:
+    """How many tasks ``pool`` should hold at once: its free workers for a Dask cluster (see
+    ``DaskExecutor.in_flight_limit``), unlimited for the local pool (it queues them itself)."""
+    limit = getattr(pool, "in_flight_limit", None)
+    return limit() if limit is not None else math.inf
 
 
 def executor(workers: int, *, dask_scheduler: str = "", data_dir: Path | None = None) -> Executor:
