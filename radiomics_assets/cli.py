@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,14 +65,12 @@ def cmd_synth(args) -> int:
 
 def cmd_run(args) -> int:
     from radiomics_assets.batch.workers import start_workers_early, worker_pool
+    from radiomics_assets.dagster_home import prepare_dagster_home
     from radiomics_assets.ingest.manifests import write_manifests
     from radiomics_assets.paths import DataRoot
 
     root = _data_dir(args)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(Path(__file__).with_name("dagster_instance.yaml"), home / "dagster.yaml")
+    prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(root / ".dagster"))))  # SQLite or PostgreSQL
     start_workers_early()  # after the environment is final (workers inherit it); their imports overlap the rest
     # The sensor's index (each header read once and cached: a second `run` reads only what is new) and a
     # manifest per patient, so each partition reads only its own files, as after the sensor. A fresh inbox

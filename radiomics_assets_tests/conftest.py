@@ -1,3 +1,10 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -78,3 +85,156 @@ def write_seg(slices, segments: dict[str, np.ndarray], path, shuffle_seed=0, kin
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return seg
+
+
+# --- real servers started by the tests: PostgreSQL (Debian's `postgresql`) and a Dask cluster ---------------
+
+
+def _postgres_bindir() -> Path | None:
+    """Debian keeps the server binaries under /usr/lib/postgresql/<major>/bin (not on PATH)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _run_as(user: str | None, command: list, **kwargs) -> subprocess.CompletedProcess:
+    # initdb and postgres refuse to run as root: as root, run them as an unprivileged user.
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run(prefix + [str(part) for part in command], check=True, capture_output=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on a free 127.0.0.1 port (trust auth, user ``radiomics``) for the session; yields a
+    function that creates a fresh database and returns its URL."""
+    from radiomics_assets.dagster_dev import free_port
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb): `apt-get install postgresql` (.ci/run installs it)")
+    user = None
+    if os.geteuid() == 0:
+        user = "postgres" if _user_exists("postgres") else "nobody"
+    folder = Path(tempfile.mkdtemp(prefix="radiomics-pg-"))
+    if user:
+        shutil.chown(folder, user)
+    data, port = folder / "data", free_port()
+    _run_as(user, [bindir / "initdb", "-D", data, "-U", "radiomics", "--auth=trust", "-E", "UTF8", "--no-sync"])
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    _run_as(
+        user, [bindir / "pg_ctl", "-D", data, "-l", folder / "server.log", "-w", "-t", "60", "-o", options, "start"]
+    )
+    created = iter(range(1, 1000))
+
+    def new_database() -> str:
+        name = f"dagster_{next(created)}"
+        _run_as(user, [bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "radiomics", name])
+        return f"postgresql://radiomics@127.0.0.1:{port}/{name}"
+
+    try:
+        yield new_database
+    finally:
+        _run_as(user, [bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass
+class DaskCluster:
+    """A `dask scheduler` and two `dask worker` processes (each under its nanny, which restarts a killed worker)."""
+
+    address: str
+    processes: list[subprocess.Popen]
+    log_dir: Path
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout=30, set_as_default=False)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.log_dir.glob("*.log"))
+
+
+ALLOWED_FAILURES = 1
+"""The test cluster's ``distributed.scheduler.allowed-failures``: a task that kills two workers fails."""
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A scheduler and two one-thread workers on 127.0.0.1 for the session, as `deploy/` starts them."""
+    from radiomics_assets.dagster_dev import free_port
+
+    dask = Path(sys.executable).parent / "dask"
+    if not dask.exists():
+        pytest.skip(f"{dask} missing: install the project (`./dev` does) to get distributed's `dask` command")
+    log_dir = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(ALLOWED_FAILURES)}
+    commands = {
+        "scheduler": [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        **{
+            f"w{i}": [
+                dask,
+                "worker",
+                address,
+                "--name",
+                f"w{i}",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+                "--local-directory",
+                log_dir / f"w{i}",
+            ]
+            for i in (1, 2)
+        },
+    }
+    processes = []
+    try:
+        for name, command in commands.items():
+            with open(log_dir / f"{name}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [str(part) for part in command],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        cluster = DaskCluster(address, processes, log_dir)
+        with cluster.client() as client:
+            client.wait_for_workers(2, timeout=120)
+        yield cluster
+    finally:
+        for process in reversed(processes):  # workers (their nannies) first, then the scheduler
+            _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
+    """SIGTERM to the process group (nanny and worker), then SIGKILL whatever is left."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,8 +1,11 @@
-"""Batch: the patient-level steps for many patients at once (``driver``) on a pool of workers (``workers``)."""
+"""Batch: the patient-level steps for many patients at once (``driver``) on a pool of workers or a Dask cluster
+(``workers``, ``dask_cluster``)."""
 
 from radiomics_assets.batch.driver import STAGES, PatientOutcome, PatientSettings, run_patients
 from radiomics_assets.batch.workers import (
+    DASK_SCHEDULER_ENV,
     WORKERS_ENV,
+    resolve_dask_scheduler,
     resolve_workers,
     start_workers_early,
     worker_pool,
@@ -10,10 +13,12 @@ from radiomics_assets.batch.workers import (
 )
 
 __all__ = [
+    "DASK_SCHEDULER_ENV",
     "STAGES",
     "WORKERS_ENV",
     "PatientOutcome",
     "PatientSettings",
+    "resolve_dask_scheduler",
     "resolve_workers",
     "run_patients",
     "start_workers_early",

@@ -2,8 +2,10 @@
 
 A backfill of K patients must not pay a process start-up and a run per patient, and must keep both cores
 busy. So one call handles a batch of patients: DICOM reading and mask building run per patient, feature
-extraction per (series, ROI), in a pool of worker processes; every patient's extraction starts as soon as
-its masks exist. Each worker holds one task's volumes at a time, which bounds memory per worker.
+extraction per (series, ROI), in a pool of worker processes or, when a Dask scheduler is configured, on the
+workers of that cluster (``batch.workers`` decides; both are a ``concurrent.futures`` executor, so the wait loop
+below is the same); every patient's extraction starts as soon as its masks exist. Each worker holds one task's
+volumes at a time, which bounds memory per worker.
 
 Only the calling process writes to the warehouse (one writer per batch, one transaction per patient once
 its stages have run; a batch that is interrupted first stores what its unfinished patients' ingest and masks
@@ -14,7 +16,9 @@ events.
 
 from __future__ import annotations
 
+import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
@@ -22,7 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_workers
+from radiomics_assets.batch.workers import (
+    InProcessExecutor,
+    executor,
+    in_flight_limit,
+    resolve_dask_scheduler,
+    resolve_workers,
+)
 from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
 from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
@@ -153,19 +163,26 @@ def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.Dat
 class _Batch:
     """State of one :func:`run_patients` call: outstanding tasks and the patients waiting on them."""
 
-    def __init__(self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int):
+    def __init__(
+        self, stages: frozenset[str], settings: PatientSettings, workers: int, n_patients: int, dask_scheduler: str = ""
+    ):
         self.stages, self.settings, self.workers, self.n_patients = stages, settings, workers, n_patients
+        self.dask_scheduler = dask_scheduler
         self._pool: Executor | None = None
         self.warehouse = Warehouse(settings.data_root.warehouse)
         self.pending: dict[Future, tuple[str, str]] = {}  # future -> (task kind, patient key)
+        self.backlog: deque[tuple[Executor, str, str, tuple]] = deque()  # (executor, kind, key, (fn, *args))
         self.waiting: dict[str, PatientOutcome] = {}  # patients whose extraction tasks are running
         self.extracted: dict[str, list] = {}
         self.remaining: dict[str, int] = {}
 
     def pool(self, tasks: int) -> Executor:
-        """The worker pool, started on first use with no more workers than tasks (none for a single task)."""
+        """The executor, started on first use: the Dask cluster if configured, else a local pool with no more
+        workers than tasks (none for a single task)."""
         if self._pool is None:
-            self._pool = executor(min(self.workers, tasks))
+            self._pool = executor(
+                min(self.workers, tasks), dask_scheduler=self.dask_scheduler, data_dir=self.settings.data_dir
+            )
         return self._pool
 
     def close(self) -> None:
@@ -183,9 +200,24 @@ class _Batch:
                 pass
 
     def submit_prepare(self, key: str) -> None:
-        # One patient: ingest here and keep the pool for its (series, ROI) extractions, sized to their number.
-        pool = InProcessExecutor() if self.n_patients == 1 else self.pool(self.n_patients)
-        self.pending[pool.submit(_prepare, self.settings, key, self.stages)] = ("prepare", key)
+        # One patient, local pool: ingest here and keep the pool for its (series, ROI) extractions, sized to
+        # their number. On a cluster every task runs on the workers (this process may not see the cores).
+        local_one = self.n_patients == 1 and not self.dask_scheduler
+        pool = InProcessExecutor() if local_one else self.pool(self.n_patients)
+        self.submit(pool, "prepare", key, _prepare, self.settings, key, self.stages)
+
+    def submit(self, pool: Executor, kind: str, key: str, fn, *args) -> None:
+        """Queue a task for ``pool``; it is handed over as soon as the executor has room (:meth:`drain`)."""
+        self.backlog.append((pool, kind, key, (fn, *args)))
+        self.drain()
+
+    def drain(self) -> None:
+        # No more tasks in flight than the executor has workers (unbounded for the local pool): Dask blames every
+        # task assigned to a worker that dies (allowed-failures), so a task queued behind one that crashes its
+        # worker would be failed with it.
+        while self.backlog and len(self.pending) < in_flight_limit(self.backlog[0][0]):
+            pool, kind, key, (fn, *args) = self.backlog.popleft()
+            self.pending[pool.submit(fn, *args)] = (kind, key)
 
     def prepared(self, outcome: PatientOutcome) -> PatientOutcome | None:
         """Start the patient's extraction if selected; else (or if it failed) the patient is complete."""
@@ -231,8 +263,9 @@ class _Batch:
         self.waiting[key], self.extracted[key], self.remaining[key] = outcome, [], len(masks)
         pool = self.pool(len(masks) if self.n_patients == 1 else self.workers)
         for mask_row in masks:
-            future = pool.submit(_extract_one, self.settings, key, series_rows[mask_row["series_uid"]], mask_row)
-            self.pending[future] = ("features", key)
+            self.submit(
+                pool, "features", key, _extract_one, self.settings, key, series_rows[mask_row["series_uid"]], mask_row
+            )
         return None
 
     def features_done(self, key: str, future: Future) -> PatientOutcome | None:
@@ -254,10 +287,15 @@ class _Batch:
 
     def finished(self) -> Iterator[PatientOutcome]:
         """Outcomes in the order the patients finish, until no task is left."""
-        while self.pending:
+        while self.pending or self.backlog:
+            if not self.pending:  # every worker of the cluster is gone (restarting): wait for one to come back
+                time.sleep(0.5)
+                self.drain()
+                continue
             done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, key = self.pending.pop(future)
+                self.drain()
                 if kind == "features":
                     outcome = self.features_done(key, future)
                 else:
@@ -270,17 +308,23 @@ class _Batch:
 
 
 def run_patients(
-    keys: list[str], stages: set[str], settings: PatientSettings, workers: int | None = None
+    keys: list[str],
+    stages: set[str],
+    settings: PatientSettings,
+    workers: int | None = None,
+    *,
+    dask_scheduler: str = "",
 ) -> Iterator[PatientOutcome]:
     """Run ``stages`` (a subset of :data:`STAGES`) for every patient in ``keys``; yields each outcome.
 
     A patient's rows are stored in one transaction once its selected stages have run: those of every stage
     that succeeded (a failed stage stores nothing, the stages before it are stored). ``workers`` defaults to the
-    number of usable cores; no worker process is started when there is a single task.
+    number of usable cores; no worker process is started when there is a single task. ``dask_scheduler``
+    (default ``$RADIOMICS_DASK_SCHEDULER``) runs the tasks on that Dask cluster instead of local processes.
     """
     stages = frozenset(stages)
     prepare_pyradiomics()  # for the tasks run in this process; worker processes do it in their initialiser
-    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys))
+    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys), resolve_dask_scheduler(dask_scheduler))
     try:
         for key in keys:
             if stages & {"studies", "roi_masks"}:

@@ -1,11 +1,14 @@
-"""The worker pool of the batch driver: process count, fork server, pinned thread pools, or in-process for one."""
+"""The executor of the batch driver's tasks: a Dask cluster if one is configured, else a local pool (process count,
+fork server, pinned thread pools), or in-process for one."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing import forkserver
+from pathlib import Path
 
 
 def pin_threads(threads: int) -> None:
@@ -76,7 +79,31 @@ def worker_pool() -> Executor:
     return executor(resolve_workers())
 
 
-def executor(workers: int) -> Executor:
+DASK_SCHEDULER_ENV = "RADIOMICS_DASK_SCHEDULER"
+
+
+def resolve_dask_scheduler(requested: str = "") -> str:
+    """The one place the executor kind is decided: the Dask scheduler address ``requested`` if set, else
+    ``$RADIOMICS_DASK_SCHEDULER`` (``tcp://host:8786``); "" means the local pool."""
+    return requested or os.environ.get(DASK_SCHEDULER_ENV, "")
+
+
+def in_flight_limit(pool: Executor) -> float:
+    """How many tasks ``pool`` should hold at once: its free workers for a Dask cluster (see
+    ``DaskExecutor.in_flight_limit``), unlimited for the local pool (it queues them itself)."""
+    limit = getattr(pool, "in_flight_limit", None)
+    return limit() if limit is not None else math.inf
+
+
+def executor(workers: int, *, dask_scheduler: str = "", data_dir: Path | None = None) -> Executor:
+    """The Dask cluster at ``dask_scheduler`` (checked: same software, ``data_dir`` visible) when one is given;
+    else ``workers`` local processes with pinned thread pools (in-process for one)."""
+    if dask_scheduler:
+        from radiomics_assets.batch.dask_cluster import DaskExecutor  # distributed is imported only when used
+
+        if data_dir is None:
+            raise ValueError("a Dask executor needs the data root, to check that every worker sees it")
+        return DaskExecutor(dask_scheduler, data_dir=data_dir)
     if workers <= 1:
         return InProcessExecutor()
     threads = max(1, default_workers() // workers)

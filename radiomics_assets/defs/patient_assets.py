@@ -115,7 +115,10 @@ def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig)
     usual = _usual_feature_counts(radiomics, context.partition_keys) if "features" in stages else {}
     code_version = params_version(radiomics.params())
     settings = radiomics.patient_settings()
-    for outcome in run_patients(context.partition_keys, stages, settings, radiomics.workers):
+    batch = run_patients(
+        context.partition_keys, stages, settings, radiomics.workers, dask_scheduler=radiomics.dask_scheduler
+    )
+    for outcome in batch:
         yield from _patient_events(outcome, radiomics, usual, code_version)
         if outcome.error:
             failures.append(f"{outcome.key} {outcome.failed_stage}: {outcome.error}")

@@ -7,7 +7,7 @@ from typing import Literal
 
 import dagster as dg
 
-from radiomics_assets.batch import WORKERS_ENV, PatientSettings
+from radiomics_assets.batch import DASK_SCHEDULER_ENV, WORKERS_ENV, PatientSettings
 from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
 from radiomics_assets.modelling.settings import ModellingSettings
@@ -49,6 +49,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     seed: int = 0
     workers: int = 0
     """Worker processes for a run's patients (0 = one per usable core); each pins SimpleITK to its share."""
+    dask_scheduler: str = ""
+    """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
+    = the local pool. Every worker must see the data root at the same path (README "Beyond one machine")."""
     candidate_models: list[CandidateModel] = [m.value for m in CandidateModel]
     """Compared by nested CV; the best CV AUC becomes the model."""
     selection_method: SelectionMethod = "anova"
@@ -96,6 +99,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "params_dir": env.get(PARAMS_DIR_ENV, ""),
             "params_file": env.get("RADIOMICS_PARAMS_FILE", ""),
             "workers": int(env.get(WORKERS_ENV, "0") or 0),
+            "dask_scheduler": env.get(DASK_SCHEDULER_ENV, ""),
             "inbox_settle_seconds": round(float(env.get("RADIOMICS_INBOX_SETTLE_SECONDS", "30"))),
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
