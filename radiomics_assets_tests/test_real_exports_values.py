@@ -30,6 +30,7 @@ from radiomics_assets_tests.conftest import SHARED_DATA, SMALL
 START_FACTOR = 3.254897503e-4  # scan start 10:45:00, dt = 4500 s: 75000 / (370e6 * 2 ** (-4500 / 6586.2))
 ADMIN_FACTOR = 2.027027027e-4  # decay corrected to the injection: 75000 / 370e6
 LATER_FACTOR = 3.359302932e-4  # a slice acquired at 10:50:00, dt = 4800 s (DecayCorrection NONE)
+DELAYED_FACTOR = 75000 / (370e6 * 2 ** (-(3 * 86400 + 4500) / 6586.2))  # injected three days before the scan
 
 
 def _suv_phantom(config=SMALL, index=0):
@@ -172,9 +173,11 @@ def _headers(folder):
             PetHeader(injection_time="233000", injection_date_time="20251231233000", series_time="004500"),
             {0: START_FACTOR},
         ),
+        # Delayed imaging: the StartDateTime days before the scan wins over a time of day that fits the scan day.
+        (PetHeader(injection_time="093000", injection_date_time="20251229093000"), {0: DELAYED_FACTOR}),
         (PetHeader(units="GML", weight_kg=None, dose_bq=None), {0: 1.0, 19: 1.0}),
     ],
-    ids=["start", "admin", "none-per-slice", "over-midnight", "gml"],
+    ids=["start", "admin", "none-per-slice", "over-midnight", "delayed-days", "gml"],
 )
 def test_suv_factor_equals_the_hand_computed_value(tmp_path, header, factors):
     patient, suv = _suv_phantom()
@@ -196,8 +199,24 @@ def test_suv_factor_equals_the_hand_computed_value(tmp_path, header, factors):
         (PetHeader(units="CNTS"), r"PT_0001\.dcm: PET Units CNTS cannot be converted to SUV"),
         (PetHeader(corrected_image=("DECY",)), r"PT_0001\.dcm: PET in BQML is not ATTN corrected"),
         (PetHeader(injection_time="120000"), r"PT_0001\.dcm: injection at 2026-01-01 12:00:00 .* negative"),
+        (
+            PetHeader(weight_kg=75000.0),
+            r"PT_0001\.dcm: PatientWeight .* outside 1-400 kg, so it is probably in another",
+        ),
+        (PetHeader(dose_bq=370.0), r"PT_0001\.dcm: RadionuclideTotalDose .* outside 100000-2e\+10 Bq"),
     ],
-    ids=["weight", "dose", "half-life", "injection", "no-units", "counts", "no-attenuation", "injection-after-scan"],
+    ids=[
+        "weight",
+        "dose",
+        "half-life",
+        "injection",
+        "no-units",
+        "counts",
+        "no-attenuation",
+        "injection-after-scan",
+        "weight-in-g",
+        "dose-in-mbq",
+    ],
 )
 def test_pet_that_cannot_become_suv_fails_naming_the_file_and_tag(tmp_path, header, message):
     patient, suv = _suv_phantom()

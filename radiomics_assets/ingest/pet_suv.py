@@ -73,16 +73,29 @@ def _required(ds: pydicom.Dataset, keyword: str, fix: str, parent: pydicom.Datas
     return value
 
 
+PLAUSIBLE = {
+    "PatientWeight": (1.0, 400.0),
+    "RadionuclideTotalDose": (1e5, 2e10),
+    "RadionuclideHalfLife": (60.0, 30 * 86400.0),
+}
+"""Bounds (kg, Bq, s) outside which a value is taken to be in another unit (g, MBq, minutes, ...) rather than
+converted silently: a weight in g or a dose in MBq would scale every SUV by 1000 or 10^6."""
+
+
 def _positive(ds: pydicom.Dataset, keyword: str, unit: str, fix: str, parent: pydicom.Dataset | None = None) -> float:
     value = _required(ds, keyword, fix, parent)
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
+    where = _where(parent if parent is not None else ds)
     if not number > 0:
+        raise DicomInputError(f"{where}: {keyword} {value!r} is not a positive number of {unit}; {fix}")
+    low, high = PLAUSIBLE.get(keyword, (0.0, float("inf")))
+    if not low <= number <= high:
         raise DicomInputError(
-            f"{_where(parent if parent is not None else ds)}: {keyword} {value!r} is not a positive number of {unit}; "
-            f"{fix}"
+            f"{where}: {keyword} {value!r} is outside {low:g}-{high:g} {unit}, so it is probably in another unit; "
+            f"correct the tag (DICOM stores it in {unit}) before converting to SUV"
         )
     return number
 
@@ -136,12 +149,15 @@ def injection_time(ds: pydicom.Dataset, scan: dt.datetime) -> dt.datetime:
             full = _naive(DT(str(start_date_time).strip()))
         except ValueError:
             full = None
+    if full is not None and full <= scan:
+        return full  # the full date and time: right for delayed imaging days after the injection too
     if start_time:
         try:
             moment = TM(str(start_time).strip())
         except ValueError:
             moment = None
         if moment is not None:
+            # No StartDateTime, or one after the scan (de-identification shifts dates): the time on the scan day.
             on_scan_day = dt.datetime.combine(scan.date(), moment)
             if on_scan_day <= scan or full is None:
                 return on_scan_day
@@ -235,6 +251,12 @@ def suv_conversion(slices: Sequence[pydicom.Dataset]) -> SuvConversion:
             f"export it with its Units ({SUV_UNITS} for SUVbw or {ACTIVITY_UNITS} with the radiopharmaceutical tags)"
         )
     if unit == SUV_UNITS:
+        suv_type = str(first.get("SUVType", "") or "BW").strip().upper()
+        if suv_type != "BW":
+            raise DicomInputError(
+                f"{_where(first)}: PET in {SUV_UNITS} is SUV normalised by {suv_type} (SUVType), not body weight; "
+                "the pipeline's SUV is SUVbw: export the series in Bq/ml or as SUVbw"
+            )
         return SuvConversion(units=unit, factors=(1.0,) * len(slices))
     if unit != ACTIVITY_UNITS:
         raise DicomInputError(
