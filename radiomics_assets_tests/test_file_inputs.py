@@ -70,14 +70,14 @@ def test_nifti_nrrd_pairs_through_assets(root):
     (root / "inbox" / "p2.json").write_text(json.dumps({"modality": "MR"}))
 
     pairs, _ = scan_file_pairs(root / "inbox")
-    assert sorted(pairs) == ["case_1", "p2"]
+    assert sorted(pairs) == [patient_key("case 1"), "p2"]
     with dg.instance_for_test() as instance:
         # The sensor registers files that are the same on two ticks (settle time 0 here: written just now).
         resources = {"radiomics": RadiomicsConfig(inbox_settle_seconds=0)}
         seen = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         found = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=seen.cursor))
-        assert [key for key, _ in requested_runs(found)] == ["case_1", "p2"]
-        for key in ("case_1", "p2"):
+        assert [key for key, _ in requested_runs(found)] == [patient_key("case 1"), "p2"]
+        for key in (patient_key("case 1"), "p2"):
             result = _run(instance, key)
             assert result.success, step_failure_messages(result)
     series = _query(root, "SELECT patient_id, modality, series_uid, size_z FROM series ORDER BY patient_id")
