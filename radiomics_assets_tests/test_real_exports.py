@@ -241,6 +241,7 @@ def test_one_inbox_of_real_world_exports(tmp_path, monkeypatch, capfd):
         sensor.tick()
         sensor.tick()
         assert sensor.registered() == set(keys)
+        assert not [key for key in keys if "Synthetic" in key or "Case" in key]
     tick_log = capfd.readouterr().err
     for note in expected["notes"]:
         assert re.search(note, tick_log), note

@@ -269,7 +269,7 @@ def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> Inbo
                 patient.rtstructs.append(header)
             elif header.is_segmentation:
                 patient.segmentations.append(header)
-            elif header.modality in IMAGE_MODALITIES and (why := non_volumetric_reason(header)):
+            elif why := non_volumetric_reason(header):
                 patient.skipped[path] = f"{path}: {why}, skipped"
             elif header.modality in IMAGE_MODALITIES:
                 patient.image_series.setdefault(header.series_uid, []).append(header)
