@@ -317,3 +317,21 @@ def add_scout_from(slice_path: Path, folder: Path) -> list[Path]:
         ds.save_as(folder / f"{name}.dcm")
         paths.append(folder / f"{name}.dcm")
     return paths
+
+
+def test_a_name_that_is_not_utf8_costs_only_its_files_and_is_reported_once(tmp_path):
+    from radiomics_assets.ingest import InboxIndex
+    from radiomics_assets.paths import DataRoot
+
+    inbox = tmp_path / "inbox"
+    _write_as(inbox, "SYN-0001", 0)
+    _write_as(inbox, b"caf\xe9", 1)
+    (inbox / "SYN-0001" / os.fsdecode(b"notes \xff.txt")).write_text("scanner notes")
+    index = InboxIndex(DataRoot(tmp_path))
+    first = index.update()
+    assert sorted(first.patients) == ["SYN-0001"]
+    assert set(first.new_ignored) == {"caf\\xe9", "SYN-0001/notes \\xff.txt"}
+    assert "caf\\xe9: name is not valid UTF-8" in first.ignored["caf\\xe9"]
+    again = index.update()
+    assert "caf\\xe9" in again.ignored and not again.new_ignored  # the sensor warns once, not every tick
+    assert sorted(scan_inbox(inbox).patients) == ["SYN-0001"]
