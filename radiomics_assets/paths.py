@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -14,17 +15,33 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STORED_IMAGE_SUFFIX = ".nrrd"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+KEY_MAX_CHARS = 64
+"""Longest key: DICOM's PatientID (LO) holds at most 64 characters, and a key is part of file names (``manifests/
+<key>.json``, ``volumes/<key>/``), run keys and URLs; 64 stays far below every file-name limit."""
+KEY_HASH_CHARS = 8
+"""Hex digits of the SHA-256 of the original ID appended to a key whose ID had to be changed."""
 
 
 def patient_key(patient_id: str) -> str:
-    """Partition key for a patient: only ``[A-Za-z0-9_-]``, so it is safe in paths, URLs and the UI.
+    """Partition key for a patient: only ``[A-Za-z0-9_-]``, at most 64 characters, one key per ID.
 
-    The key is derived from the DICOM PatientID (never PatientName); anything else becomes ``_``.
+    The key is derived from the DICOM PatientID (never PatientName). Leading and trailing spaces are not part
+    of the ID (DICOM pads values with spaces). An ID that is already a safe key (``SYN-0001``) is its own key;
+    any other gets its sanitised form (runs of other characters become ``_``) plus ``-`` and the first 8 hex
+    digits of the SHA-256 of the ID's UTF-8 bytes, so that ``AB 20`` (``AB_20-<hash>``), ``AB/20`` (another
+    hash) and ``AB_20`` stay three patients. An ID with no usable character becomes ``id-<hash>``; an ID whose
+    sanitised form is longer than 64 characters is cut to 55 and gets the hash. Every key is its own key again
+    (``patient_key(patient_key(x)) == patient_key(x)``), so tables that hold keys (labels.csv, seeds.csv) may
+    give either the ID or the key.
     """
-    key = _UNSAFE.sub("_", str(patient_id).strip()).strip("_")
-    if not key:
-        raise ValueError(f"patient id {patient_id!r} has no usable characters for a partition key")
-    return key
+    original = str(patient_id).strip()
+    sanitised = _UNSAFE.sub("_", original).strip("_")
+    if original and sanitised == original and len(original) <= KEY_MAX_CHARS:
+        return original
+    # surrogatepass: IDs taken from file names that are not valid UTF-8 hold lone surrogates; still hashable.
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:KEY_HASH_CHARS]
+    stem = sanitised[: KEY_MAX_CHARS - KEY_HASH_CHARS - 1].rstrip("_-") or "id"
+    return f"{stem}-{digest}"
 
 
 def data_root(data_dir: str | Path | None = None) -> DataRoot:

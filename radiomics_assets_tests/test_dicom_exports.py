@@ -25,7 +25,7 @@ from radiomics_assets.defs.partitions import patients
 from radiomics_assets.exports.codes import FEATURE_CODES, IBSI_IDENTIFIERS, NOT_IBSI, code_table_markdown
 from radiomics_assets.features.ibsi import FEATURE_MAP
 from radiomics_assets.masks.dicom_seg import read_segmentation, segment_masks
-from radiomics_assets.paths import PROJECT_ROOT, DataRoot
+from radiomics_assets.paths import PROJECT_ROOT, DataRoot, patient_key
 from radiomics_assets.synth import make_patient, write_rtstruct
 from radiomics_assets_tests.conftest import SHARED_DATA, SMALL, write_ct
 
@@ -272,10 +272,11 @@ def test_png_patients_are_skipped_with_a_note(tmp_path):
     (root.inbox / "benign").mkdir(parents=True)
     sitk.WriteImage(sitk.GetImageFromArray(image), str(root.inbox / "benign" / "benign (1).png"))
     sitk.WriteImage(sitk.GetImageFromArray(lesion), str(root.inbox / "benign" / "benign (1)_mask.png"))
-    series = ingest_studies(root, "benign_1")
-    masks = build_masks(root, "benign_1", series, MaskOptions())
-    Warehouse(root.warehouse).replace_patient("benign_1", {"series": series, "masks": masks})
-    outcome = export_patient(root, "benign_1", ExportSettings(params={}))
+    key = patient_key("benign (1)")
+    series = ingest_studies(root, key)
+    masks = build_masks(root, key, series, MaskOptions())
+    Warehouse(root.warehouse).replace_patient(key, {"series": series, "masks": masks})
+    outcome = export_patient(root, key, ExportSettings(params={}))
     assert "not a DICOM patient" in outcome.skipped and not outcome.files
     assert not (tmp_path / "exports").exists()
 

@@ -15,6 +15,7 @@ from radiomics_assets.defs.partitions import patients
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.defs.sensors import inbox_sensor
 from radiomics_assets.ingest import labels_from_folders, scan_file_pairs
+from radiomics_assets.paths import patient_key
 from radiomics_assets_tests.conftest import requested_runs
 
 
@@ -69,14 +70,14 @@ def test_nifti_nrrd_pairs_through_assets(root):
     (root / "inbox" / "p2.json").write_text(json.dumps({"modality": "MR"}))
 
     pairs, _ = scan_file_pairs(root / "inbox")
-    assert sorted(pairs) == ["case_1", "p2"]
+    assert sorted(pairs) == [patient_key("case 1"), "p2"]
     with dg.instance_for_test() as instance:
         # The sensor registers files that are the same on two ticks (settle time 0 here: written just now).
         resources = {"radiomics": RadiomicsConfig(inbox_settle_seconds=0)}
         seen = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         found = inbox_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=seen.cursor))
-        assert [key for key, _ in requested_runs(found)] == ["case_1", "p2"]
-        for key in ("case_1", "p2"):
+        assert [key for key, _ in requested_runs(found)] == [patient_key("case 1"), "p2"]
+        for key in (patient_key("case 1"), "p2"):
             result = _run(instance, key)
             assert result.success, step_failure_messages(result)
     series = _query(root, "SELECT patient_id, modality, series_uid, size_z FROM series ORDER BY patient_id")
@@ -135,17 +136,23 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
     _busi_like(inbox / "normal", "normal (5)", rng)
 
     with dg.instance_for_test() as instance:
-        for key in ("benign_1", "malignant_2"):
+        for key in (patient_key("benign (1)"), patient_key("malignant (2)")):
             result = _run(instance, key)
             assert result.success, step_failure_messages(result)
-        broken = _run(instance, "malignant_3")
+        broken = _run(instance, patient_key("malignant (3)"))
         (message,) = step_failure_messages(broken)
-        assert message.startswith("malignant_3 studies:") and "malignant (3).png: unreadable image" in message
-        mismatch = _run(instance, "malignant_4")
+        assert (
+            message.startswith(f"{patient_key('malignant (3)')} studies:")
+            and "malignant (3).png: unreadable image" in message
+        )
+        mismatch = _run(instance, patient_key("malignant (4)"))
         (message,) = step_failure_messages(mismatch)
-        assert message.startswith("malignant_4 roi_masks:") and "malignant (4)_mask.png: mask size (70, 50)" in message
+        assert (
+            message.startswith(f"{patient_key('malignant (4)')} roi_masks:")
+            and "malignant (4)_mask.png: mask size (70, 50)" in message
+        )
     masks = _query(root, "SELECT patient_id, roi, voxel_count FROM masks ORDER BY patient_id")
-    assert masks.patient_id.tolist() == ["benign_1", "malignant_2"]
+    assert masks.patient_id.tolist() == [patient_key("benign (1)"), patient_key("malignant (2)")]
     assert masks.voxel_count.tolist() == [400 + 300, 400]  # mask and mask_1 merged by OR
     series = _query(root, "SELECT DISTINCT modality FROM series")
     assert series.modality.tolist() == ["US"]
@@ -154,10 +161,10 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
 
     table, notes = labels_from_folders(inbox)
     assert dict(zip(table.patient_id, table.label, strict=True)) == {
-        "benign_1": "benign",
-        "malignant_2": "malignant",
-        "malignant_3": "malignant",
-        "malignant_4": "malignant",
+        patient_key("benign (1)"): "benign",
+        patient_key("malignant (2)"): "malignant",
+        patient_key("malignant (3)"): "malignant",
+        patient_key("malignant (4)"): "malignant",
     }
     assert len(notes) == 1 and "normal (5).png" in notes[0]
     assert cli_main(["--data-dir", str(root), "labels-from-folders"]) == 0

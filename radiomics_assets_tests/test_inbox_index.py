@@ -259,7 +259,7 @@ def test_broken_study_is_registered_and_its_run_names_the_file(tmp_path, monkeyp
         assert sorted(_runs(sensor.tick())) == [("SYN-0001", batch), ("SYN-0002", batch)]
         log = capfd.readouterr().err
         assert "SYN-0002: unreadable files" in log and "CT_0006.dcm: incomplete DICOM header" in log
-        assert "stray.dcm belongs to no patient" in log
+        assert "stray.dcm is not used" in log
         assert "SYN-0002/CT/CT_0006.dcm" in read_manifest(DataRoot(tmp_path), "SYN-0002").dicom
 
         job = defs.resolve_job_def("ingest_patient")

@@ -26,7 +26,7 @@ from radiomics_assets.masks import (
     segment_lesion,
     segment_masks,
 )
-from radiomics_assets.paths import DataRoot
+from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.synth import make_patient, write_rtstruct
 from radiomics_assets_tests.conftest import SMALL, write_ct, write_seg
 
@@ -244,11 +244,11 @@ def test_busi_normal_images_with_empty_masks_are_skipped_with_a_note(tmp_path, m
     _png(inbox / "normal" / "normal (2)_mask_1.png", np.zeros((40, 50)))
 
     pairs, skipped = scan_file_pairs(inbox)
-    assert list(pairs) == ["benign_1"]
+    assert list(pairs) == [patient_key("benign (1)")]
     assert {p.name for p in skipped} == {"normal (2).png", "normal (2)_mask.png", "normal (2)_mask_1.png"}
     assert all(EMPTY_LESION_MASK in why for why in skipped.values())
     table, notes = labels_from_folders(inbox)
-    assert table.patient_id.tolist() == ["benign_1"] and len(notes) == 1 and "normal (2).png" in notes[0]
+    assert table.patient_id.tolist() == [patient_key("benign (1)")] and len(notes) == 1 and "normal (2).png" in notes[0]
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster"))
     cli_main(["--data-dir", str(tmp_path), "run"])  # the cohort step fails (no labels); the notes come first

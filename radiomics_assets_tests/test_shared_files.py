@@ -9,6 +9,7 @@ import SimpleITK as sitk
 from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import defs
 from radiomics_assets.defs.partitions import patients
+from radiomics_assets.paths import patient_key
 from radiomics_assets_tests.conftest import SHARED_DATA
 
 BUSI = SHARED_DATA / "busi_sample"
@@ -23,7 +24,7 @@ def _link_busi(inbox):
         for path in sorted((BUSI / folder).glob("*.png")):
             (inbox / folder / path.name).symlink_to(path)
             if "_mask" not in path.name:
-                names.append(path.stem.replace(" (", "_").rstrip(")"))
+                names.append(patient_key(path.stem))
     return names
 
 

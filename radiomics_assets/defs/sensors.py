@@ -66,10 +66,18 @@ def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig
     seen = _seen_fingerprints(context.cursor)
     plan = plan_registrations(root, snapshot, seen, known, radiomics.inbox_settle_seconds)
     for rel, why in snapshot.new_ignored.items():
-        context.log.warning(f"inbox file {rel} belongs to no patient and is not used: {why}")
+        context.log.warning(f"inbox file {rel} is not used: {why}")
     for key in plan.register + plan.rerun + plan.adopt:
         entry = snapshot.patients[key]
-        write_manifest(root, entry)
+        try:
+            write_manifest(root, entry)
+        except OSError as exc:  # one patient's manifest (disk, permissions) must not stop the tick for all
+            context.log.error(f"{key}: its manifest cannot be written ({exc}); it is not run this tick")
+            for chosen in (plan.register, plan.rerun, plan.adopt):
+                if key in chosen:
+                    chosen.remove(key)
+            plan.waiting[key] = "manifest not written"
+            continue
         if entry.unreadable:
             beside = "; ".join(entry.unreadable.values())
             context.log.warning(

@@ -7,7 +7,14 @@ their mask files, ``inbox_index`` caches headers between sensor ticks, ``manifes
 ``studies`` stores the volumes.
 """
 
-from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, PatientFiles, read_header, scan_inbox
+from radiomics_assets.ingest.dicom_headers import (
+    DicomFile,
+    InboxScan,
+    PatientFiles,
+    non_volumetric_reason,
+    read_header,
+    scan_inbox,
+)
 from radiomics_assets.ingest.dicom_series import (
     SeriesVolume,
     describe_series,
@@ -16,7 +23,7 @@ from radiomics_assets.ingest.dicom_series import (
     sorted_slice_files,
 )
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
-from radiomics_assets.ingest.inbox import inbox_entries, inbox_files
+from radiomics_assets.ingest.inbox import inbox_entries, inbox_files, printable_name
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
 from radiomics_assets.ingest.manifests import (
     Manifest,
@@ -50,8 +57,10 @@ __all__ = [
     "inbox_files",
     "ingest_studies",
     "labels_from_folders",
+    "non_volumetric_reason",
     "patient_inputs",
     "plan_registrations",
+    "printable_name",
     "read_header",
     "read_manifest",
     "read_series",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import filecmp
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
@@ -20,6 +24,25 @@ SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4
 
 
 LAST_HEADER_TAG = 0x00280030  # PixelSpacing: every tag read_header needs comes before it
+
+SECONDARY_CAPTURE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture: dose reports, screen saves
+    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+}
+ENHANCED_MULTIFRAME_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+}
+LOCALIZER_MAX_SLICES = 3
+"""A series of at most this many images whose planes are not parallel is a localizer (scout: AP + lateral, or
+three planes). A longer series with one slice at another orientation is a broken volume and fails instead."""
 
 
 def read_until(path: Path, last_tag: int) -> pydicom.Dataset:
@@ -48,6 +71,8 @@ class DicomFile:
     image_orientation: str = ""
     rows_columns: str = ""
     pixel_spacing: str = ""
+    image_type: str = ""
+    """ImageType as "ORIGINAL\\PRIMARY\\AXIAL" (upper case), to recognise localizers and derived images."""
 
     @property
     def is_segmentation(self) -> bool:
@@ -65,6 +90,12 @@ class PatientFiles:
     """DICOM-SEG objects (Segmentation Storage), each paired later with its image series."""
     unreadable: dict[Path, str] = field(default_factory=dict)
     """Files that could not be read, found in a folder that holds this patient's files (likely theirs)."""
+    skipped: dict[Path, str] = field(default_factory=dict)
+    """The patient's objects that cannot form a volume (secondary captures, localizers, enhanced multi-frame) and
+    identical copies of files already used, with the reason; not used, and reported as notes."""
+    conflicts: list[str] = field(default_factory=list)
+    """Why the patient's files cannot be used as they are (one SOP instance UID with two contents, one key for
+    two PatientIDs): the partition fails with these messages instead of merging the files silently."""
 
     def all_files(self) -> list[DicomFile]:
         return [f for series in self.image_series.values() for f in series] + self.rtstructs + self.segmentations
@@ -87,23 +118,117 @@ def read_header(path: Path) -> DicomFile:
         raise DicomInputError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:  # truncated or corrupt files raise many different errors inside pydicom
         raise DicomInputError(f"{path}: unreadable DICOM ({type(exc).__name__}: {exc})") from exc
-    missing = [t for t in ("PatientID", "SeriesInstanceUID", "Modality") if not getattr(ds, t, "")]
-    if missing:
-        raise DicomInputError(f"{path}: incomplete DICOM header, lacks {', '.join(missing)} (truncated file?)")
-    return DicomFile(
-        path=path,
-        patient_id=str(ds.PatientID),
-        study_uid=str(getattr(ds, "StudyInstanceUID", "")),
-        series_uid=str(ds.SeriesInstanceUID),
-        sop_uid=str(getattr(ds, "SOPInstanceUID", "")),
-        modality=str(ds.Modality).upper(),
-        frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
-        sop_class_uid=str(getattr(ds, "SOPClassUID", "")),
-        image_position=_joined(ds, "ImagePositionPatient"),
-        image_orientation=_joined(ds, "ImageOrientationPatient"),
-        rows_columns=f"{ds.Rows}\\{ds.Columns}" if "Rows" in ds and "Columns" in ds else "",
-        pixel_spacing=_joined(ds, "PixelSpacing"),
-    )
+    try:  # pydicom decodes values (character sets, numbers) only when they are read: that can fail too
+        missing = [t for t in ("PatientID", "SeriesInstanceUID", "Modality") if not str(getattr(ds, t, "")).strip()]
+        if missing:
+            raise DicomInputError(f"{path}: incomplete DICOM header, lacks {', '.join(missing)} (truncated file?)")
+        return DicomFile(
+            path=path,
+            patient_id=str(ds.PatientID).strip(),
+            study_uid=str(getattr(ds, "StudyInstanceUID", "")),
+            series_uid=str(ds.SeriesInstanceUID),
+            sop_uid=str(getattr(ds, "SOPInstanceUID", "")),
+            modality=str(ds.Modality).upper(),
+            frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "")),
+            sop_class_uid=str(getattr(ds, "SOPClassUID", "")),
+            image_position=_joined(ds, "ImagePositionPatient"),
+            image_orientation=_joined(ds, "ImageOrientationPatient"),
+            rows_columns=f"{ds.Rows}\\{ds.Columns}" if "Rows" in ds and "Columns" in ds else "",
+            pixel_spacing=_joined(ds, "PixelSpacing"),
+            image_type=_image_type(ds),
+        )
+    except DicomInputError:
+        raise
+    except Exception as exc:
+        raise DicomInputError(f"{path}: unreadable DICOM header value ({type(exc).__name__}: {exc})") from exc
+
+
+def _image_type(ds: pydicom.Dataset) -> str:
+    values = ds.get("ImageType")
+    if values is None:
+        return ""
+    values = [values] if isinstance(values, str) else list(values)
+    return "\\".join(str(v).strip().upper() for v in values)
+
+
+def non_volumetric_reason(header: DicomFile) -> str | None:
+    """Why an image object cannot be a slice of a 3D volume (it is skipped with this note), or None.
+
+    Secondary captures (dose reports, screen saves) have no patient geometry; localizers (scouts) are
+    projections; DERIVED\\SECONDARY images without position or orientation are screen saves; enhanced
+    multi-frame objects hold a whole series in one file, which this pipeline does not read yet.
+    """
+    image_type = header.image_type.split("\\") if header.image_type else []
+    if header.sop_class_uid in SECONDARY_CAPTURE_SOP_CLASSES:
+        return "secondary capture (a dose report or screen save), not an image volume"
+    if header.sop_class_uid in ENHANCED_MULTIFRAME_SOP_CLASSES:
+        return "enhanced multi-frame not supported (export the series as single-frame images)"
+    if "LOCALIZER" in image_type:
+        return "localizer (scout) image, not a slice of a volume"
+    if image_type[:2] == ["DERIVED", "SECONDARY"] and not (header.image_position and header.image_orientation):
+        return "derived secondary image without slice geometry (a screen save), not a slice of a volume"
+    return None
+
+
+def _is_localizer_series(files: list[DicomFile]) -> bool:
+    """A few images whose planes are not parallel (AP and lateral scouts): see LOCALIZER_MAX_SLICES."""
+    if not 1 < len(files) <= LOCALIZER_MAX_SLICES:
+        return False
+    normals = []
+    for file in files:
+        try:
+            row_col = [float(v) for v in file.image_orientation.split("\\")]
+        except ValueError:
+            return False
+        if len(row_col) != 6:
+            return False
+        normal = np.cross(row_col[:3], row_col[3:])
+        normals.append(normal / (np.linalg.norm(normal) or 1.0))
+    return any(abs(float(np.dot(normals[0], n))) < 0.999 for n in normals[1:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _same_content(first: str, first_stamp: tuple, other: str, other_stamp: tuple) -> bool:
+    """Whether two files hold the same DICOM object: the same bytes, or the same data set (the file meta header,
+    written by each exporter, may differ). Cached by size and mtime: the sensor groups every tick."""
+    if filecmp.cmp(first, other, shallow=False):
+        return True
+    try:
+        return pydicom.dcmread(first) == pydicom.dcmread(other)
+    except Exception:  # unreadable: not provably the same object
+        return False
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _deduplicate(files: list[DicomFile], patient: PatientFiles) -> list[DicomFile]:
+    """The files with each SOP instance UID once: a second identical copy (the same study exported into two
+    folders) is skipped with a note; a second file with the same UID and other content is a conflict."""
+    kept: dict[str, DicomFile] = {}
+    out = []
+    for header in files:
+        first = kept.get(header.sop_uid) if header.sop_uid else None
+        if first is None:
+            if header.sop_uid:
+                kept[header.sop_uid] = header
+            out.append(header)
+        elif _same_content(str(first.path), _stamp(first.path), str(header.path), _stamp(header.path)):
+            patient.skipped[header.path] = (
+                f"{header.path}: identical copy of {first.path} (same SOP instance UID), not used twice"
+            )
+        else:
+            patient.conflicts.append(
+                f"{header.path}: same SOP instance UID {header.sop_uid} as {first.path} but different content; "
+                "keep the right one of the two files in the inbox"
+            )
+            out.append(header)  # kept, so the patient's manifest lists both and its run fails naming them
+    return out
 
 
 def _joined(ds: pydicom.Dataset, keyword: str) -> str:
@@ -118,25 +243,50 @@ def _joined(ds: pydicom.Dataset, keyword: str) -> str:
 def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> InboxScan:
     """Group read headers by patient and series; ``unreadable`` maps files whose header failed to the reason.
 
-    Shared by the full inbox scan and the incremental inbox index, so both sort files the same way.
+    Shared by the full inbox scan and the incremental inbox index, so both sort files the same way. Objects that
+    cannot form a volume and identical copies are put in the patient's ``skipped`` (and ``ignored``) with the
+    reason; two PatientIDs that give one key, or one SOP instance UID with two contents, are ``conflicts``.
     """
     patients: dict[str, PatientFiles] = {}
     ignored = dict(unreadable)
+    ids_of_key: dict[str, dict[str, Path]] = {}
+    by_key: dict[str, list[DicomFile]] = {}
     for header in sorted(headers, key=lambda h: h.path):
-        path = header.path
         key = patient_key(header.patient_id)
-        patient = patients.setdefault(key, PatientFiles(key=key))
-        if header.modality == "RTSTRUCT":
-            patient.rtstructs.append(header)
-        elif header.is_segmentation:
-            patient.segmentations.append(header)
-        elif header.modality in IMAGE_MODALITIES:
-            patient.image_series.setdefault(header.series_uid, []).append(header)
-        else:
-            ignored[path] = f"{path}: modality {header.modality} is not an image series, RTSTRUCT or SEG"
+        ids_of_key.setdefault(key, {}).setdefault(header.patient_id, header.path)
+        by_key.setdefault(key, []).append(header)
+    for key, files in by_key.items():
+        patient = patients[key] = PatientFiles(key=key)
+        if len(ids_of_key[key]) > 1:
+            named = ", ".join(str(path) for path in ids_of_key[key].values())
+            patient.conflicts.append(
+                f"patient key {key!r}: files of {len(ids_of_key[key])} different PatientIDs give this key "
+                f"(for example {named}); they are not merged"
+            )
+        for header in _deduplicate(files, patient):
+            path = header.path
+            if header.modality == "RTSTRUCT":
+                patient.rtstructs.append(header)
+            elif header.is_segmentation:
+                patient.segmentations.append(header)
+            elif why := non_volumetric_reason(header):
+                patient.skipped[path] = f"{path}: {why}, skipped"
+            elif header.modality in IMAGE_MODALITIES:
+                patient.image_series.setdefault(header.series_uid, []).append(header)
+            else:
+                patient.skipped[path] = f"{path}: modality {header.modality} is not an image series, RTSTRUCT or SEG"
+        for series_uid, series in list(patient.image_series.items()):
+            if _is_localizer_series(series):
+                del patient.image_series[series_uid]
+                for file in series:
+                    patient.skipped[file.path] = (
+                        f"{file.path}: localizer series {series_uid} (its {len(series)} images are not parallel), "
+                        "skipped"
+                    )
+        ignored.update(patient.skipped)
     folders = {f.path.parent: p for p in patients.values() for f in p.all_files()}
     for path, why in sorted(ignored.items()):
-        if path.parent in folders:
+        if path.parent in folders and path not in folders[path.parent].skipped:
             folders[path.parent].unreadable[path] = why
     return InboxScan(patients=patients, ignored=ignored)
 
@@ -162,5 +312,8 @@ def read_headers(paths: list[Path]) -> tuple[list[DicomFile], dict[Path, str]]:
 
 
 def scan_inbox(inbox: Path) -> InboxScan:
-    """Header-only pass over every file under ``inbox`` (any nesting)."""
-    return group_headers(*read_headers(inbox_files(inbox)))
+    """Header-only pass over every file under ``inbox`` (any nesting); names that are not UTF-8 are ignored."""
+    unusable: dict[str, str] = {}
+    scan = group_headers(*read_headers(inbox_files(inbox, unusable)))
+    scan.ignored.update({inbox / name: why for name, why in unusable.items()})
+    return scan

@@ -9,7 +9,7 @@ Layouts (any nesting under the inbox):
   to grayscale, modality ``US``; the class folder (``benign``/``malignant``) can become the label. An image whose
   masks are all empty (BUSI ``normal`` images) has no lesion to describe: it is skipped with a note.
 
-The partition key is ``patient_key(<id>)``, e.g. ``benign (3).png`` -> ``benign_3``.
+The partition key is ``patient_key(<id>)``, e.g. ``benign (3).png`` -> ``benign_3-5ec15dc8`` (``paths.patient_key``).
 """
 
 from __future__ import annotations
@@ -76,10 +76,7 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
         kind = "png" if suffix == PNG_SUFFIX else "volume"
         match = MASK_NAME.match(stem)
         ident = match.group("id") if match else stem
-        try:
-            key = patient_key(ident)
-        except ValueError:
-            continue
+        key = patient_key(ident)
         pair = groups.setdefault((path.parent, ident, kind), FilePair(key=key, kind=kind))
         if match:
             pair.masks.append(path)

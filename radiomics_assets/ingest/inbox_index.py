@@ -123,6 +123,7 @@ class InboxIndex:
         if columns and columns != _COLUMNS:  # written by a version that kept other header fields: only a cache
             con.execute("DROP TABLE headers")
         con.execute(_SCHEMA)
+        con.execute("CREATE TABLE IF NOT EXISTS unusable_names (name TEXT PRIMARY KEY)")  # reported once each
         return con
 
     def update(
@@ -136,9 +137,10 @@ class InboxIndex:
         ``read_map`` maps the header reader over a list of paths: a process pool's ``map`` reads on all cores.
         """
         started = time.monotonic()
+        unusable: dict[str, str] = {}
         stamps = {
             rel: FileStamp(rel, st.st_size, st.st_mtime_ns, max(st.st_mtime_ns, st.st_ctime_ns))
-            for rel, st in inbox_entries(self.inbox)
+            for rel, st in inbox_entries(self.inbox, unusable)
         }
 
         con = self._connect()
@@ -179,9 +181,12 @@ class InboxIndex:
                 else:
                     headers.append(cached_header(path, row))
             gone = [(rel,) for rel in cached if rel not in stamps]
+            reported = {row[0] for row in con.execute("SELECT name FROM unusable_names")}
             with con:
                 con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", fresh_rows)
                 con.executemany("DELETE FROM headers WHERE path = ?", gone)
+                con.execute("DELETE FROM unusable_names")
+                con.executemany("INSERT INTO unusable_names VALUES (?)", [(name,) for name in unusable])
         finally:
             con.close()
 
@@ -189,6 +194,8 @@ class InboxIndex:
         snapshot = self._group(group_headers(headers, unreadable), stamps, read_now, has_pairs)
         snapshot.pending = pending
         snapshot.header_reads = reads
+        snapshot.ignored.update(unusable)
+        snapshot.new_ignored.update({name: why for name, why in unusable.items() if name not in reported})
         blocked = {_top_folder(rel) for rel in pending}
         snapshot.waiting_for_headers = {
             key for key, entry in snapshot.patients.items() if any(_top_folder(f.path) in blocked for f in entry.files)

@@ -135,6 +135,8 @@ class PatientInputs:
     def require_dicom(self) -> PatientFiles:
         if self.dicom is None:
             raise DicomInputError(f"no DICOM files for patient key {self.key!r} under {self.where}")
+        if self.dicom.conflicts:
+            raise DicomInputError("; ".join(self.dicom.conflicts))
         return self.dicom
 
 

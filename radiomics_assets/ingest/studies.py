@@ -92,7 +92,8 @@ def ingest_studies(
         return _ingest_file_pair(root, inputs, file_modality)
     patient = inputs.require_dicom()
     if not patient.image_series:
-        raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}")
+        skipped = "".join(f"; {why}" for why in patient.skipped.values())
+        raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}{skipped}")
     rows = []
     for series_uid, files in sorted(patient.image_series.items()):
         try:

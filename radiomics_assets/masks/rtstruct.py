@@ -2,8 +2,8 @@
 
 Why by coordinates: RTSTRUCTs in the wild often reference SOP instances that are not in the series, so
 each contour point (mm) is mapped to a continuous voxel index of the image, and the voxel centres inside the
-polygon are filled on that slice. Several contours on one slice are combined with XOR, so an inner contour
-cuts a hole.
+polygon are filled on that slice. A contour must lie on a slice (within a stated tolerance); on one slice, a contour
+inside another is a hole (nested rings alternate). Contours of different planes are never combined.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from matplotlib.path import Path as Polygon
 from pydicom.dataelem import RawDataElement
 
 from radiomics_assets.errors import DicomInputError
+from radiomics_assets.masks.pairing import SLICE_TOLERANCE
 from radiomics_assets.masks.roi_names import name_matcher
 
 CONTOUR_DATA = 0x30060050
@@ -87,28 +88,82 @@ def select_rois(structure_set: StructureSet, name_pattern: str) -> list[RoiConto
 
 
 def rasterise(roi: RoiContours, image: sitk.Image, source: Path | str = "RTSTRUCT") -> sitk.Image:
-    """Voxel mask (uint8, 1 inside) of ``roi`` on the grid of ``image``."""
+    """Voxel mask (uint8, 1 inside) of ``roi`` on the grid of ``image``.
+
+    Every contour must lie in one plane within ``SLICE_TOLERANCE`` slice spacings of a slice of the image (a
+    contour drawn between two slices belongs to neither: rounding it onto one would put it on the wrong slice);
+    otherwise :class:`DicomInputError` names the ROI, the contour (its 1-based place in the ROI's contour
+    sequence) and its distance (mm). On each slice a contour inside another contour of the same slice is a
+    hole, a contour inside a hole an island, and so on; contours side by side (or overlapping) add up.
+    """
     size_x, size_y, size_z = image.GetSize()
+    slice_spacing_mm = float(image.GetSpacing()[2])
     mask = np.zeros((size_z, size_y, size_x), dtype=bool)
     to_index = _physical_to_index(image)
-    for points in roi.contours_mm:
+    by_slice: dict[int, list[np.ndarray]] = {}
+    for number, points in enumerate(roi.contours_mm, start=1):
         index = to_index(points)
+        where = f"{source}: ROI {roi.name!r} contour {number}"
+        if np.ptp(index[:, 2]) > 2 * SLICE_TOLERANCE:
+            spread_mm = float(np.ptp(index[:, 2])) * slice_spacing_mm
+            raise DicomInputError(f"{where} is not in one image plane (its points spread {spread_mm:.2f} mm)")
         k = int(round(float(np.median(index[:, 2]))))
-        if np.ptp(index[:, 2]) > 0.5:
-            raise DicomInputError(f"{source}: ROI {roi.name!r} has a contour that is not in one image plane")
         if not 0 <= k < size_z:
             raise DicomInputError(
                 f"{source}: ROI {roi.name!r} has a contour at slice index {k}, outside the image (0..{size_z - 1})"
             )
-        # Only voxel centres within the contour's bounding box can be inside it: test those, not the slice.
-        low = np.clip(np.floor(index[:, :2].min(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
-        high = np.clip(np.ceil(index[:, :2].max(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
-        yy, xx = np.mgrid[low[1] : high[1] + 1, low[0] : high[0] + 1]
-        inside = Polygon(index[:, :2]).contains_points(np.column_stack([xx.ravel(), yy.ravel()]))
-        mask[k, low[1] : high[1] + 1, low[0] : high[0] + 1] ^= inside.reshape(xx.shape)
+        off_slice = float(np.abs(index[:, 2] - k).max())
+        if off_slice > SLICE_TOLERANCE:
+            raise DicomInputError(
+                f"{where} lies {off_slice * slice_spacing_mm:.2f} mm from the nearest slice (index {k}), beyond "
+                f"{SLICE_TOLERANCE:g} of the slice spacing ({SLICE_TOLERANCE * slice_spacing_mm:.2f} mm): it lies "
+                "between slices, so it was drawn on another grid; export the contours on this series' slices"
+            )
+        by_slice.setdefault(k, []).append(index[:, :2])
+    for k, contours in by_slice.items():
+        mask[k] = _fill_plane(contours, (size_y, size_x))
     out = sitk.GetImageFromArray(mask.astype(np.uint8))
     out.CopyInformation(image)
     return out
+
+
+def _fill_plane(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """One slice's mask (rows, columns) from its contours ((x, y) continuous voxel indices), holes by containment.
+
+    A contour lies inside another when most of its points are inside that one and its area is smaller (a hole
+    may touch its outline at a point; two copies of one outline contain neither). A contour's depth is the number
+    of contours it lies inside; contours are applied from the outermost in: an even depth adds its inside, an
+    odd depth cuts it out. For nested rings that is the XOR of their insides (outline, hole, island, ...); for
+    outlines that overlap or repeat, their union.
+    """
+    polygons = [Polygon(points) for points in contours]
+    areas = [_polygon_area(points) for points in contours]
+
+    def inside(inner: int, outer: int) -> bool:
+        return areas[inner] < areas[outer] and polygons[outer].contains_points(contours[inner]).mean() > 0.5
+
+    depth = [sum(inside(i, j) for j in range(len(contours)) if j != i) for i in range(len(contours))]
+    size_y, size_x = shape
+    plane = np.zeros(shape, dtype=bool)
+    for i in sorted(range(len(contours)), key=lambda i: depth[i]):
+        points = contours[i]
+        # Only voxel centres within the contour's bounding box can be inside it: test those, not the slice.
+        low = np.clip(np.floor(points.min(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
+        high = np.clip(np.ceil(points.max(axis=0)).astype(int), 0, [size_x - 1, size_y - 1])
+        yy, xx = np.mgrid[low[1] : high[1] + 1, low[0] : high[0] + 1]
+        filled = polygons[i].contains_points(np.column_stack([xx.ravel(), yy.ravel()])).reshape(xx.shape)
+        window = plane[low[1] : high[1] + 1, low[0] : high[0] + 1]
+        if depth[i] % 2 == 0:
+            window |= filled
+        else:
+            window &= ~filled
+    return plane
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Area enclosed by a closed polygon of (x, y) points (shoelace formula), in squared index units."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def _physical_to_index(image: sitk.Image):
