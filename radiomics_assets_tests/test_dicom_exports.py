@@ -390,3 +390,29 @@ def test_a_patient_whose_source_slices_are_gone_fails_alone(exported, tmp_path):
     (message,) = step_failure_messages(results[CONTOURED])
     assert message.startswith(f"{CONTOURED} dicom_exports: ") and f"inbox/{CONTOURED}/CT" in message
     assert "lacks the slices [4]" in message
+
+
+def test_pet_converted_from_bq_per_ml_is_reported_in_suv(tmp_path):
+    """A PET exported in Bq/ml is stored as SUVbw (ingest converts it), so the SR gives SUV units, not Bq/ml."""
+    from radiomics_assets.synth import PetHeader, pet_slopes, write_pet_series
+
+    patient = make_patient(SMALL, 0, 1)
+    rng = np.random.default_rng(0)
+    suv = np.where(patient.lesion, 8.0 + 0.02 * (patient.hu - patient.hu[patient.lesion].mean()), 1.5)
+    suv = np.clip(suv + 0.1 * rng.standard_normal(suv.shape), 0.0, None)
+    factor = 3.254897503e-4  # the default PetHeader's SUV factor (scan 4500 s after the injection)
+    folder = tmp_path / "inbox" / patient.patient_id
+    slopes = [s / factor for s in pet_slopes(suv)]
+    slices = write_pet_series(patient, suv / factor, folder / "PT", SMALL.seed, header=PetHeader(), slopes=slopes)
+    write_rtstruct(patient, slices, folder / "RS" / "RS.dcm", "GTV", SMALL.seed)
+    config = {"data_dir": str(tmp_path)}
+    key = patient_key(patient.patient_id)
+    with dg.instance_for_test() as instance:
+        _run(instance, "ingest_patient", [key], config)
+        _run(instance, "export_dicom", [key], {**config, "export_dicom": True})
+    root = DataRoot(tmp_path)
+    assert _table(root, "SELECT units FROM series WHERE patient_id = ?", [key]).units.tolist() == ["BQML"]
+    (path,) = _files(root, key, "sr")
+    (group,) = hd.sr.srread(path).content.get_volumetric_roi_measurement_groups()
+    units = {m.name.value: m.unit.value for m in group.get_measurements()}
+    assert units["Q4LE"] == "{SUVbw}g/ml" and units["ECT3"] == "({SUVbw}g/ml)2"

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pydicom
 import SimpleITK as sitk
 import yaml
@@ -151,12 +152,22 @@ def _export_series(root, key, series, masks, features, inputs, settings, outcome
     if not rois:
         return
     normalised = _normalised(settings.params.get(series.modality), set(features.params_hash))
-    pet_units = str(sources[0].get("Units", ""))
+    # The stored PET is SUVbw whenever ingest converted it (a suv_factor is recorded, GML or BQML alike); only rows
+    # ingested before the conversion existed hold the source's own Units.
+    suv_factor = getattr(series, "suv_factor", None)
+    converted = suv_factor is not None and not pd.isna(suv_factor)
+    pet_units = "GML" if converted else str(sources[0].get("Units", ""))
     units = {
         image_type: intensity_unit(series.modality, image_type=image_type, normalised=normalised, pet_units=pet_units)
         for image_type in features.image_type.unique()
     }
-    content_key = sorted(features.mask_hash.unique()) + sorted(features.params_hash.unique())
+    # New content gets new UIDs: the image, the masks, the parameters and the PyRadiomics version it came from.
+    content_key = [
+        *sorted(features.image_hash.unique()),
+        *sorted(features.mask_hash.unique()),
+        *sorted(features.params_hash.unique()),
+        *sorted(features.pyradiomics_version.unique()),
+    ]
     report, content = measurement_report(
         sources,
         rois,
