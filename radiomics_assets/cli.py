@@ -64,36 +64,51 @@ class RunEventLog:
         return {"run_id": run_id, **quiet}
 
     def on_event(self, entry) -> None:
+        """Called by the instance for each stored event of a followed run; never lets the run fail."""
+        try:
+            detail = self._show(entry)
+        except Exception as exc:  # noqa: BLE001 - the display is for people; the run and its results matter more
+            detail = f"(progress display failed on this event: {type(exc).__name__}: {exc})"
+        import logging
+
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
+        kind = entry.dagster_event.event_type_value if entry.is_dagster_event else "LOG"
+        line = f"{stamp} {logging.getLevelName(entry.level)} {entry.step_key or '-'} {kind} {entry.message}"
+        with open(self.path, "a") as log:
+            log.write(f"{line}{' ' + detail if detail else ''}\n")
+
+    def _show(self, entry) -> str:
+        """Update the display from one event; returns details worth adding to its log line."""
         import logging
 
         from dagster import DagsterEventType
 
-        with open(self.path, "a") as log:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
-            kind = entry.dagster_event.event_type_value if entry.is_dagster_event else "LOG"
-            log.write(f"{stamp} {logging.getLevelName(entry.level)} {entry.step_key or '-'} {kind} {entry.message}\n")
         if not entry.is_dagster_event:
             if entry.level >= logging.ERROR and entry.step_key == "patient_batch":
                 patient, _, rest = entry.user_message.partition(" ")
                 stage, _, message = rest.partition(": ")
                 self.display.patient_failed(PatientFailure(patient, stage, message))
-            return
+            return ""
         event = entry.get_dagster_event()
         if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             materialisation = event.step_materialization_data.materialization
             asset = materialisation.asset_key.to_user_string()
             if materialisation.partition is None:
                 self.display.asset_done(asset)
-            elif asset == "features":
+                return ""
+            if asset == "features":
                 self.display.patient_done(materialisation.partition, int(materialisation.metadata["features"].value))
-        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            return f"(partition {materialisation.partition})"
+        if event.event_type == DagsterEventType.STEP_FAILURE:
             from radiomics_assets.failure_log import domain_error_message, innermost_error, with_fix
 
             error = event.step_failure_data.error
-            if event.step_key == "patient_batch" and innermost_error(error).cls_name == "Failure":
-                return  # the failed patients, each already reported by its error line
-            message = with_fix(domain_error_message(error).replace("\n", " "))
-            self.display.asset_failed(event.step_key, message, counted=event.step_key != "patient_batch")
+            message = with_fix(domain_error_message(error).replace("\n", " | "))
+            if event.step_key != "patient_batch" or innermost_error(error).cls_name != "Failure":
+                # (a Failure of the batch step: its failed patients were each reported by their error line)
+                self.display.asset_failed(event.step_key, message, counted=event.step_key != "patient_batch")
+            return message
+        return ""
 
 
 def partition_ranges(registered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
