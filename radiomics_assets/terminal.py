@@ -148,9 +148,14 @@ class RunDisplay:
             )
 
     def finish_stage(self) -> None:
+        """Stop the stage's bar and print its timing line (``patient assets: 29 done, 1 failed of 30 in 84.2 s``)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        stage, self.stage = self.stage, None
+        if stage is not None:
+            elapsed = time.monotonic() - stage.started
+            self.say(f"{stage.name}: {stage.done} done, {stage.failed} failed of {stage.total} in {elapsed:.1f} s")
 
     def patient_done(self, patient: str, features: int) -> None:
         self.stage.done += 1

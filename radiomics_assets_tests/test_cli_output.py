@@ -51,6 +51,7 @@ def test_piped_run_prints_one_line_per_patient_and_a_true_summary(tmp_path):
         stored = dict(con.execute("SELECT patient_id, count(*) FROM features GROUP BY patient_id").fetchall())
     assert sorted(stored) == ["SYN-0001", "SYN-0002", "SYN-0004"]
     assert {p[1]: int(p[3]) for p in progress if p[3]} == stored
+    assert re.search(r"^patient assets: 3 done, 1 failed of 4 in \d+\.\d s$", out, re.M), out
     assert "  patients materialised: 3 of 4\n" in out and "  patients failed: 1\n" in out
     assert f"  features per patient: {sorted(stored.values())[1]}" in out
     assert f"  FAILED SYN-0003 studies: {root / 'inbox'}" in out
