@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import shutil
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,8 +58,6 @@ class RunEventLog:
 
     def follow(self, instance) -> dict:
         """Keyword arguments for ``execute_in_process``: a fresh run id whose events this object follows."""
-        import uuid
-
         run_id = str(uuid.uuid4())
         instance.add_event_listener(run_id, self.on_event)
         quiet = {} if self.verbose else {"run_config": {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}}
@@ -69,8 +69,6 @@ class RunEventLog:
             detail = self._show(entry)
         except Exception as exc:  # noqa: BLE001 - the display is for people; the run and its results matter more
             detail = f"(progress display failed on this event: {type(exc).__name__}: {exc})"
-        import logging
-
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
         kind = entry.dagster_event.event_type_value if entry.is_dagster_event else "LOG"
         line = f"{stamp} {logging.getLevelName(entry.level)} {entry.step_key or '-'} {kind} {entry.message}"
@@ -79,8 +77,6 @@ class RunEventLog:
 
     def _show(self, entry) -> str:
         """Update the display from one event; returns details worth adding to its log line."""
-        import logging
-
         from dagster import DagsterEventType
 
         if not entry.is_dagster_event:
