@@ -43,11 +43,14 @@ def headline_metrics(metrics_path: Path) -> str | None:
         value = metrics.get(name)
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
+    # The scheme's first clause ("nested CV: outer repeated stratified 5-fold x 2"); the report has the rest.
+    scheme = str(metrics.get("cv_scheme", "cross-validation")).split(" (")[0].split(", ")[0].split("; ")[0]
     text = (
         f"AUC {figure('auc')} (95% CI {figure('auc_ci_low')} to {figure('auc_ci_high')}), "
-        f"accuracy {figure('accuracy')}, F1 {figure('f1')}; {metrics.get('n_patients', '?')} patients, "
-        f"{metrics.get('cv_scheme', 'cross-validation')}"
+        f"accuracy {figure('accuracy')}, F1 {figure('f1')}; {metrics.get('n_patients', '?')} patients, {scheme}"
     )
+    if metrics.get("model"):
+        text += f", model {metrics['model']}"
     external = metrics.get("external")
     if isinstance(external, dict) and "auc" in external:
         text += (

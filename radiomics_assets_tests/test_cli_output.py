@@ -101,7 +101,9 @@ def test_headline_metrics_reads_the_report(tmp_path):
     path = tmp_path / "metrics.json"
     assert headline_metrics(path) is None
     metrics = {"auc": 0.8123, "auc_ci_low": 0.70149, "auc_ci_high": 0.9133, "accuracy": 0.8, "f1": 0.7777}
-    path.write_text(json.dumps({**metrics, "n_patients": 30, "cv_scheme": "5-fold x 3 nested CV"}))
+    scheme = "nested CV: outer repeated stratified 5-fold x 2 (probabilities averaged), inner 3-fold grid search"
+    path.write_text(json.dumps({**metrics, "n_patients": 30, "cv_scheme": scheme, "model": "logreg"}))
     assert headline_metrics(path) == (
-        "AUC 0.812 (95% CI 0.701 to 0.913), accuracy 0.800, F1 0.778; 30 patients, 5-fold x 3 nested CV"
+        "AUC 0.812 (95% CI 0.701 to 0.913), accuracy 0.800, F1 0.778; 30 patients, "
+        "nested CV: outer repeated stratified 5-fold x 2, model logreg"
     )
