@@ -117,9 +117,9 @@ def test_asset_graph_shows_the_groups_and_assets(ui):
     page.get_by_text("modelling", exact=True).first.wait_for()
     page.keyboard.press("Alt+KeyE")  # the graph's "expand all groups" shortcut
     graph_assets = ["studies", "roi_masks", "features", "labels", "feature_matrix", "model", "validation_report"]
-    for asset in [*graph_assets, "selected_features", "predictions"]:
+    for asset in [*graph_assets, "selected_features", "predictions", "dicom_exports"]:
         page.get_by_text(asset, exact=True).first.wait_for()
-    for group in ("ingest", "features", "modelling"):
+    for group in ("ingest", "features", "modelling", "exports"):
         assert page.get_by_text(group, exact=True).count() >= 2, group  # in the graph and in the sidebar
     page.wait_for_timeout(1500)  # edges drawn
     page.screenshot(path=shots / "asset_graph.png")
@@ -158,7 +158,7 @@ def test_automation_page_lists_the_sensors_and_the_schedule(ui):
     page.goto(f"{base}/automation")
     for name in ("inbox_sensor", "run_failure_log", "weekly_retrain"):
         page.get_by_text(name, exact=True).first.wait_for()
-    assert page.get_by_text("only on Monday").count() >= 1  # the weekly schedule's cron, in words
+    page.get_by_text("only on Monday").first.wait_for()  # the weekly schedule's cron, in words
     page.screenshot(path=shots / "automation.png")
 
 
