@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from radiomics_assets.paths import DATA_DIR_ENV, data_root
+from radiomics_assets.terminal import PatientFailure, RunDisplay, headline_metrics
 
 
 def _data_dir(args) -> Path:
@@ -37,6 +40,70 @@ def step_failure_messages(result) -> list[str]:
             else:
                 messages.append(f"{event.step_key}: {text}")
     return messages
+
+
+class RunEventLog:
+    """Follows the runs the CLI executes in process: every event to a log file, progress to the display.
+
+    A listener on the instance (``add_event_listener``) sees each event of the run as it is stored, in the run's
+    own thread: the materialisation of a patient's ``features`` partition marks the patient done, the batch step's
+    error line (``<patient> <stage>: <problem>``) marks it failed, an unpartitioned materialisation a cohort asset
+    done. Dagster's console output is silenced unless ``verbose``.
+    """
+
+    def __init__(self, path: Path, display: RunDisplay, *, verbose: bool = False):
+        self.path, self.display, self.verbose = path, display, verbose
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def follow(self, instance) -> dict:
+        """Keyword arguments for ``execute_in_process``: a fresh run id whose events this object follows."""
+        run_id = str(uuid.uuid4())
+        instance.add_event_listener(run_id, self.on_event)
+        quiet = {} if self.verbose else {"run_config": {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}}
+        return {"run_id": run_id, **quiet}
+
+    def on_event(self, entry) -> None:
+        """Called by the instance for each stored event of a followed run; never lets the run fail."""
+        try:
+            detail = self._show(entry)
+        except Exception as exc:  # noqa: BLE001 - the display is for people; the run and its results matter more
+            detail = f"(progress display failed on this event: {type(exc).__name__}: {exc})"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
+        kind = entry.dagster_event.event_type_value if entry.is_dagster_event else "LOG"
+        line = f"{stamp} {logging.getLevelName(entry.level)} {entry.step_key or '-'} {kind} {entry.message}"
+        with open(self.path, "a") as log:
+            log.write(f"{line}{' ' + detail if detail else ''}\n")
+
+    def _show(self, entry) -> str:
+        """Update the display from one event; returns details worth adding to its log line."""
+        from dagster import DagsterEventType
+
+        if not entry.is_dagster_event:
+            if entry.level >= logging.ERROR and entry.step_key == "patient_batch":
+                patient, _, rest = entry.user_message.partition(" ")
+                stage, _, message = rest.partition(": ")
+                self.display.patient_failed(PatientFailure(patient, stage, message))
+            return ""
+        event = entry.get_dagster_event()
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialisation = event.step_materialization_data.materialization
+            asset = materialisation.asset_key.to_user_string()
+            if materialisation.partition is None:
+                self.display.asset_done(asset)
+                return ""
+            if asset == "features":
+                self.display.patient_done(materialisation.partition, int(materialisation.metadata["features"].value))
+            return f"(partition {materialisation.partition})"
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            from radiomics_assets.failure_log import domain_error_message, innermost_error, with_fix
+
+            error = event.step_failure_data.error
+            message = with_fix(domain_error_message(error).replace("\n", " | "))
+            if event.step_key != "patient_batch" or innermost_error(error).cls_name != "Failure":
+                # (a Failure of the batch step: its failed patients were each reported by their error line)
+                self.display.asset_failed(event.step_key, message, counted=event.step_key != "patient_batch")
+            return message
+        return ""
 
 
 def partition_ranges(registered: list[str], wanted: list[str]) -> list[tuple[str, str]]:
@@ -94,34 +161,42 @@ def cmd_run(args) -> int:
         done = instance.get_materialized_partitions(AssetKey("features"))
         todo = [key for key in keys if key not in done]
     print(f"{len(keys)} patients registered; materialising {len(todo)} of them")
+    display = RunDisplay()
+    events = RunEventLog(root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log", display, verbose=args.verbose)
     ingest = defs.resolve_job_def("ingest_patient")
     failed = []
-    started = time.perf_counter()
+    display.start_stage("patient assets", len(todo))
     # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
     for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
         result = ingest.execute_in_process(
-            instance=instance, raise_on_error=False, tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last}
+            instance=instance,
+            raise_on_error=False,
+            tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last},
+            **events.follow(instance),
         )
         if not result.success:
             failed += step_failure_messages(result)
-    for line in failed:
-        print(f"FAILED {line}", file=sys.stderr)
-    print(
-        f"patient assets: {len(todo) - len(failed)} of {len(todo)} patients materialised "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
-    print(f"features: {root / 'radiomics.duckdb'} (table 'features')")
+    display.finish_stage()
+    locations = {
+        "features": f"{root / 'radiomics.duckdb'} (table 'features')",
+        "Dagster event log": str(events.path),
+    }
     if getattr(args, "no_cohort", False):
+        display.summary(n_patients=len(todo), locations=locations, metrics=None)
         return 1 if failed else 0
-    started = time.perf_counter()
-    cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(instance=instance, raise_on_error=False)
-    if not cohort.success:
-        print(f"FAILED cohort assets: {' | '.join(step_failure_messages(cohort))}", file=sys.stderr)
-    else:
-        print(
-            f"cohort assets: {time.perf_counter() - started:.1f} s\n"
-            f"report: {root / 'reports' / 'report.html'}\nmetrics: {root / 'reports' / 'metrics.json'}"
-        )
+    cohort_job = defs.resolve_job_def("retrain_cohort")
+    display.start_stage("cohort assets", len(cohort_job.asset_layer.executable_asset_keys))
+    cohort = cohort_job.execute_in_process(instance=instance, raise_on_error=False, **events.follow(instance))
+    display.finish_stage()
+    metrics = None
+    if cohort.success:
+        locations = {
+            "report": str(root / "reports" / "report.html"),
+            "metrics": str(root / "reports" / "metrics.json"),
+            **locations,
+        }
+        metrics = headline_metrics(root / "reports" / "metrics.json")
+    display.summary(n_patients=len(todo), locations=locations, metrics=metrics)
     return 1 if failed or not cohort.success else 0
 
 
@@ -233,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.choices["run"]
     run_parser.add_argument("--new-only", action="store_true", help="only patients whose features are not yet stored")
     run_parser.add_argument("--no-cohort", action="store_true", help="patient assets only, not the cohort assets")
+    for name in ("run", "demo"):
+        sub.choices[name].add_argument(
+            "--verbose", action="store_true", help="Dagster's event log on the terminal too (always in logs/run-*.log)"
+        )
     p = sub.add_parser("labels-from-folders", help="write labels.csv from class folder names (BUSI layout)")
     p.set_defaults(func=cmd_labels_from_folders)
     p.add_argument("--classes", nargs=2, default=["benign", "malignant"], help="the two class folder names")

@@ -151,7 +151,7 @@ def test_cohort_assets_in_a_dagster_run(warehouse_root):
 
     # UI metadata: headline numbers and the ROC plot.
     report_meta = meta["validation_report"]
-    assert report_meta["auc"].value == pytest.approx(metrics["auc"])
-    assert report_meta["external_auc"].value == pytest.approx(external["auc"])
+    assert report_meta["auc"].value == round(metrics["auc"], 3)  # rounded to what the cohort can tell apart
+    assert report_meta["external_auc"].value == round(external["auc"], 3)
     assert report_meta["roc"].value.startswith("![ROC](data:image/png;base64,")
     assert report_meta["n_negative"].value == 15 and report_meta["threshold"].value == 0.5

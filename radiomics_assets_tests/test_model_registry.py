@@ -137,7 +137,7 @@ def test_model_asset_reports_the_check_and_cv_auc(tmp_path, monkeypatch):
         (evaluation,) = result.get_asset_check_evaluations()
         evaluations.append(evaluation)
         materialization = result.asset_materializations_for_node("model")[0]
-        assert materialization.metadata["cv_auc"].value == evaluation.metadata["new_auc"].value
+        assert materialization.metadata["cv_auc"].value == round(evaluation.metadata["new_auc"].value, 3)
 
     first, second = evaluations
     assert first.passed and second.check_name == "auc_not_regressed" and not second.passed

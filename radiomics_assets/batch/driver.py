@@ -74,6 +74,10 @@ class PatientOutcome:
     failed_stage: str | None = None
     error: str | None = None
     done_stages: list[str] = field(default_factory=list)
+    pictures: dict[str, bytes] = field(default_factory=dict)
+    """PNG of each series' mask outlines (series UID -> bytes), drawn in the worker that built the masks."""
+    picture_problems: dict[str, str] = field(default_factory=dict)
+    """Series whose picture could not be drawn, and why (a missing picture never fails the patient)."""
 
     def fail(self, stage: str, error: str) -> PatientOutcome:
         self.failed_stage, self.error = stage, error
@@ -115,7 +119,25 @@ def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> Pat
             outcome.masks = build_masks(root, key, outcome.series, settings.mask_options, inputs=inputs)
         except Exception as exc:  # noqa: BLE001
             return outcome.fail("roi_masks", _describe(exc))
+        _draw_pictures(outcome, inputs.volumes)
     return outcome
+
+
+def _draw_pictures(outcome: PatientOutcome, volumes: dict) -> None:
+    """One outline picture per series, while its volume is still in memory (the run process reads no volume)."""
+    import SimpleITK as sitk
+
+    from radiomics_assets.ingest.studies import stored_volume
+    from radiomics_assets.pictures import mask_outline_png
+
+    volume_paths = dict(zip(outcome.series.series_uid, outcome.series.volume_path, strict=True))
+    for series_uid, rows in outcome.masks.groupby("series_uid", sort=True):
+        try:
+            image = stored_volume(volume_paths[series_uid], volumes)
+            masks = [sitk.ReadImage(path) for path in rows.sort_values("roi").mask_path]
+            outcome.pictures[series_uid] = mask_outline_png(image, masks)
+        except Exception as exc:  # noqa: BLE001 - a picture is for people; the masks themselves are fine
+            outcome.picture_problems[series_uid] = _describe(exc)
 
 
 def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row: dict):

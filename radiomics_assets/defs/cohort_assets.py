@@ -57,7 +57,7 @@ def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     metadata = {
         "path": dg.MetadataValue.path(str(path.parent / decision.version / path.name)),
         **card_metadata,
-        "cv_auc": decision.cv_auc,
+        "cv_auc": round(float(decision.cv_auc), 3),
         "model_version": decision.version,
         "promoted": decision.promoted,
     }
@@ -72,7 +72,7 @@ def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     metadata = {
         "selected": int(ranked.selected.sum()),
         "selection_method": str(ranked.selection_method.iloc[0]) if len(ranked) else "",
-        "selected_features": dg.MetadataValue.md(top.to_markdown(index=False)),
+        "selected_features": dg.MetadataValue.md(top.to_markdown(index=False, floatfmt=".3g")),
     }
     return dg.MaterializeResult(metadata=metadata)
 
@@ -86,7 +86,7 @@ def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "patients": len(table),
         "predicted_positive": int(table.predicted_label.sum()),
         "threshold": modelling.THRESHOLD,
-        "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3f")),
     }
     return dg.MaterializeResult(metadata=metadata)
 
@@ -99,7 +99,8 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
     result = modelling.validate(radiomics.data_root(), radiomics.seed)
     metadata = {
-        **{k: float(result[k]) for k in HEADLINE},
+        # Rounded to what a cohort of this size can tell apart (the CI is wider than 0.001).
+        **{k: round(float(result[k]), 3) for k in HEADLINE},
         "n_patients": result["n_patients"],
         "n_positive": result["n_positive"],
         "n_negative": result["n_negative"],
@@ -107,11 +108,11 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "cv_scheme": result["cv_scheme"],
         "n_features_selected": result["n_features_selected"],
         "model": result["model"],
-        "brier": float(result["brier"]),
+        "brier": round(float(result["brier"]), 3),
     }
     if "external" in result:
         external = result["external"]
-        metadata["external_auc"] = float(external["auc"])
+        metadata["external_auc"] = round(float(external["auc"]), 3)
         metadata["external_auc_ci"] = f"{external['auc_ci_low']:.3f} to {external['auc_ci_high']:.3f}"
         metadata["external_n_patients"] = external["n_patients"]
     metadata["report"] = dg.MetadataValue.path(str(result["report_path"]))

@@ -1,7 +1,10 @@
 """The per-patient assets: studies, ROI masks and features, run for every partition of a run in one batch step."""
 
+import base64
+
 import dagster as dg
 
+from radiomics_assets import failure_log
 from radiomics_assets.batch import PatientOutcome, run_patients
 from radiomics_assets.defs.checks import FEATURE_CHECKS, feature_check_evaluations
 from radiomics_assets.defs.partitions import MAX_PATIENTS_PER_RUN, patients
@@ -60,6 +63,23 @@ def _usual_feature_counts(radiomics: RadiomicsConfig, keys: list[str]) -> dict[s
     return dict(zip(counts.params_hash, counts.n.astype(int), strict=True))
 
 
+def _mask_pictures_markdown(outcome: PatientOutcome) -> str:
+    """One captioned picture per series: modality, ROIs (outline colours in name order) and volume (ml)."""
+    modality = dict(zip(outcome.series.series_uid, outcome.series.modality, strict=True))
+    parts = []
+    for series_uid, rows in outcome.masks.groupby("series_uid", sort=True):
+        rois = ", ".join(f"{row.roi} {row.volume_ml:.1f} ml" for row in rows.sort_values("roi").itertuples())
+        caption = f"**{modality.get(series_uid, '?')}** {rois} (series {series_uid})"
+        if series_uid in outcome.pictures:
+            encoded = base64.b64encode(outcome.pictures[series_uid]).decode()
+            parts.append(
+                f"{caption}\n\n![mask outline {modality.get(series_uid, '')}](data:image/png;base64,{encoded})"
+            )
+        else:
+            parts.append(f"{caption}: no picture ({outcome.picture_problems.get(series_uid, 'not drawn')})")
+    return "\n\n".join(parts)
+
+
 def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: dict[str, int], code_version: str):
     """The UI's view of one patient: a materialisation (with metadata) per stage that succeeded, and checks."""
     key = outcome.key
@@ -78,8 +98,10 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: 
             "roi_names": ", ".join(sorted(masks.roi.unique())),
             "sources": ", ".join(sorted(masks.source_kind.unique())),
             "voxels": int(masks.voxel_count.sum()),
-            "volume_ml": float(masks.volume_ml.sum()),
+            "volume_ml": round(float(masks.volume_ml.sum()), 1),
         }
+        if outcome.pictures or outcome.picture_problems:
+            metadata["mask_outlines"] = dg.MetadataValue.md(_mask_pictures_markdown(outcome))
         yield dg.AssetMaterialization("roi_masks", partition=key, metadata=metadata)
     if "features" in outcome.done_stages:
         rows = outcome.features
@@ -89,11 +111,25 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: 
             "series": int(rows.series_uid.nunique()),
             "rois": int(rows.roi.nunique()),
             "params_hash": ", ".join(sorted(rows.params_hash.unique())),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".4g")),
         }
         tags = {"dagster/code_version": code_version}
         yield dg.AssetMaterialization("features", partition=key, metadata=metadata, tags=tags)
         yield from feature_check_evaluations(key, rows, outcome.masks, usual, radiomics.min_roi_voxels)
+
+
+def _failure_line(outcome: PatientOutcome) -> str:
+    """``<patient> <stage>: <problem naming the file>[; fix: <hint>]``, one line (the CLI and the log read it)."""
+    return failure_log.with_fix(f"{outcome.key} {outcome.failed_stage}: {outcome.error}".replace("\n", " "))
+
+
+def _failure_table(failures: list[PatientOutcome]) -> str:
+    rows = ["| patient | stage | problem | fix |", "|---|---|---|---|"]
+    for outcome in failures:
+        problem = outcome.error.replace("|", "\\|").replace("\n", " ")
+        fix = (failure_log.fix_hint(outcome.error) or "").replace("|", "\\|")
+        rows.append(f"| {outcome.key} | {outcome.failed_stage} | {problem} | {fix} |")
+    return "\n".join(rows)
 
 
 @dg.multi_asset(
@@ -121,11 +157,15 @@ def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig)
     for outcome in batch:
         yield from _patient_events(outcome, radiomics, usual, code_version)
         if outcome.error:
-            failures.append(f"{outcome.key} {outcome.failed_stage}: {outcome.error}")
-            context.log.error(failures[-1])
+            failures.append(outcome)
+            context.log.error(_failure_line(outcome))
     if failures:
         # Patients that succeeded are already materialised; only the failed ones are marked failed.
         raise dg.Failure(
-            description="\n".join(failures),
-            metadata={"failed": len(failures), "of_patients": len(context.partition_keys)},
+            description="\n".join(_failure_line(outcome) for outcome in failures),
+            metadata={
+                "failed": len(failures),
+                "of_patients": len(context.partition_keys),
+                "failures": dg.MetadataValue.md(_failure_table(failures)),
+            },
         )

@@ -113,10 +113,12 @@ def run_failure_log(context: dg.RunFailureSensorContext, radiomics: RadiomicsCon
     """Appends one JSON line per failed run to ``<data root>/logs/failures.log`` (and runs the notify command)."""
     run = context.dagster_run
     failures = context.get_step_failure_events()
+    # One entry per failed patient (the batch step's message has a line each), with the fix where it is known.
     errors = [
-        f"{event.step_key}: {failure_log.domain_error_message(event.event_specific_data.error)}"
+        f"{event.step_key}: {failure_log.with_fix(line)}"
         for event in failures
         if event.event_specific_data and event.event_specific_data.error
+        for line in failure_log.domain_error_message(event.event_specific_data.error).splitlines()
     ]
     record = {
         "logged_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,0 +1,174 @@
+"""The Dagster UI as an operator sees it, in a real headless Chromium driven by Playwright, on a real `dagster dev`.
+
+A small synthetic cohort (nine tiny CT patients, one with a truncated slice) is run headless first (the CLI for the
+patient assets, the cohort job with a quick model search), then one `dagster dev` serves the same instance. The
+screenshots go to ``$RADIOMICS_SCREENSHOT_DIR`` (default: a temporary folder); ``docs/screenshots/`` holds two of
+them for the README. Needs Debian's ``chromium`` (``/usr/bin/chromium``; `.ci/run` installs it) and never
+downloads a browser. Slow: about two minutes, most of it `dagster dev` starting and the UI loading.
+"""
+
+import base64
+import csv
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from radiomics_assets.dagster_dev import SHIPPED_INSTANCE_YAML, DagsterDevError, running_dagster_dev
+from radiomics_assets.synth import SynthConfig, write_cohort
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (see .ci/run)")
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+COHORT = replace(SynthConfig(), n_patients=9, seed=5, rows=48, columns=48, slices=10)
+QUICK_MODEL = {"candidate_models": ["logreg"], "cv_folds": 2, "cv_repeats": 1}
+UI_TIMEOUT_MS = 90_000  # two cores shared with other work: the first page can take a while to lay out
+
+
+def _prepare(root: Path, home: Path) -> str:
+    """The cohort, run headless into the instance at ``home``; returns the key of the patient that fails."""
+    import dagster as dg
+
+    from radiomics_assets.cli import main
+
+    write_cohort(COHORT, root)
+    labels = {row["patient_id"]: row["label"] for row in csv.DictReader(open(root / "labels.csv"))}
+    broken_key = next(key for key, label in labels.items() if label == "0")  # 5 of class 0: 4 + 4 remain
+    broken = sorted((root / "inbox" / broken_key / "CT").glob("*.dcm"))[3]
+    broken.write_bytes(broken.read_bytes()[:200])
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(SHIPPED_INSTANCE_YAML.read_text())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RADIOMICS_DATA_DIR", str(root))
+        env.setenv("DAGSTER_HOME", str(home))
+        assert main(["--data-dir", str(root), "run", "--no-cohort"]) == 1  # the broken patient fails
+        from radiomics_assets.definitions import defs
+
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(
+                instance=instance, run_config={"resources": {"radiomics": {"config": QUICK_MODEL}}}
+            )
+            assert cohort.success
+    return broken_key
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """(page, base URL, data root, failed patient key, screenshot folder) with `dagster dev` and Chromium running."""
+    work = tmp_path_factory.mktemp("ui")
+    root, home = work / "data", work / "dagster_home"
+    broken_key = _prepare(root, home)
+    shots = Path(os.environ.get("RADIOMICS_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        with running_dagster_dev(root, home, work / "dagster_dev.log") as dev, sync_api.sync_playwright() as play:
+            browser = play.chromium.launch_persistent_context(
+                str(work / "chromium_profile"),  # a fresh user-data dir
+                executable_path=str(CHROMIUM),
+                args=CHROMIUM_ARGS,
+                headless=True,
+                viewport={"width": 1400, "height": 900},
+            )
+            page = browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            # Dagster's newsletter dialog may cover the page at any moment: dismiss it whenever it shows.
+            page.add_locator_handler(
+                page.get_by_text("Join the Dagster community"),
+                lambda: page.get_by_role("button", name="Skip").click(),
+            )
+            yield page, dev.url.removesuffix("/graphql"), root, broken_key, shots
+            browser.close()
+    except DagsterDevError as error:
+        pytest.fail(str(error))
+
+
+def _markdown_dialog(page, entry_label: str):
+    """Open the ``[Show Markdown]`` of the metadata row ``entry_label``; returns the dialog."""
+    row = page.locator("tr", has=page.get_by_text(entry_label, exact=True))
+    row.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("img").first.wait_for()
+    return dialog
+
+
+def _image_size(dialog) -> tuple[int, int]:
+    image = dialog.locator("img").first
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    return tuple(image.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
+
+
+def test_asset_graph_shows_the_groups_and_assets(ui):
+    page, base, *_, shots = ui
+    page.goto(f"{base}/asset-groups")
+    page.get_by_text("modelling", exact=True).first.wait_for()
+    page.keyboard.press("Alt+KeyE")  # the graph's "expand all groups" shortcut
+    graph_assets = ["studies", "roi_masks", "features", "labels", "feature_matrix", "model", "validation_report"]
+    for asset in [*graph_assets, "selected_features", "predictions", "dicom_exports"]:
+        page.get_by_text(asset, exact=True).first.wait_for()
+    for group in ("ingest", "features", "modelling", "exports"):
+        assert page.get_by_text(group, exact=True).count() >= 2, group  # in the graph and in the sidebar
+    page.wait_for_timeout(1500)  # edges drawn
+    page.screenshot(path=shots / "asset_graph.png")
+
+
+def test_patient_partition_page_shows_the_mask_picture(ui):
+    page, base, root, _, shots = ui
+    page.goto(f"{base}/assets/roi_masks?view=partitions&partition=SYN-0001")
+    volume_row = page.locator("tr", has=page.get_by_text("volume_ml", exact=True))
+    assert re.fullmatch(r"volume_ml\s+\d+\.\d", volume_row.inner_text().strip()), volume_row.inner_text()
+    dialog = _markdown_dialog(page, "mask_outlines")
+    assert "CT GTV" in dialog.inner_text() and " ml (series " in dialog.inner_text()
+    source = dialog.locator("img").first.get_attribute("src")
+    png = base64.b64decode(source.removeprefix("data:image/png;base64,"))
+    assert png.startswith(b"\x89PNG") and len(png) < 8_000
+    assert max(_image_size(dialog)) == 160
+    dialog.screenshot(path=shots / "patient_masks.png")
+    page.get_by_role("button", name="Close").click()
+
+
+def test_validation_report_shows_rounded_metrics_and_the_roc_plot(ui):
+    page, base, root, _, shots = ui
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    page.goto(f"{base}/assets/validation_report")
+    auc_row = page.locator("tr", has=page.get_by_text("auc", exact=True)).first
+    assert auc_row.inner_text().split()[-1] == f"{round(metrics['auc'], 3):g}", auc_row.inner_text()
+    dialog = _markdown_dialog(page, "roc")
+    width, height = _image_size(dialog)
+    assert width > 200 and height > 200
+    page.screenshot(path=shots / "validation_report_roc.png")
+    page.get_by_role("button", name="Close").click()
+
+
+def test_automation_page_lists_the_sensors_and_the_schedule(ui):
+    page, base, *_, shots = ui
+    page.goto(f"{base}/automation")
+    for name in ("inbox_sensor", "run_failure_log", "weekly_retrain"):
+        page.get_by_text(name, exact=True).first.wait_for()
+    page.get_by_text("only on Monday").first.wait_for()  # the weekly schedule's cron, in words
+    page.screenshot(path=shots / "automation.png")
+
+
+def test_failed_partition_shows_its_message_and_fix(ui):
+    page, base, _, broken_key, shots = ui
+    page.goto(f"{base}/assets/studies?view=partitions&partition={broken_key}")
+    page.get_by_text("did not materialize this asset").first.wait_for()
+    page.get_by_text("View logs").first.click()
+    message = page.get_by_text(f"{broken_key} studies:").first
+    message.wait_for()
+    text = message.inner_text()
+    assert "incomplete DICOM header" in text and "fix: copy the file again from its source" in text, text
+    page.screenshot(path=shots / "failed_partition.png")
