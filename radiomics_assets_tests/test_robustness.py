@@ -1,0 +1,51 @@
+"""ICC(1,1) per feature over perturbations: the published reference values, and the training-patient restriction."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radiomics_assets import modelling
+
+# Shrout and Fleiss (1979), Table 2: 6 targets rated by 4 judges; ICC(1,1) = 0.17 (ICC(3,1) would be 0.71).
+SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
+
+
+def _long(values: np.ndarray, feature: str, names=None) -> pd.DataFrame:
+    names = names or ["original"] + [f"p{j}" for j in range(1, values.shape[1])]
+    return pd.DataFrame(
+        [
+            {"patient_id": f"P{i:02d}", "feature": feature, "perturbation": names[j], "value": float(values[i, j])}
+            for i in range(values.shape[0])
+            for j in range(values.shape[1])
+        ]
+    )
+
+
+def test_icc_matches_shrout_and_fleiss():
+    icc = modelling.icc_by_feature(_long(SHROUT_FLEISS, "CT__GTV__original__firstorder__Mean"))
+    assert icc.index.tolist() == ["CT__GTV__original__firstorder__Mean"]
+    assert icc.iloc[0] == pytest.approx(0.1657, abs=5e-4)
+
+
+def test_stable_feature_passes_and_noisy_one_fails_on_training_patients_only():
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal(20)
+    stable = truth[:, None] + 0.05 * rng.standard_normal((20, 4))
+    noisy = rng.standard_normal((20, 4))
+    table = pd.concat([_long(stable, "stable"), _long(noisy, "noisy")])
+    icc = modelling.icc_by_feature(table)
+    assert icc["stable"] > 0.95 and abs(icc["noisy"]) < 0.3
+    # Restricted to 10 patients, the ICC is that of those patients' rows alone.
+    train = [f"P{i:02d}" for i in range(10)]
+    expected = modelling.icc_by_feature(_long(stable[:10], "stable"))["stable"]
+    assert modelling.icc_by_feature(table, train)["stable"] == pytest.approx(expected)
+    assert modelling.robust_features(table, ["stable", "noisy", "absent"], 0.75) == ["stable"]
+    robust = modelling.robustness_table(table).set_index("feature")
+    assert robust.loc["stable", "n_perturbations"] == 4 and robust.loc["noisy", "icc"] == icc["noisy"]
+
+
+def test_constant_feature_has_no_icc_and_missing_columns_are_named():
+    icc = modelling.icc_by_feature(_long(np.ones((5, 3)), "flat"))
+    assert np.isnan(icc["flat"])
+    with pytest.raises(ValueError, match="perturbation"):
+        modelling.icc_by_feature(pd.DataFrame({"patient_id": ["a"], "feature": ["f"], "value": [1.0]}))
