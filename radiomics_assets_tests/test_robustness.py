@@ -49,3 +49,53 @@ def test_constant_feature_has_no_icc_and_missing_columns_are_named():
     assert np.isnan(icc["flat"])
     with pytest.raises(ValueError, match="perturbation"):
         modelling.icc_by_feature(pd.DataFrame({"patient_id": ["a"], "feature": ["f"], "value": [1.0]}))
+
+
+def _perturbed_cohort(n: int = 40):
+    """Three informative features: f0 robust, f1 and f2 fall apart under perturbation; f3..f9 robust noise."""
+    rng = np.random.default_rng(3)
+    ids = [f"P{i:03d}" for i in range(n)]
+    y = pd.Series(np.arange(n) % 2, index=ids)
+    X = pd.DataFrame(rng.standard_normal((n, 10)), index=ids, columns=[f"f{j}" for j in range(10)])
+    X[["f0", "f1", "f2"]] += 1.5 * y.to_numpy()[:, None]
+    rows = []
+    for name in X.columns:
+        spread = 3.0 if name in ("f1", "f2") else 0.05
+        values = X[name].to_numpy()[:, None] + spread * rng.standard_normal((n, 3))
+        values[:, 0] = X[name].to_numpy()
+        rows.append(_long(values, name).assign(patient_id=lambda t, ids=ids: [ids[int(p[1:])] for p in t.patient_id]))
+    return X, y, pd.concat(rows)
+
+
+def test_robustness_filter_inside_the_procedure_uses_training_patients_only():
+    X, y, perturbations = _perturbed_cohort()
+    settings = modelling.ModellingSettings(
+        models=("logreg",), inner_folds=2, folds=3, repeats=1, permutations=0, robustness_icc_threshold=0.75
+    )
+    train = X.index[:30]
+    search = modelling.CandidateSearch(settings, perturbations).fit(X.loc[train], y.loc[train])
+    expected = modelling.robust_features(perturbations, X.columns, 0.75, patient_ids=train)
+    assert list(X.columns[search.robust_mask_]) == expected and "f1" not in expected and "f0" in expected
+    chosen = modelling.selected_columns(search.best_estimator_, list(X.columns))
+    assert chosen and not {"f1", "f2"} & set(chosen) and "f0" in chosen
+    with pytest.raises(ValueError, match="feature_robustness"):
+        modelling.CandidateSearch(settings, None).fit(X, y)
+
+
+def test_missing_perturbation_table_names_the_asset(tmp_path):
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.warehouse import Warehouse, write_derived_table
+
+    X, y, _ = _perturbed_cohort()
+    root = DataRoot(tmp_path)
+    warehouse = Warehouse(root.warehouse)
+    write_derived_table(
+        warehouse, "feature_matrix", X.assign(label=y.astype(float)).rename_axis("patient_id").reset_index()
+    )
+    labels = pd.DataFrame(
+        {"patient_id": X.index, "label": y.to_numpy(), "label_name": y.astype(str), "cohort": "train"}
+    )
+    modelling.store_labels(warehouse, labels)
+    settings = modelling.ModellingSettings(models=("logreg",), permutations=0, robustness_icc_threshold=0.5)
+    with pytest.raises(ValueError, match="asset feature_robustness"):
+        modelling.train_model(root, settings)

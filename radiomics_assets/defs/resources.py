@@ -73,7 +73,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Label permutations of the permutation test of the whole procedure (0 = off); p >= 1 / (1 + permutations)."""
     group_column: str = "group"
     """labels.csv column whose equal values (e.g. lesions of one person) stay in one CV fold; optional."""
-    duplicate_max_distance: int = 6
+    duplicate_max_distance: int = 8
     """Perceptual-hash bits (of 64) at or below which two stored images are near duplicates (-1: exact only)."""
     robustness_icc_threshold: float = 0.0
     """Keep features with ICC(1,1) over perturbations >= this (training patients of each fold); 0 = off."""

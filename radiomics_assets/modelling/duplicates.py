@@ -13,8 +13,10 @@ training example of either class: its patients are left out of training and list
 Perceptual hash (the DCT hash, "pHash"): the stored 2D image, or the middle slice (along z) of the stored
 volume, averaged over colour channels, box-resampled to 32 x 32, 2D DCT-II; the 8 x 8 lowest frequencies
 without the DC term are compared with their median, giving 64 bits. It ignores brightness and contrast changes,
-resizing, re-compression and small crops or annotations. The threshold is measured on the BUSI sample
-(README "Modelling"): near-identical pairs differ by at most a few bits, unrelated ultrasound images by ~20-40.
+resizing, re-compression and small crops or annotations. The threshold (default 8 bits) is measured on the BUSI sample
+(40 benign/malignant images, 780 pairs): its near-identical pair (the same lesion stored at two sizes,
+``malignant (109)`` and ``malignant (13)``) differs by 4 bits, the closest unrelated pair by 18, the median pair
+by 30.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class ModellingSettings:
     """Label permutations of the permutation test of the whole procedure (0 = no test); 19 gives p >= 0.05."""
     group_column: str = "group"
     """Optional labels.csv column: patients sharing a value (e.g. lesions of one person) stay in one fold."""
-    duplicate_max_distance: int = 6
+    duplicate_max_distance: int = 8
     """Hamming distance (of 64 bits) at or below which two stored images' perceptual hashes count as the same
     image (see ``modelling.duplicates``); -1 = only exact duplicates (same content hash)."""
     robustness_icc_threshold: float = 0.0
