@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -133,10 +134,15 @@ def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict
     Writes ``models/model.pkl`` (a :class:`SavedModel`), ``models/model_card.json`` and ``models/cv_results.pkl``
     (a :class:`ValidationResult`, for the report).
     """
+    started = time.perf_counter()
     warehouse, X, y, groups, group_info, perturbations = _training_data(root, settings)
+    timings = {"groups": time.perf_counter() - started}
     cv = cross_validate(X, y, settings, groups, perturbations)
+    timings["outer_cv"] = time.perf_counter() - started - sum(timings.values())
     permutation = permutation_test(cv, X, settings, groups, perturbations)
+    timings["permutation_test"] = time.perf_counter() - started - sum(timings.values())
     final = fit_final(X, y, settings, groups, perturbations)
+    timings["final_fit"] = time.perf_counter() - started - sum(timings.values())
     chosen = final.candidate_results_[final.best_]
     root.models.mkdir(parents=True, exist_ok=True)
     path = root.models / "model.pkl"
@@ -191,6 +197,7 @@ def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict
             name: {"auc": c["auc"], "auc_fold_sd": c["auc_fold_sd"], "brier": c["brier"]}
             for name, c in comparison.items()
         },
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
         "library_versions": {
             lib: version(lib)
             for lib in (
