@@ -44,7 +44,12 @@ def _write(tmp_path, n: int = 24):
     pixels = {f"P{i:03d}": _texture(100 + i) for i in range(n)}
     pixels["P000"], pixels["P001"] = base, 1.3 * resized + 20
     pixels["P002"] = pixels["P004"].copy()
+    # P010 and P012: volumes (5 slices) with the same middle slice but other slices different: not duplicates.
+    middle = _texture(500)
+    pixels["P010"] = np.stack([_texture(600 + k) if k != 2 else middle for k in range(5)])
+    pixels["P012"] = np.stack([_texture(700 + k) if k != 2 else middle for k in range(5)])
     rows = pd.DataFrame([_store(root, key, values) for key, values in pixels.items()])
+    rows["size_z"] = [v.shape[0] if v.ndim == 3 else 1 for v in pixels.values()]
     with warehouse.connect() as con:
         con.register("incoming", rows)
         con.execute("INSERT INTO series BY NAME SELECT * FROM incoming")

@@ -5,18 +5,20 @@ classes). A duplicate split across a training and a test fold lets the model rec
 disease, so the CV is optimistic. Two patients are in one group when
 - a stored image of one has the same content hash as one of the other's (``series.image_hash``: voxels and
   geometry), or
-- their perceptual hashes are within ``duplicate_max_distance`` bits (same modality), or
+- their perceptual hashes are within ``duplicate_max_distance`` bits (same modality; single-slice images such as
+  ultrasound or photographs only: the middle slices of different patients' CT volumes are too alike, see below), or
 - labels.csv gives them the same ``group`` value (e.g. lesions of one person);
 groups are the connected components of these links. A group whose members carry different labels cannot be a
 training example of either class: its patients are left out of training and listed in the report.
 
-Perceptual hash (the DCT hash, "pHash"): the stored 2D image, or the middle slice (along z) of the stored
-volume, averaged over colour channels, box-resampled to 32 x 32, 2D DCT-II; the 8 x 8 lowest frequencies
-without the DC term are compared with their median, giving 64 bits. It ignores brightness and contrast changes,
-resizing, re-compression and small crops or annotations. The threshold (default 8 bits) is measured on the BUSI sample
-(40 benign/malignant images, 780 pairs): its near-identical pair (the same lesion stored at two sizes,
-``malignant (109)`` and ``malignant (13)``) differs by 4 bits, the closest unrelated pair by 18, the median pair
-by 30.
+Perceptual hash (the DCT hash, "pHash"): the stored 2D image (or the middle slice along z), averaged over colour
+channels, box-resampled to 32 x 32, 2D DCT-II; the 8 x 8 lowest frequencies without the DC term are compared with
+their median, giving 64 bits. It ignores brightness and contrast changes, resizing, re-compression and small crops
+or annotations. The threshold (default 8 bits) is measured on the BUSI sample (40 benign/malignant images, 780
+pairs): its near-identical pair (the same lesion stored at two sizes, ``malignant (109)`` and ``malignant (13)``)
+differs by 4 bits, the closest unrelated pair by 18, the median pair by 30. On the synthetic CT demo (30 different
+volumes) the middle slices' hashes are a median 8 bits apart and the closest 2, so volumes (more than one slice)
+are compared by content hash only.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def patient_groups(
     patient_ids = [str(p) for p in patient_ids]
     links = _UnionFind(patient_ids)
     reasons: dict[tuple[str, str], str] = {}
-    series = warehouse.query("SELECT patient_id, series_uid, modality, volume_path, image_hash FROM series")
+    series = warehouse.query("SELECT patient_id, series_uid, modality, volume_path, image_hash, size_z FROM series")
     series = series[series.patient_id.isin(patient_ids)]
     notes: list[str] = []
     for _, rows in series.groupby("image_hash"):
@@ -148,7 +150,10 @@ def patient_groups(
             links.union(members[0], other)
             reasons[(members[0], other)] = "same image (content hash)"
     if max_distance >= 0 and len(series):
-        prints = _fingerprints(warehouse, series[["series_uid", "image_hash", "volume_path"]])
+        # Only single-slice images: middle slices of different patients' volumes of one anatomy are too alike
+        # for a 64-bit hash (the synthetic demo's 30 CT volumes: median 8 bits apart, the closest 2).
+        flat = series[series.size_z.fillna(1) <= 1]
+        prints = _fingerprints(warehouse, flat[["series_uid", "image_hash", "volume_path"]])
         notes += [n for n in prints.note if n]
         hashes = series.merge(prints[prints.phash != ""], on=["series_uid", "image_hash"])
         for a, b, bits in near_duplicate_pairs(hashes, max_distance):
