@@ -99,3 +99,20 @@ def test_missing_perturbation_table_names_the_asset(tmp_path):
     settings = modelling.ModellingSettings(models=("logreg",), permutations=0, robustness_icc_threshold=0.5)
     with pytest.raises(ValueError, match="asset feature_robustness"):
         modelling.train_model(root, settings)
+
+
+def test_report_shows_feature_robustness_from_the_warehouse(tmp_path):
+    from radiomics_assets.modelling.report import _robustness_html
+    from radiomics_assets.modelling.training import robustness_report
+    from radiomics_assets.warehouse import Warehouse, write_derived_table
+
+    warehouse = Warehouse(tmp_path / "radiomics.duckdb")
+    assert robustness_report(warehouse) is None
+    _, _, perturbations = _perturbed_cohort(n=12)
+    write_derived_table(warehouse, "feature_perturbations", perturbations)
+    table = robustness_report(warehouse).set_index("feature")  # computed from the perturbations
+    assert table.loc["f1", "icc"] < 0.5 < table.loc["f0", "icc"] and table.loc["f0", "n_perturbations"] == 3
+    write_derived_table(warehouse, "feature_robustness", table.reset_index())  # the asset's table wins
+    rows = robustness_report(warehouse).to_dict(orient="records")
+    html_text = _robustness_html(rows, 0.75)
+    assert "<code>f1</code>" in html_text and "ICC(1,1)" in html_text and "dropped inside every outer" in html_text
