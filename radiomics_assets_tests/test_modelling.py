@@ -24,7 +24,7 @@ def test_shuffled_labels_give_chance_auc_with_the_default_procedure():
     """The default procedure (every candidate chosen inside the folds) on shuffled labels scores chance."""
     aucs = []
     for repeat in range(2):
-        X, y = _cohort(seed=repeat, n=40, p=60)
+        X, y = _cohort(seed=repeat, n=40, p=60, planted=())
         shuffled = pd.Series(np.random.default_rng(100 + repeat).permutation(y.to_numpy()), index=y.index)
         settings = modelling.ModellingSettings(seed=repeat, folds=3, repeats=1)
         assert settings.models == modelling.MODELS  # all four candidate families
@@ -185,7 +185,7 @@ def test_external_test_cohort_is_held_out_and_reported(tmp_path):
     assert metrics["external"]["auc"] == pytest.approx(roc_auc_score(y_test, p_test))
     html_text = result["report_path"].read_text()
     assert "held-out test cohort" in html_text and html_text.count("data:image/png;base64,") >= 10
-    assert "Permutation p-value" in html_text and "Decision curve" in html_text
+    assert "Permutation p-value" in html_text and 'alt="decision curve (out-of-fold)"' in html_text
     assert "information, not an estimate of the chosen model" in html_text
 
 
