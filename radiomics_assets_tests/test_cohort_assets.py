@@ -74,7 +74,15 @@ def warehouse_root(tmp_path):
 
 
 def test_cohort_assets_in_a_dagster_run(warehouse_root):
-    config = RadiomicsConfig(data_dir=str(warehouse_root), candidate_models=["logreg", "svm"], cv_folds=3, cv_repeats=2)
+    config = RadiomicsConfig(
+        data_dir=str(warehouse_root),
+        candidate_models=["logreg", "svm"],
+        cv_folds=3,
+        cv_repeats=2,
+        cv_inner_folds=2,
+        permutations=3,
+        modelling_jobs=1,
+    )
     with dg.instance_for_test() as instance:
         result = dg.materialize(COHORT_ASSETS, instance=instance, resources={"radiomics": config})
     assert result.success
@@ -143,7 +151,10 @@ def test_cohort_assets_in_a_dagster_run(warehouse_root):
     assert "<script" not in page and "<link" not in page and "url(" not in page
     for plot in ("ROC curve", "precision-recall curve", "calibration curve", "confusion matrix"):
         assert page.count(f'alt="{plot} (') == 2, plot
-    assert page.count('src="data:image/png;base64,') == 8
+    assert page.count('src="data:image/png;base64,') == 10  # + decision curve and permutation null
+    assert "Permutation p-value" in page and "Calibration slope" in page and "Duplicate images" in page
+    assert 0 < metrics["permutation_p_value"] <= 1 and metrics["groups"]["groups"] == []
+    assert {"calibration_slope", "calibration_intercept", "decision_curve"} <= set(metrics)
     assert "held-out test cohort" in page and "probability is &ge; 0.5" in page
     assert "15 positive and\n15 negative" in page and "3-fold x 2" in page
     assert "TRN-007" in page and "MR__GTV" in page and NO_FEATURES in page
@@ -155,3 +166,4 @@ def test_cohort_assets_in_a_dagster_run(warehouse_root):
     assert report_meta["external_auc"].value == round(external["auc"], 3)
     assert report_meta["roc"].value.startswith("![ROC](data:image/png;base64,")
     assert report_meta["n_negative"].value == 15 and report_meta["threshold"].value == 0.5
+    assert report_meta["permutation_p_value"].value == pytest.approx(metrics["permutation_p_value"])

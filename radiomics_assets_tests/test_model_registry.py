@@ -14,7 +14,7 @@ from radiomics_assets.modelling import registry as model_registry
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse, write_derived_table
 
-TRAIN = {"seed": 0, "models": ("logreg",), "folds": 3, "repeats": 1}
+TRAIN = {"seed": 0, "models": ("logreg",), "folds": 3, "repeats": 1, "inner_folds": 2, "permutations": 2}
 
 
 def _write_cohort(root: DataRoot, effect: float, n: int = 40, unlabelled: int = 4, p: int = 20) -> None:
@@ -80,11 +80,11 @@ def test_block_keeps_the_previous_model_serving(good_then_worse):
     # Both kept, each with its own card and pickled model; the top level is the current model again.
     assert model_registry.versions(root.models) == sorted([first.version, decision.version])
     assert model_registry.load_card(root.models, decision.version)["model_id"] == worse["model_id"]
-    assert modelling.load_model(root)["model_id"] == good["model_id"]
+    assert modelling.load_model(root).model_id == good["model_id"]
     assert json.loads((root.models / "model_card.json").read_text())["model_id"] == good["model_id"]
     # predictions use the promoted model, not the blocked candidate.
     _write_cohort(root, effect=0.0)
-    assert set(modelling.predict(root).model_id) == {good["model_id"]}
+    assert set(modelling.predict_unlabelled(root).model_id) == {good["model_id"]}
 
     trained = model_registry.history(root.models)
     assert [(h["version"], h["promoted"], h["regressed"]) for h in trained] == [
@@ -95,9 +95,9 @@ def test_block_keeps_the_previous_model_serving(good_then_worse):
     # Accepting the candidate by hand (or rolling back later) switches the top-level files and the pointer.
     model_registry.promote(root.models, decision.version)
     assert model_registry.current_version(root.models) == decision.version
-    assert modelling.load_model(root)["model_id"] == worse["model_id"]
+    assert modelling.load_model(root).model_id == worse["model_id"]
     model_registry.promote(root.models, first.version)
-    assert modelling.load_model(root)["model_id"] == good["model_id"]
+    assert modelling.load_model(root).model_id == good["model_id"]
     assert [h["event"] for h in model_registry.history(root.models)] == ["trained", "trained", "promoted", "promoted"]
     with pytest.raises(ValueError, match="no kept model version 'nope'"):
         model_registry.promote(root.models, "nope")
@@ -107,7 +107,7 @@ def test_warn_promotes_the_regressed_model_and_keeps_the_previous(good_then_wors
     root, good, worse, first = good_then_worse
     decision = model_registry.register(root.models, worse, margin=0.05, policy="warn")
     assert decision.regressed and decision.promoted and decision.current_version == decision.version
-    assert modelling.load_model(root)["model_id"] == worse["model_id"]
+    assert modelling.load_model(root).model_id == worse["model_id"]
     assert model_registry.load_card(root.models, first.version)["model_id"] == good["model_id"]
     assert (root.models / first.version / "model.pkl").exists()
     # Within the margin it is no regression at all.
@@ -126,6 +126,9 @@ def test_model_asset_reports_the_check_and_cv_auc(tmp_path, monkeypatch):
         candidate_models=["logreg"],
         cv_folds=3,
         cv_repeats=1,
+        cv_inner_folds=2,
+        permutations=2,
+        modelling_jobs=1,
         on_auc_regression="block",
         auc_regression_margin=0.05,
     )

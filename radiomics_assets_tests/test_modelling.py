@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
@@ -19,25 +20,79 @@ def _cohort(seed: int, n: int = 60, p: int = 150, planted=("f007", "f042", "f099
     return X, y
 
 
-def test_shuffled_labels_give_chance_auc():
+def test_shuffled_labels_give_chance_auc_with_the_default_procedure():
+    """The default procedure (every candidate chosen inside the folds) on shuffled labels scores chance."""
     aucs = []
-    for repeat in range(5):
-        X, y = _cohort(seed=repeat)
+    for repeat in range(2):
+        X, y = _cohort(seed=repeat, n=40, p=60, planted=())
         shuffled = pd.Series(np.random.default_rng(100 + repeat).permutation(y.to_numpy()), index=y.index)
-        cv = modelling.cross_validate(X, shuffled, modelling.ModellingSettings(seed=repeat, folds=3, repeats=2))
-        aucs.append(modelling.metrics(cv, n_bootstrap=50)["auc"])
-    # Selection inside the folds: with 150 noise features, selecting on the whole cohort would give ~0.8+.
-    assert abs(np.mean(aucs) - 0.5) < 0.1, aucs
+        settings = modelling.ModellingSettings(seed=repeat, folds=3, repeats=1)
+        assert settings.models == modelling.MODELS  # all four candidate families
+        cv = modelling.cross_validate(X, shuffled, settings, with_candidates=False)
+        aucs.append(cv.auc)
+    # Selection and the choice inside the folds: choosing on the outer folds, or selecting on the whole cohort,
+    # would give ~0.65-0.8 here.
+    assert abs(np.mean(aucs) - 0.5) < 0.12, aucs
+
+
+def test_fold_mean_auc_centres_on_chance_under_the_null():
+    """Cheap version of benchmarks/bench_null_auc.py: permuted labels, a fast candidate set."""
+    X, y = _cohort(seed=7, n=30, p=40, planted=())
+    settings = modelling.ModellingSettings(seed=0, models=("logreg",), folds=5, repeats=1, inner_folds=2)
+    rng = np.random.default_rng(0)
+    null, pooled = [], []
+    for _ in range(8):
+        cv = modelling.cross_validate(
+            X, pd.Series(rng.permutation(y.to_numpy()), index=y.index), settings, None, None, False
+        )
+        null.append(cv.auc)
+        pooled.append(modelling.metrics(cv, n_bootstrap=0)["auc_pooled"])
+    expected_sd = modelling.expected_null_sd(cv.y, cv.fold_of)
+    assert 0.08 < expected_sd < 0.14  # 5 folds of 6 patients (3 + 3): sqrt(7 / 108 / 5)
+    assert abs(np.mean(null) - 0.5) < 2.5 * expected_sd / np.sqrt(len(null)), null
+    assert 0.3 * expected_sd < np.std(null, ddof=1) < 2.5 * expected_sd, null
+
+
+def test_permutation_test_of_the_whole_procedure():
+    X, y = _cohort(seed=1, n=40, p=30, planted=("f007", "f012", "f021"))
+    settings = modelling.ModellingSettings(
+        seed=0, models=("logreg",), folds=4, repeats=1, inner_folds=2, permutations=9
+    )
+    cv = modelling.cross_validate(X, y, settings)
+    result = modelling.permutation_test(cv, X, settings)
+    assert result["n_permutations"] == 9 and len(result["null_aucs"]) == 9
+    assert result["p_value"] == pytest.approx((1 + sum(a >= result["observed_auc"] for a in result["null_aucs"])) / 10)
+    assert result["p_value"] == pytest.approx(0.1)  # strong signal: no permutation reaches it
+    assert result["observed_auc"] > 0.8 and abs(result["null_auc_mean"] - 0.5) < 0.15
+
+
+def test_calibration_and_decision_curve_on_known_values():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 4000)
+    y = (rng.random(4000) < p).astype(int)  # perfectly calibrated
+    assert modelling.calibration(y, p)["calibration_slope"] == pytest.approx(1.0, abs=0.1)
+    assert modelling.calibration(y, p)["calibration_intercept"] == pytest.approx(0.0, abs=0.1)
+    extreme = 1 / (1 + np.exp(-2 * np.log(p / (1 - p))))  # logits doubled: overconfident, slope 0.5
+    assert modelling.calibration(y, extreme)["calibration_slope"] == pytest.approx(0.5, abs=0.05)
+    curve = modelling.decision_curve(np.array([1, 1, 0, 0]), np.array([0.9, 0.6, 0.4, 0.1]))
+    at = curve["threshold"].index(0.5)
+    assert curve["model"][at] == pytest.approx(0.5) and curve["treat_all"][at] == pytest.approx(0.0)
+    at = curve["threshold"].index(0.2)  # p >= 0.2 treats 3: TP 2, FP 1 -> 2/4 - 1/4 x 0.25
+    assert curve["model"][at] == pytest.approx(0.5 - 0.25 * 0.25) and curve["treat_none"][at] == 0.0
 
 
 def test_planted_signal_is_recovered():
     X, y = _cohort(seed=1)
     ranked = modelling.rank_features(X, y)
     assert set(ranked.feature.head(3)) == {"f007", "f042", "f099"}
-    cv = modelling.cross_validate(X, y, modelling.ModellingSettings(seed=1, folds=3, repeats=2))
+    settings = modelling.ModellingSettings(seed=1, models=("logreg", "svm"), folds=3, repeats=1)
+    cv = modelling.cross_validate(X, y, settings)
     figures = modelling.metrics(cv, n_bootstrap=200)
     assert figures["auc"] > 0.85 and figures["auc_ci_low"] < figures["auc"] < figures["auc_ci_high"]
-    search = modelling.fit_final(X, y, modelling.ModellingSettings(seed=1))
+    comparison = modelling.compare_candidates(cv, n_bootstrap=200)
+    assert set(comparison) == {"logreg", "svm"} and sum(c["times_chosen"] for c in comparison.values()) == 3
+    assert all(c["difference_ci_low"] <= c["auc_minus_procedure"] + 1e-9 for c in comparison.values())
+    search = modelling.fit_final(X, y, settings)
     chosen = set(modelling.selected_columns(search.best_estimator_, list(X.columns)))
     assert {"f007", "f042", "f099"} <= chosen
 
@@ -67,31 +122,39 @@ def _warehouse_cohort(tmp_path, n: int = 40, test: int = 0, unlabelled: int = 0)
     return root, warehouse
 
 
-def test_model_comparison_picks_a_model_and_writes_a_card(tmp_path):
+FAST = {"folds": 3, "inner_folds": 2, "permutations": 3}
+
+
+def test_procedure_chooses_a_candidate_and_writes_a_card(tmp_path):
     import json
 
     root, warehouse = _warehouse_cohort(tmp_path)
-    path, card = modelling.train_model(
-        root, modelling.ModellingSettings(seed=0, models=("logreg", "svm"), folds=3, repeats=2)
-    )
+    settings = modelling.ModellingSettings(seed=0, models=("logreg", "svm"), repeats=2, **FAST)
+    path, card = modelling.train_model(root, settings)
     assert path.exists() and card["model"] in {"logreg", "svm"}
     written = json.loads((root.models / "model_card.json").read_text())
     assert written["training_cohort"] == {"n_patients": 40, "n_positive": 20, "n_negative": 20}
     assert set(written["candidates"]) == {"logreg", "svm"} and written["features_used"]
     assert "scikit-learn" in written["library_versions"] and len(written["cv_estimate"]["auc_per_repeat"]) == 2
-    assert written["cv_estimate"]["auc"] == max(c["auc"] for c in written["candidates"].values())
-    ranked = modelling.select_features(warehouse, root)
+    assert len(written["cv_estimate"]["chosen_per_outer_fold"]) == 6
+    assert 0 < written["cv_estimate"]["permutation_p_value"] <= 1
+    # The headline is the procedure's own outer-CV figure, not the best candidate's (that would be optimistic).
+    assert written["cv_estimate"]["auc"] == pytest.approx(np.mean(written["cv_estimate"]["auc_per_repeat"]))
+    ranked = modelling.feature_selection_table(warehouse, root)
     chosen = ranked[ranked.selected]
     assert set(chosen.feature) == set(written["features_used"])
     assert ((chosen.selection_frequency > 0) & (chosen.selection_frequency <= 1)).all()
     assert {"f007", "f012", "f021"} & set(chosen.feature)
+    saved = modelling.load_model(root)
+    assert isinstance(saved, modelling.SavedModel) and saved.model_id == card["model_id"] and saved.threshold == 0.5
+    assert saved.feature_columns == [f"f{i:03d}" for i in range(30)] and saved.trained_at == card["trained_at"]
 
 
 def test_external_test_cohort_is_held_out_and_reported(tmp_path):
     import json
 
-    root, _ = _warehouse_cohort(tmp_path, n=40, test=12)
-    _, card = modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), folds=3, repeats=1))
+    root, warehouse = _warehouse_cohort(tmp_path, n=40, test=12)
+    _, card = modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), repeats=1, **FAST))
     assert card["training_cohort"]["n_patients"] == 28
     result = modelling.validate(root, seed=0)
     metrics = json.loads((root.reports / "metrics.json").read_text())
@@ -110,20 +173,35 @@ def test_external_test_cohort_is_held_out_and_reported(tmp_path):
         "cv_scheme",
         "brier",
         "model_comparison",
+        "permutation_p_value",
+        "calibration_slope",
+        "calibration_intercept",
+        "decision_curve",
+        "groups",
     } <= set(metrics)
+    assert metrics["permutation"]["n_permutations"] == 3 and len(metrics["decision_curve"]["model"]) == 99
+    X_test, y_test = modelling.external_test_set(warehouse)
+    p_test = modelling.score(modelling.load_model(root), X_test)
+    assert metrics["external"]["auc"] == pytest.approx(roc_auc_score(y_test, p_test))
     html_text = result["report_path"].read_text()
-    assert "held-out test cohort" in html_text and html_text.count("data:image/png;base64,") >= 8
+    assert "held-out test cohort" in html_text and html_text.count("data:image/png;base64,") >= 10
+    assert "Permutation p-value" in html_text and 'alt="decision curve (out-of-fold)"' in html_text
+    assert "information, not an estimate of the chosen model" in html_text
 
 
 def test_predictions_for_unlabelled_patients(tmp_path):
-
     root, warehouse = _warehouse_cohort(tmp_path, n=40, unlabelled=5)
-    modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), folds=3, repeats=1))
-    table = modelling.predict(root)
+    modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), repeats=1, **FAST))
+    table = modelling.predict_unlabelled(root)
     stored = warehouse.query("SELECT * FROM predictions ORDER BY patient_id")
     assert list(stored.patient_id) == [f"P{i:03d}" for i in range(40, 45)]
     assert stored.probability.between(0, 1).all() and set(stored.predicted_label) <= {0, 1}
-    assert (stored.model_id == modelling.load_model(root)["model_id"]).all() and len(table) == 5
+    saved = modelling.load_model(root)
+    assert (stored.model_id == saved.model_id).all() and len(table) == 5
+    # One scoring path: shuffled and extra columns are reindexed to the training columns.
+    X = modelling.unlabelled_set(warehouse)
+    jumbled = X[X.columns[::-1]].assign(extra=1.0)
+    np.testing.assert_allclose(modelling.score(saved, jumbled), stored.probability.to_numpy())
 
 
 def test_every_selection_method_finds_the_planted_features():
@@ -184,10 +262,10 @@ def test_bootstrap_aucs_match_roc_auc_score_with_ties():
 def test_standardisation_is_optional():
     X, y = _cohort(seed=1, n=40, p=30, planted=("f007", "f012", "f021"))
     X = X * np.logspace(-3, 3, X.shape[1])  # features on wildly different scales, as radiomics features are
-    search = modelling.tuned_model(30, seed=0, model="random_forest", standardise=False)
-    assert search.estimator.named_steps["scale"] == "passthrough"
+    pipeline = modelling.make_pipeline(0, "random_forest", standardise=False)
+    assert pipeline.named_steps["scale"] == "passthrough"
     assert isinstance(modelling.make_pipeline(0).named_steps["scale"], StandardScaler)
-    unscaled = search.estimator.set_params(select__k=5).fit(X.iloc[:20], y.iloc[:20])
+    unscaled = pipeline.set_params(select__k=5).fit(X.iloc[:20], y.iloc[:20])
     held_out = unscaled.predict_proba(X.iloc[20:])[:, 1]
     assert roc_auc_score(y.iloc[20:], held_out) > 0.75
 

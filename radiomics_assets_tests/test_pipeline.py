@@ -97,7 +97,10 @@ def test_whole_graph_end_to_end(cohort_root):
         # PyRadiomics resamples to 1 mm; the voxel volume must stay close to the rasterised mask volume.
         assert volume == pytest.approx(voxels * 0.8 * 0.8 * 2.0, rel=0.15)
 
-        cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(instance=instance)
+        few_permutations = {"resources": {"radiomics": {"config": {"permutations": 3}}}}  # the suite's time
+        cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(
+            instance=instance, run_config=few_permutations
+        )
         assert cohort.success
         metrics = json.loads((cohort_root / "reports" / "metrics.json").read_text())
         assert metrics["n_patients"] == 10 and 0.0 <= metrics["auc"] <= 1.0

@@ -79,7 +79,7 @@ def test_jobs_and_the_inbox_sensor_on_postgres(postgres_instance, tmp_path):
     # The step claimed a slot of the DuckDB writers' pool, whose limit came from the instance file.
     assert instance.event_log_storage.get_concurrency_info(DUCKDB_WRITES).slot_count == 1
 
-    modelling = RadiomicsConfig(candidate_models=["logreg"], cv_folds=2, cv_repeats=1)
+    modelling = RadiomicsConfig(candidate_models=["logreg"], cv_folds=2, cv_repeats=1, permutations=2)
     cohort = defs.resolve_job_def("retrain_cohort").execute_in_process(
         instance=instance, resources={"radiomics": modelling}
     )

@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 COHORT = replace(SynthConfig(), n_patients=9, seed=5, rows=48, columns=48, slices=10)
-QUICK_MODEL = {"candidate_models": ["logreg"], "cv_folds": 2, "cv_repeats": 1}
+QUICK_MODEL = {"candidate_models": ["logreg"], "cv_folds": 2, "cv_repeats": 1, "permutations": 2}
 UI_TIMEOUT_MS = 90_000  # two cores shared with other work: the first page can take a while to lay out
 
 

@@ -15,12 +15,13 @@ from radiomics_assets.modelling import registry
 @dg.asset(group_name="modelling", kinds={"csv", "duckdb"}, pool=DUCKDB_WRITES)
 def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
-    table = modelling.load_labels(radiomics.data_root(), radiomics.label_column)
+    table = modelling.load_labels(radiomics.data_root(), radiomics.label_column, radiomics.group_column)
     modelling.store_labels(radiomics.warehouse(), table)
     metadata = {
         "patients": len(table),
         "positives": int(table.label.sum()),
         "test_patients": int((table.cohort == "test").sum()),
+        "patients_in_a_labels_csv_group": int((table.group != "").sum()),
     }
     return dg.MaterializeResult(metadata=metadata)
 
@@ -48,7 +49,8 @@ def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
 
 @dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix], check_specs=[AUC_NOT_REGRESSED])
 def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Candidate pipelines compared by nested CV; the best is refitted on the training patients (+ model card)."""
+    """The whole procedure (inner-CV choice among candidates) validated by outer CV and a permutation test, then
+    fitted on all training patients (+ model card)."""
     root = radiomics.data_root()
     path, card = modelling.train_model(root, radiomics.modelling_settings())
     # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
@@ -67,7 +69,7 @@ def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
 @dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[model], pool=DUCKDB_WRITES)
 def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Final model's features with selection scores and outer-fold selection frequency; table ``selected_features``."""
-    ranked = modelling.select_features(radiomics.warehouse(), radiomics.data_root())
+    ranked = modelling.feature_selection_table(radiomics.warehouse(), radiomics.data_root())
     top = ranked[ranked.selected][["feature", "selection_score", "selection_frequency", "p_value", "auc"]]
     metadata = {
         "selected": int(ranked.selected.sum()),
@@ -80,7 +82,7 @@ def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
 @dg.asset(group_name="modelling", kinds={"duckdb"}, deps=[model, feature_matrix], pool=DUCKDB_WRITES)
 def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Saved model's scores for patients with features but no label; table ``predictions``."""
-    table = modelling.predict(radiomics.data_root())
+    table = modelling.predict_unlabelled(radiomics.data_root())
     preview = table.head(20)[["patient_id", "probability", "predicted_label"]]
     metadata = {
         "patients": len(table),
@@ -96,7 +98,8 @@ HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall
 
 @dg.asset(group_name="modelling", kinds={"html"}, deps=[model, selected_features])
 def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Nested cross-validated metrics: ``reports/metrics.json`` and ``reports/report.html``."""
+    """Outer-CV metrics of the whole procedure, permutation test, decision curve, calibration, duplicate groups:
+    ``reports/metrics.json`` and ``reports/report.html``."""
     result = modelling.validate(radiomics.data_root(), radiomics.seed)
     metadata = {
         # Rounded to what a cohort of this size can tell apart (the CI is wider than 0.001).
@@ -109,7 +112,14 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "n_features_selected": result["n_features_selected"],
         "model": result["model"],
         "brier": round(float(result["brier"]), 3),
+        "auc_fold_sd": round(float(result["auc_fold_sd"]), 3),
+        "calibration_slope": round(float(result["calibration_slope"]), 3),
+        "calibration_intercept": round(float(result["calibration_intercept"]), 3),
+        "duplicate_groups": len(result["groups"]["groups"]),
+        "excluded_conflicting_labels": len(result["groups"]["excluded"]),
     }
+    if result["permutation_p_value"] is not None:
+        metadata["permutation_p_value"] = round(float(result["permutation_p_value"]), 3)
     if "external" in result:
         external = result["external"]
         metadata["external_auc"] = round(float(external["auc"]), 3)

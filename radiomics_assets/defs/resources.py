@@ -27,6 +27,17 @@ class CandidateModel(StrEnum):
     gradient_boosting = "gradient_boosting"
 
 
+class SelectionMethodName(StrEnum):
+    """A selection method the launchpad accepts in ``selection_methods``."""
+
+    anova = "anova"
+    mannwhitney = "mannwhitney"
+    mutual_info = "mutual_info"
+    rfe = "rfe"
+    l1 = "l1"
+    tree = "tree"
+
+
 SelectionMethod = Literal["anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"]
 AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected"]
 RegressionPolicy = Literal["warn", "block"]
@@ -53,11 +64,25 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
     = the local pool. Every worker must see the data root at the same path (README "Beyond one machine")."""
     candidate_models: list[CandidateModel] = [m.value for m in CandidateModel]
-    """Compared by nested CV; the best CV AUC becomes the model."""
+    """Candidate families; the inner CV of each outer training set (and of the final fit) chooses among them."""
     selection_method: SelectionMethod = "anova"
     """anova | mannwhitney | mutual_info (filters, + correlation filter) | rfe | l1 | tree."""
+    selection_methods: list[SelectionMethodName] = []
+    """When set, every listed method is a candidate (x every model family) and ``selection_method`` is ignored."""
     cv_folds: int = 5
     cv_repeats: int = 2
+    cv_inner_folds: int = 3
+    permutations: int = 9
+    """Label permutations of the permutation test of the whole procedure (0 = off); p >= 1 / (1 + permutations).
+    Each costs one outer-CV repeat: 9 keeps the demo quick; use 19 or more for a p-value that can reach 0.05."""
+    group_column: str = "group"
+    """labels.csv column whose equal values (e.g. lesions of one person) stay in one CV fold; optional."""
+    duplicate_max_distance: int = 8
+    """Perceptual-hash bits (of 64) at or below which two stored images are near duplicates (-1: exact only)."""
+    robustness_icc_threshold: float = 0.0
+    """Keep features with ICC(1,1) over perturbations >= this (training patients of each fold); 0 = off."""
+    modelling_jobs: int = 2
+    """Processes fitting outer folds and permutations in parallel."""
     standardise: bool = True
     """Z-score each feature inside the Pipeline (fitted on the training folds); off suits tree models only."""
     file_modality: str = "CT"
@@ -104,6 +129,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "permutations": int(env.get("RADIOMICS_PERMUTATIONS", "") or 9),
             "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
             "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
             "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
@@ -148,10 +174,17 @@ class RadiomicsConfig(dg.ConfigurableResource):
         return ModellingSettings(
             seed=self.seed,
             models=tuple(CandidateModel(m).value for m in self.candidate_models),
-            selection=self.selection_method,
+            selection_methods=tuple(SelectionMethodName(m).value for m in self.selection_methods)
+            or (self.selection_method,),
             folds=self.cv_folds,
             repeats=self.cv_repeats,
+            inner_folds=self.cv_inner_folds,
             standardise=self.standardise,
+            permutations=self.permutations,
+            group_column=self.group_column,
+            duplicate_max_distance=self.duplicate_max_distance,
+            robustness_icc_threshold=self.robustness_icc_threshold,
+            n_jobs=self.modelling_jobs,
         )
 
 

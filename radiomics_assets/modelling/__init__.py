@@ -1,5 +1,8 @@
 """Modelling: from the feature table to a validated model (the cohort assets).
 
+``duplicates`` groups duplicate images (and labels.csv groups) for grouped CV, ``robustness`` computes each
+feature's ICC over perturbed re-extractions.
+
 ``matrix`` builds the patients x features matrix with labels, ``selection`` and ``estimators`` make the one
 scikit-learn Pipeline that holds everything learned from data, ``validation`` cross-validates it, ``training``
 fits and saves the model, ``registry`` keeps every version and decides promotion, ``report`` writes the
@@ -16,7 +19,9 @@ _EXPORTS = {
     "MODELS": "settings",
     "SELECTION_METHODS": "settings",
     "build_feature_matrix": "matrix",
-    "labelled_training_set": "matrix",
+    "training_set": "matrix",
+    "external_test_set": "matrix",
+    "label_groups": "matrix",
     "load_labels": "matrix",
     "missing_data_summary": "matrix",
     "store_labels": "matrix",
@@ -30,21 +35,39 @@ _EXPORTS = {
     "CalibratedSVC": "estimators",
     "PARAM_GRIDS": "estimators",
     "make_pipeline": "estimators",
-    "tuned_model": "estimators",
+    "CandidateSearch": "estimators",
+    "KeepColumns": "estimators",
     "CrossValidation": "validation",
     "binary_metrics": "validation",
     "bootstrap_aucs": "validation",
-    "compare_models": "validation",
+    "compare_candidates": "validation",
+    "bootstrap_fold_mean_aucs": "validation",
+    "calibration": "validation",
+    "decision_curve": "validation",
+    "expected_null_sd": "validation",
+    "fold_aucs": "validation",
+    "permutation_test": "validation",
     "cross_validate": "validation",
     "fit_final": "validation",
     "metrics": "validation",
     "THRESHOLD": "training",
     "load_model": "training",
-    "predict": "training",
-    "select_features": "training",
+    "SavedModel": "training",
+    "ValidationResult": "training",
+    "feature_selection_table": "training",
+    "load_validation": "training",
+    "predict_unlabelled": "training",
+    "score": "training",
     "train_model": "training",
+    "icc_by_feature": "robustness",
+    "robust_features": "robustness",
+    "robustness_table": "robustness",
     "validate": "report",
     "write_report": "report",
+    "Groups": "duplicates",
+    "patient_groups": "duplicates",
+    "perceptual_hash": "duplicates",
+    "middle_slice": "duplicates",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -32,8 +32,9 @@ def wide_matrix(features_long: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def load_labels(root: DataRoot, label_column: str = "label") -> pd.DataFrame:
-    """``labels.csv`` -> (patient_id, label 0/1, label_name). Two class names map to 0/1 in sorted order."""
+def load_labels(root: DataRoot, label_column: str = "label", group_column: str = "group") -> pd.DataFrame:
+    """``labels.csv`` -> (patient_id, label 0/1, label_name, cohort, group). Two class names map to 0/1 in sorted
+    order. ``group`` is the optional ``group_column`` (patients sharing it stay in one CV fold), empty if absent."""
     if not root.labels_csv.exists():
         raise FileNotFoundError(f"{root.labels_csv}: labels file not found")
     raw = pd.read_csv(root.labels_csv, dtype=str)
@@ -50,6 +51,7 @@ def load_labels(root: DataRoot, label_column: str = "label") -> pd.DataFrame:
             "label": raw[label_column].str.strip().map({names[0]: 0, names[1]: 1}).astype(int),
             "label_name": raw[label_column].str.strip(),
             "cohort": split,
+            "group": raw[group_column].fillna("").str.strip() if group_column in raw else "",
         }
     )
     bad = sorted(set(table.cohort) - {"train", "test"})
@@ -139,14 +141,29 @@ def missing_data_summary(warehouse: Warehouse, max_listed: int = 30) -> dict:
     return {"policy": policy, "gaps": groups}
 
 
-def labelled_training_set(warehouse: Warehouse, cohort: str = "train") -> tuple[pd.DataFrame, pd.Series]:
-    """Labelled patients of one cohort (``train`` or ``test``; without a ``cohort`` column all are train)."""
+def _labelled(warehouse: Warehouse, cohort: str) -> tuple[pd.DataFrame, pd.Series]:
     matrix = warehouse.query("SELECT * FROM feature_matrix").set_index("patient_id")
     labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")
     split = labels["cohort"] if "cohort" in labels else pd.Series("train", index=labels.index)
     in_cohort = matrix.index.isin(split[split == cohort].index)
     labelled = matrix[matrix.label.notna() & in_cohort]
     return labelled.drop(columns="label"), labelled.label.astype(int)
+
+
+def training_set(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.Series]:
+    """Labelled patients of the training cohort (``cohort=train``, or every labelled patient without the column)."""
+    return _labelled(warehouse, "train")
+
+
+def external_test_set(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.Series]:
+    """Labelled patients of the held-out test cohort (``cohort=test``): never used for choice or fitting."""
+    return _labelled(warehouse, "test")
+
+
+def label_groups(warehouse: Warehouse) -> pd.Series:
+    """patient_id -> the ``group`` of labels.csv ('' when none; older warehouses have no column)."""
+    labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")
+    return labels["group"].fillna("").astype(str) if "group" in labels else pd.Series("", index=labels.index)
 
 
 def unlabelled_set(warehouse: Warehouse) -> pd.DataFrame:

@@ -6,7 +6,6 @@ import base64
 import html
 import io
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,10 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from radiomics_assets.modelling.matrix import labelled_training_set, missing_data_summary
+from radiomics_assets.modelling.matrix import external_test_set, missing_data_summary, training_set
 from radiomics_assets.modelling.selection import selected_columns, selection_scores
-from radiomics_assets.modelling.training import THRESHOLD, load_model
-from radiomics_assets.modelling.validation import binary_metrics, metrics
+from radiomics_assets.modelling.training import THRESHOLD, load_model, load_validation, robustness_report, score
+from radiomics_assets.modelling.validation import binary_metrics, compare_candidates, expected_null_sd, metrics
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
 
@@ -113,6 +112,10 @@ def _headline_table(m: dict) -> str:
         ),
         ("Average precision (area under the PR curve)", _f(m["average_precision"])),
         ("Brier score (0 is perfect; always 0.5 scores 0.25)", _f(m["brier"])),
+        (
+            "Calibration slope (1 ideal) / intercept (0 ideal)",
+            f"{_f(m.get('calibration_slope'))} / {_f(m.get('calibration_intercept'))}",
+        ),
         (f"Accuracy at threshold {m['threshold']}", _f(m["accuracy"])),
         ("Precision (positive predictive value)", _f(m["precision"])),
         ("Recall (sensitivity)", _f(m["recall"])),
@@ -122,22 +125,30 @@ def _headline_table(m: dict) -> str:
     ]
     if m.get("auc_per_repeat"):
         spread = ", ".join(_f(a) for a in m["auc_per_repeat"])
-        rows.insert(2, ("AUC of each CV repeat", f"{spread} (SD {_f(m.get('auc_repeat_sd'))})"))
+        rows.insert(2, ("AUC of each CV repeat (mean of its folds)", f"{spread}"))
+        rows.insert(3, ("SD of the AUC over the outer test folds", _f(m.get("auc_fold_sd"))))
+        rows.insert(
+            4, ("Pooled out-of-fold AUC (information only: biased below 0.5 under the null)", _f(m.get("auc_pooled")))
+        )
+    if m.get("permutation_p_value") is not None:
+        rows.insert(2, ("Permutation p-value of the AUC (whole procedure)", _f(m["permutation_p_value"])))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
 
 
 def _comparison_table(metrics: dict) -> str:
-    keys = ("auc", "auc_ci_low", "auc_ci_high", "auc_repeat_sd", "average_precision", "brier")
+    keys = ("auc", "auc_ci_low", "auc_ci_high", "auc_fold_sd", "average_precision", "brier")
     rows = "".join(
-        f"<tr><td>{html.escape(m)}{' <b>(chosen)</b>' if m == metrics.get('model') else ''}</td>"
+        f"<tr><td>{html.escape(m)}</td><td>{c.get('times_chosen', 0)}</td>"
         + "".join(f"<td>{_f(c.get(k))}</td>" for k in keys)
-        + "</tr>"
+        + f"<td>{_f(c.get('auc_minus_procedure'))} ({_f(c.get('difference_ci_low'))} to "
+        f"{_f(c.get('difference_ci_high'))}), p {_f(c.get('difference_p_value'))}</td></tr>"
         for m, c in metrics.get("model_comparison", {}).items()
     )
     return (
-        "<table><tr><th>model</th><th>CV AUC</th><th>CI low</th><th>CI high</th><th>SD over repeats</th>"
-        f"<th>average precision</th><th>Brier</th></tr>{rows}</table>"
+        "<table><tr><th>candidate</th><th>chosen in outer folds</th><th>CV AUC</th><th>CI low</th><th>CI high</th>"
+        "<th>SD over folds</th><th>average precision</th><th>Brier</th>"
+        f"<th>AUC minus the procedure's (95 % CI), paired bootstrap</th></tr>{rows}</table>"
     )
 
 
@@ -166,6 +177,95 @@ def _missing_data(missing: dict) -> str:
     )
     return text + (
         f"<table><tr><th>missing block</th><th>patients</th><th>handling</th><th>patient keys</th></tr>{rows}</table>"
+    )
+
+
+def decision_curve_png(curve: dict) -> str:
+    fig, ax = _figure(4.5, 4)
+    t = np.asarray(curve["threshold"])
+    ax.plot(t, curve["model"], label="model (out-of-fold)")
+    ax.plot(t, curve["treat_all"], "--", color="grey", label="treat all")
+    ax.plot(t, curve["treat_none"], ":", color="black", label="treat none")
+    top = max(max(curve["model"]), max(curve["treat_all"]), 0.01)
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curve", ylim=(-0.05, top * 1.1))
+    ax.legend(loc="upper right")
+    return _png(fig)
+
+
+def null_png(null_aucs: list[float], observed: float) -> str:
+    fig, ax = _figure(4.5, 3.5)
+    ax.hist(null_aucs, bins=min(20, max(5, len(null_aucs) // 2)), color="lightgrey", edgecolor="grey")
+    ax.axvline(observed, color="C3", label=f"observed {observed:.3f}")
+    ax.axvline(0.5, ls="--", color="black", label="chance")
+    ax.set(xlabel="AUC of the procedure on permuted labels", ylabel="permutations", title="Permutation test")
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def _permutation_html(permutation: dict) -> str:
+    if not permutation or not permutation.get("n_permutations"):
+        return "<p>No permutation test (setting <code>permutations</code> = 0).</p>"
+    return (
+        f"<p>The whole procedure (candidate choice, tuning, selection, fit, outer CV) was re-run on "
+        f"{permutation['n_permutations']} random permutations of the labels. Null AUCs: mean "
+        f"{_f(permutation['null_auc_mean'])}, SD {_f(permutation['null_auc_sd'])} (chance predicts SD "
+        f"&asymp; {_f(permutation.get('expected_null_sd'))} for one repeat). <b>Permutation p-value "
+        f"{_f(permutation['p_value'])}</b> = (1 + #null AUC &ge; observed {_f(permutation['observed_auc'])}) / "
+        f"(1 + {permutation['n_permutations']}); the smallest possible is "
+        f"{_f(1 / (1 + permutation['n_permutations']))}.</p>"
+        + _img("permutation null distribution", null_png(permutation["null_aucs"], permutation["observed_auc"]))
+    )
+
+
+def _groups_html(groups: dict) -> str:
+    if not groups:
+        return "<p>No record of duplicate groups.</p>"
+    text = (
+        f"<p>{html.escape(groups['rule'])}. {len(groups['groups'])} group(s) of more than one patient; "
+        f"{len(groups['excluded'])} patient(s) excluded from training because their group holds both labels"
+        + (f": {html.escape(', '.join(groups['excluded']))}" if groups["excluded"] else "")
+        + ".</p>"
+    )
+    if not groups["groups"]:
+        return text
+    rows = "".join(
+        f"<tr><td>{html.escape(g['group'])}</td><td>{html.escape(', '.join(g['patients']))}</td>"
+        f"<td>{html.escape(', '.join(map(str, g['labels'])))}</td>"
+        f"<td>{'<b>yes: excluded</b>' if g['conflicting_labels'] else 'no'}</td>"
+        f"<td>{html.escape('; '.join(g['links']))}</td></tr>"
+        for g in groups["groups"]
+    )
+    return text + (
+        "<table><tr><th>group</th><th>patients</th><th>labels</th><th>conflicting labels</th><th>links</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _robustness_html(rows: list[dict] | None, threshold: float) -> str:
+    if rows is None:
+        return "<p>No perturbation data (asset <code>feature_robustness</code> not materialised).</p>"
+    use = (
+        f"features with ICC &lt; {threshold} were dropped inside every outer training fold and the final fit "
+        "(ICC computed on those training patients only)"
+        if threshold > 0
+        else "the filter is off (robustness_icc_threshold = 0): shown for information"
+    )
+    body = "".join(
+        f"<tr><td><code>{html.escape(r['feature'])}</code></td><td>{_f(r['icc'])}</td>"
+        f"<td>{r['n_perturbations']}</td></tr>"
+        for r in rows
+    )
+    return (
+        f"<p>ICC(1,1) of each feature over the perturbed re-extractions (all training patients); {use}.</p>"
+        f"<table><tr><th>feature</th><th>ICC</th><th>perturbations</th></tr>{body}</table>"
+    )
+
+
+def _calibration_text(m: dict) -> str:
+    return (
+        f"Calibration slope {_f(m.get('calibration_slope'))} (1 is ideal; below 1: predictions too extreme), "
+        f"calibration intercept {_f(m.get('calibration_intercept'))} (0 is ideal), by logistic recalibration of "
+        "the out-of-fold probabilities."
     )
 
 
@@ -200,24 +300,39 @@ td,th{{padding:3px 0.8em;border-bottom:1px solid #ddd;text-align:left;vertical-a
 <body><h1>Validation report</h1>
 <h2>Summary</h2>
 <ul>
-<li>Chosen model: <b>{html.escape(str(metrics.get("model", "")))}</b> (model id
+<li>Final model (the procedure fitted on all training patients): <b>{html.escape(str(metrics.get("model", "")))}</b>
+(model id
 <code>{html.escape(str(metrics.get("model_id", "")))}</code>), feature selection
 <code>{html.escape(str(metrics.get("selection_method", "")))}</code>, tuned parameters: {html.escape(params)}.</li>
 <li>Training cohort: {metrics["n_patients"]} patients, {metrics["n_positive"]} positive and
 {metrics["n_negative"]} negative; {metrics["n_features_available"]} features available,
 {metrics["n_features_selected"]} used by the final model.</li>
 <li>Validation scheme: {html.escape(metrics["cv_scheme"])}. Every internal figure is out-of-fold: the whole
-Pipeline (imputation, near-zero-variance filter, scaling, feature selection, classifier) was refitted and tuned
-inside each outer training fold, so no patient was scored by a model that had seen it.</li>
+procedure (robustness filter, imputation, near-zero-variance filter, scaling, feature selection, classifier,
+hyperparameters and the choice among candidates) was refitted inside each outer training fold, so no patient was
+scored by a model, or a choice, that had seen it.</li>
 <li>Threshold: a patient is called positive when the predicted probability is &ge; {metrics["threshold"]}, fixed
 in advance (not tuned); it sets accuracy, precision, recall, specificity, F1 and the confusion matrix.</li>
 </ul>
-<h2>Cross-validated performance of the chosen model</h2>
+<h2>Cross-validated performance of the whole procedure</h2>
+<p>Estimate: {html.escape(metrics.get("auc_estimator", ""))}. Threshold metrics, calibration and the decision curve
+use each patient's out-of-fold probability averaged over the repeats.</p>
 {_headline_table(metrics)}
 {_plots(y, p, metrics, "out-of-fold", roc)}
-<h2>Model comparison (nested CV, same splits)</h2>
-<p>The candidate with the highest cross-validated AUC is chosen and refitted on all training patients.</p>
+<p>{_calibration_text(metrics)}</p>
+{_img("decision curve (out-of-fold)", decision_curve_png(metrics["decision_curve"]))}
+<h2>Permutation test</h2>
+{_permutation_html(metrics.get("permutation", {}))}
+<h2>Candidates (information, not an estimate of the chosen model)</h2>
+<p>Each candidate's figures come from refitting its inner-CV-best parameters in every outer training set, on the
+same splits. Choosing the best of these figures afterwards would be optimistic (the choice would be fitted to the
+outer folds); the headline above evaluates the choice itself. The last column compares each candidate with the
+procedure by a paired bootstrap of patients on the same out-of-fold predictions.</p>
 {_comparison_table(metrics)}
+<h2>Duplicate images and groups</h2>
+{_groups_html(metrics.get("groups", {}))}
+<h2>Feature robustness</h2>
+{_robustness_html(metrics.get("feature_robustness"), metrics.get("robustness_icc_threshold", 0.0))}
 <h2>External validation</h2>
 {external_html}
 <h2>Features used by the final model</h2>
@@ -232,22 +347,22 @@ in advance (not tuned); it sets accuracy, precision, recall, specificity, F1 and
 
 
 def validate(root: DataRoot, seed: int = 0) -> dict:
-    """Report of the chosen model's nested CV, the model comparison and, if any, the external test cohort."""
+    """Report of the procedure's outer CV, its permutation test, the candidates, the groups and the test cohort."""
     warehouse = Warehouse(root.warehouse)
-    X, _ = labelled_training_set(warehouse)
-    with open(root.models / "cv_results.pkl", "rb") as fh:
-        stored = pickle.load(fh)
-    cv = stored["results"][stored["best"]]
+    X, _ = training_set(warehouse)
+    stored = load_validation(root)
+    cv, permutation, groups, settings = stored.cv, stored.permutation, stored.groups, stored.settings
     figures = metrics(cv, threshold=THRESHOLD, seed=seed)
     saved = load_model(root)
-    selected = selected_columns(saved["pipeline"], saved["features"])
-    scores = selection_scores(saved["pipeline"], saved["features"])
+    selected = selected_columns(saved.pipeline, saved.feature_columns)
+    scores = selection_scores(saved.pipeline, saved.feature_columns)
     card_path = root.models / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    figures["model"] = stored["best"]
-    figures["model_id"] = saved.get("model_id", "")
-    figures["selection_method"] = saved.get("selection", "")
-    figures["best_params"] = card.get("best_params", {})
+    figures["model"] = saved.model
+    figures["model_id"] = saved.model_id
+    figures["selection_method"] = saved.selection
+    figures["best_params"] = saved.best_params
+    figures["chosen_per_outer_fold"] = cv.chosen
     figures["n_features_selected"] = len(selected)
     figures["n_features_available"] = int(X.shape[1])
     figures["selected_features"] = [
@@ -256,19 +371,25 @@ def validate(root: DataRoot, seed: int = 0) -> dict:
     ]
     figures["missing_data"] = missing_data_summary(warehouse)
     figures["library_versions"] = card.get("library_versions", {})
-    figures["model_comparison"] = {
-        m: {
-            k: v
-            for k, v in metrics(r, n_bootstrap=200, seed=seed).items()
-            if k in ("auc", "auc_ci_low", "auc_ci_high", "auc_repeat_sd", "brier", "average_precision")
-        }
-        for m, r in stored["results"].items()
+    figures["model_comparison"] = compare_candidates(cv, n_bootstrap=1000, seed=seed)
+    figures["permutation"] = {**permutation, "expected_null_sd": expected_null_sd(cv.y, cv.fold_of)}
+    figures["permutation_p_value"] = permutation.get("p_value")
+    figures["groups"] = {
+        "rule": "patients share a group when a stored image has the same content hash, when perceptual hashes "
+        f"differ by <= {settings.duplicate_max_distance} of 64 bits, or when labels.csv gives the same "
+        f"'{settings.group_column}'; groups stay in one CV fold (outer and inner)",
+        "groups": groups.table,
+        "excluded": groups.excluded,
+        "notes": groups.notes,
     }
-    X_test, y_test = labelled_training_set(warehouse, "test")
+    robustness = robustness_report(warehouse)
+    figures["robustness_icc_threshold"] = settings.robustness_icc_threshold
+    figures["feature_robustness"] = None if robustness is None else robustness.to_dict(orient="records")
+    X_test, y_test = external_test_set(warehouse)
     external = None
     if len(y_test):
-        p_test = saved["pipeline"].predict_proba(X_test.reindex(columns=saved["features"]).to_numpy(float))[:, 1]
-        figures["external"] = binary_metrics(y_test.to_numpy(), p_test, THRESHOLD, seed=seed)
+        p_test = score(saved, X_test)
+        figures["external"] = binary_metrics(y_test.to_numpy(), p_test, saved.threshold, seed=seed)
         external = (y_test.to_numpy(), p_test)
     written = write_report(root.reports, figures, cv.y, cv.probabilities, external)
     return {**figures, **written}

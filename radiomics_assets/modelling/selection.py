@@ -139,13 +139,18 @@ class Selector(SelectorMixin, BaseEstimator):
 
 
 def _variable_columns(pipeline: Pipeline, columns: list[str]) -> np.ndarray:
+    """Input names that reach ``select``: through the robustness subset (if any) and the near-zero-variance filter."""
+    names = np.asarray(columns)
+    robust = pipeline.named_steps.get("robust")
+    if robust is not None and robust != "passthrough":
+        names = names[robust.get_support()]
     # Models pickled before the near-zero-variance step named it "drop_constant"; kept versions still load.
     step = pipeline.named_steps.get("near_zero_variance") or pipeline.named_steps["drop_constant"]
-    return np.asarray(columns)[step.get_support()]
+    return names[step.get_support()]
 
 
 def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
-    """Input feature names that survive ``near_zero_variance`` and ``select`` in a fitted pipeline."""
+    """Input feature names that survive the robustness subset, ``near_zero_variance`` and ``select``."""
     return list(_variable_columns(pipeline, columns)[pipeline.named_steps["select"].get_support()])
 
 

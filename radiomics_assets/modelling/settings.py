@@ -14,25 +14,54 @@ class ModellingSettings:
 
     seed: int = 0
     models: tuple[str, ...] = MODELS
-    """Candidate model families compared by nested CV."""
-    selection: str = "anova"
-    """Feature selection inside the Pipeline: one of :data:`SELECTION_METHODS`."""
+    """Candidate model families; the inner CV of every outer training set chooses among them."""
+    selection_methods: tuple[str, ...] = ("anova",)
+    """Feature selection methods inside the Pipeline (some of :data:`SELECTION_METHODS`); with several, each
+    model family x method pair is a candidate of the inner CV."""
     folds: int = 5
-    """Outer cross-validation folds (fewer when the smallest class has fewer patients)."""
+    """Outer cross-validation folds (fewer when the smallest class has fewer patients or groups)."""
     repeats: int = 2
     """Repeats of the outer cross-validation with new splits."""
+    inner_folds: int = 3
+    """Inner cross-validation folds that choose the candidate (fewer when a class is smaller)."""
     standardise: bool = True
     """Z-score each feature inside the Pipeline (fitted on the training folds); off suits tree models only."""
+    permutations: int = 9
+    """Label permutations of the permutation test of the whole procedure (0 = no test); p >= 1 / (1 + permutations)
+    (19 are needed for a p-value that can reach 0.05)."""
+    group_column: str = "group"
+    """Optional labels.csv column: patients sharing a value (e.g. lesions of one person) stay in one fold."""
+    duplicate_max_distance: int = 8
+    """Hamming distance (of 64 bits) at or below which two stored images' perceptual hashes count as the same
+    image (see ``modelling.duplicates``); -1 = only exact duplicates (same content hash)."""
+    robustness_icc_threshold: float = 0.0
+    """Keep only features whose ICC(1,1) over perturbations (training patients of the fold) is >= this; 0 = off."""
+    n_jobs: int = 1
+    """Processes that fit outer folds / permutations in parallel (1 = in this process)."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
         if not self.models or unknown:
             raise ValueError(f"candidate models must be some of {list(MODELS)}, got {list(self.models)}")
-        if self.selection not in SELECTION_METHODS:
-            raise ValueError(f"unknown selection method {self.selection!r}; choose one of {list(SELECTION_METHODS)}")
-        if self.folds < 2 or self.repeats < 1:
-            raise ValueError(f"cross-validation needs folds >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+        bad = [s for s in self.selection_methods if s not in SELECTION_METHODS]
+        if not self.selection_methods or bad:
+            raise ValueError(f"unknown selection method(s) {bad or '(none)'}; choose some of {list(SELECTION_METHODS)}")
+        if self.folds < 2 or self.repeats < 1 or self.inner_folds < 2:
+            raise ValueError(
+                f"cross-validation needs folds >= 2, inner_folds >= 2 and repeats >= 1, got {self.folds}, "
+                f"{self.inner_folds} and {self.repeats}"
+            )
+        if self.permutations < 0 or self.n_jobs < 1:
+            raise ValueError(f"permutations must be >= 0 and n_jobs >= 1, got {self.permutations}, {self.n_jobs}")
+        if not 0.0 <= self.robustness_icc_threshold <= 1.0:
+            raise ValueError(f"robustness_icc_threshold must be in [0, 1], got {self.robustness_icc_threshold}")
         object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "selection_methods", tuple(dict.fromkeys(self.selection_methods)))
+
+    @property
+    def candidates(self) -> list[tuple[str, str]]:
+        """(model family, selection method) pairs the inner CV chooses among."""
+        return [(m, s) for m in self.models for s in self.selection_methods]
 
 
 DEFAULT_SETTINGS = ModellingSettings()
