@@ -28,7 +28,7 @@ class CandidateModel(StrEnum):
 
 
 SelectionMethod = Literal["anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"]
-AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected"]
+AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound"]
 RegressionPolicy = Literal["warn", "block"]
 
 
@@ -64,8 +64,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     inbox_settle_seconds: int = 30
     """The inbox sensor registers a patient only when none of its files changed for this long (copy finished)."""
     auto_segmentation: AutoSegmentationMethod = ""
-    """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected.
-    Empty = off (such a patient fails). Seeded methods read ``<data root>/seeds.csv`` (patient_id,x,y,z[,modality])."""
+    """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected |
+    ultrasound (2D, from a seed). Empty = off (such a patient fails). Seeded methods read ``<data root>/seeds.csv``
+    (patient_id,x,y,z[,modality]; for 2D images x = pixel column, y = pixel row, z empty)."""
     auto_threshold_lower: float = -100.0
     """Lower bound (image units, e.g. HU) of ``threshold`` and ``connected_threshold``."""
     auto_threshold_upper: float = 300.0
@@ -93,6 +94,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "auto_segmentation": env.get("RADIOMICS_AUTO_SEGMENTATION", ""),
         }
         return cls(**values)
 

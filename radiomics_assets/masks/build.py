@@ -138,7 +138,8 @@ def _auto_rows(
             if required:
                 raise DicomInputError(
                     f"patient {key}: no mask for {target.modality} series {target.series_uid}, and {auto.method} "
-                    f"needs a seed: add a row '{key},x,y,z,{target.modality}' (mm) to {seeds_path}"
+                    f"needs a seed: add a row '{key},x,y,z,{target.modality}' (mm), or '{key},column,row,' for a 2D "
+                    f"image, to {seeds_path}"
                 )
             log.warning(
                 "patient %s: %s series %s has no mask and no seed; not segmented",
