@@ -64,6 +64,13 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _accept_maskless(root: Path):
+    """Mask-less images are patients when seeded or with automated segmentation on (as the resource decides)."""
+    from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
+
+    return maskless_images_accepted(root, os.environ.get(AUTO_SEGMENTATION_ENV, ""))
+
+
 def cmd_run(args) -> int:
     from radiomics_assets.batch.workers import start_workers_early, worker_pool
     from radiomics_assets.ingest.manifests import write_manifests
@@ -80,7 +87,9 @@ def cmd_run(args) -> int:
     # has thousands of headers: the workers read them while this process imports Dagster and the definitions.
     with worker_pool() as pool, ThreadPoolExecutor(1) as background:
         read_map = functools.partial(pool.map, chunksize=32)
-        scanning = background.submit(write_manifests, DataRoot(root), read_map=read_map)
+        scanning = background.submit(
+            write_manifests, DataRoot(root), read_map=read_map, accept_maskless=_accept_maskless(root)
+        )
         from dagster import AssetKey, DagsterInstance
 
         from radiomics_assets.definitions import defs
@@ -145,7 +154,7 @@ def cmd_labels_from_folders(args) -> int:
     from radiomics_assets.paths import DataRoot
 
     root = DataRoot(_data_dir(args))
-    table, notes = labels_from_folders(root.inbox, tuple(args.classes))
+    table, notes = labels_from_folders(root.inbox, tuple(args.classes), accept_maskless=_accept_maskless(root.path))
     for note in notes:
         print(f"note: {note}")
     if table.empty:

@@ -10,6 +10,7 @@ import dagster as dg
 from radiomics_assets.batch import WORKERS_ENV, PatientSettings
 from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
+from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.paths import DataRoot, data_root
 from radiomics_assets.warehouse import Warehouse
@@ -94,7 +95,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
-            "auto_segmentation": env.get("RADIOMICS_AUTO_SEGMENTATION", ""),
+            "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
         }
         return cls(**values)
 
@@ -107,6 +108,10 @@ class RadiomicsConfig(dg.ConfigurableResource):
             Path(self.params_dir) if self.params_dir else PARAMS_DIR,
             Path(self.params_file) if self.params_file else None,
         )
+
+    def accept_maskless(self):
+        """Which image files without a mask file are patients (a seed, or automated segmentation on)."""
+        return maskless_images_accepted(self.data_root().path, self.auto_segmentation)
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.data_root().warehouse)

@@ -58,10 +58,19 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise ManifestError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
-def write_manifests(root: DataRoot, keys: list[str] | None = None, read_map: Callable = map) -> InboxSnapshot:
+def write_manifests(
+    root: DataRoot,
+    keys: list[str] | None = None,
+    read_map: Callable = map,
+    *,
+    accept_maskless: Callable[[str], bool] | None = None,
+) -> InboxSnapshot:
     """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
-    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`."""
-    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None, read_map=read_map)
+    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`, ``accept_maskless`` as for
+    ``scan_file_pairs``."""
+    snapshot = InboxIndex(root, accept_maskless=accept_maskless).update(
+        max_header_reads=None, max_seconds=None, read_map=read_map
+    )
     for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
         write_manifest(root, snapshot.patients[key])
     return snapshot

@@ -50,7 +50,11 @@ def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
     """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
     manifest = read_manifest(root, key)
     if manifest is None:
-        scan, pair, where = scan_inbox(root.inbox), scan_file_pairs(root.inbox)[0].get(key), str(root.inbox)
+        scan, pair, where = (
+            scan_inbox(root.inbox),
+            scan_file_pairs(root.inbox, accept_maskless=_registered)[0].get(key),
+            str(root.inbox),
+        )
     else:
         scan = manifest_scan(root, manifest) if manifest.dicom else None
         pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
@@ -58,6 +62,11 @@ def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
     if dicom is None and pair is None:
         raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
     return PatientInputs(key, dicom, pair, where)
+
+
+def _registered(key: str) -> bool:
+    """Without a manifest, a mask-less image asked for by its key is that patient's: it was registered as one."""
+    return True
 
 
 def find_patient(root: DataRoot, key: str) -> PatientFiles:

@@ -17,6 +17,7 @@ a row without one to any series of the patient. For a 2D image (PNG, DICOM US) a
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from radiomics_assets.paths import patient_key
 METHODS = ("threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound")
 SEEDED_METHODS = ("connected_threshold", "confidence_connected", "ultrasound")
 SEEDS_FILE = "seeds.csv"
+AUTO_SEGMENTATION_ENV = "RADIOMICS_AUTO_SEGMENTATION"
+"""The environment's default ``auto_segmentation`` method (read by the resource and by ``radiomics-assets run``)."""
 SMOOTHING_ITERATIONS = 2
 """Curvature-flow iterations: enough to stop noise from leaking region growing, few enough to keep the lesion edge
 (on synthetic CT lesions more smoothing lowered the Dice of confidence_connected from ~0.97 to ~0.93 and below)."""
@@ -103,6 +106,18 @@ def _pixel(text: str | None) -> int:
     if value != int(value) or value < 0:
         raise ValueError(f"2D seed (z empty) needs whole, non-negative pixel indices, got {text!r}")
     return int(value)
+
+
+def maskless_images_accepted(data_dir: Path, method: str) -> Callable[[str], bool]:
+    """Whether an image file without a mask file is a patient: when automated segmentation is on (``method``),
+    or a seed is given for it in ``<data_dir>/seeds.csv`` (read once, here)."""
+    if method:
+        return lambda key: True
+    try:
+        seeded = frozenset(read_seeds(Path(data_dir) / SEEDS_FILE))
+    except SeedFileError:  # the partitions that need the file report it; registration goes on without seeds
+        seeded = frozenset()
+    return seeded.__contains__
 
 
 def seed_for(seeds: list[Seed], modality: str) -> Seed | None:
