@@ -20,8 +20,8 @@ from radiomics_assets.masks.autoseg import (
     seed_for,
     segment_lesion,
 )
-from radiomics_assets.paths import DataRoot
 from radiomics_assets.masks.ultrasound import segment_ultrasound_array
+from radiomics_assets.paths import DataRoot
 
 
 def speckled_lesion(shape=(160, 200), centre=(70, 90), radii=(28, 40), seed=3):
