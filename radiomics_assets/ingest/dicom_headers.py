@@ -14,6 +14,8 @@ from radiomics_assets.ingest.inbox import inbox_files
 from radiomics_assets.paths import patient_key
 
 IMAGE_MODALITIES = {"CT", "MR", "PT"}
+ULTRASOUND = "US"
+"""Single 2D images (``ingest/dicom_us.py``), kept apart from the slice series above."""
 
 
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label map SEG
@@ -63,11 +65,14 @@ class PatientFiles:
     rtstructs: list[DicomFile] = field(default_factory=list)
     segmentations: list[DicomFile] = field(default_factory=list)
     """DICOM-SEG objects (Segmentation Storage), each paired later with its image series."""
+    ultrasound: list[DicomFile] = field(default_factory=list)
+    """DICOM US images, each a 2D image of its own (``ingest/dicom_us.py``)."""
     unreadable: dict[Path, str] = field(default_factory=dict)
     """Files that could not be read, found in a folder that holds this patient's files (likely theirs)."""
 
     def all_files(self) -> list[DicomFile]:
-        return [f for series in self.image_series.values() for f in series] + self.rtstructs + self.segmentations
+        images = [f for series in self.image_series.values() for f in series]
+        return images + self.rtstructs + self.segmentations + self.ultrasound
 
     @property
     def paths(self) -> list[Path]:
@@ -132,6 +137,8 @@ def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> Inbo
             patient.segmentations.append(header)
         elif header.modality in IMAGE_MODALITIES:
             patient.image_series.setdefault(header.series_uid, []).append(header)
+        elif header.modality == ULTRASOUND:
+            patient.ultrasound.append(header)
         else:
             ignored[path] = f"{path}: modality {header.modality} is not an image series, RTSTRUCT or SEG"
     folders = {f.path.parent: p for p in patients.values() for f in p.all_files()}
