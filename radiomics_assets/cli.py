@@ -206,6 +206,47 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _pixel_pair(text: str) -> tuple[int, int]:
+    column, row = (int(v) for v in text.split(","))
+    return column, row
+
+
+def cmd_predict(args) -> int:
+    """Score one PNG or DICOM US image with the promoted model (see README "Ultrasound")."""
+    import json
+
+    from radiomics_assets.errors import InputError
+    from radiomics_assets.features.extraction import configured_params_dir
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.scoring import predict_image
+
+    root = DataRoot(_data_dir(args))
+    params_file = args.params or os.environ.get("RADIOMICS_PARAMS_FILE") or configured_params_dir() / "us.yaml"
+    picture_dir = Path(args.picture_dir) if args.picture_dir else root.reports / "predictions"
+    try:
+        result = predict_image(
+            root,
+            Path(args.image),
+            params_path=Path(params_file),
+            seed=args.seed,
+            mask_path=Path(args.mask) if args.mask else None,
+            frame=args.frame,
+            picture_dir=picture_dir,
+        )
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(
+            f"probability {result.probability:.3f}, predicted label {result.predicted_label} "
+            f"(threshold {result.threshold}), model version {result.model_version}\n"
+            f"mask: {result.mask_source}\npicture: {result.picture}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
@@ -238,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_models)
     p.add_argument("action", choices=["list", "promote"])
     p.add_argument("version", nargs="?", help="the version to promote (a folder name under <data root>/models/)")
+    p = sub.add_parser("predict", help="score one PNG or DICOM US image with the promoted model")
+    p.set_defaults(func=cmd_predict)
+    p.add_argument("image", help="a PNG or single-frame DICOM US image")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--seed", type=_pixel_pair, help="COLUMN,ROW of a pixel inside the lesion (0-based)")
+    where.add_argument("--mask", help="a mask file on the image's grid (e.g. <id>_mask.png)")
+    p.add_argument("--frame", type=int, help="frame (0-based) of a multi-frame DICOM US cine loop")
+    p.add_argument("--params", help="US parameter file (default $RADIOMICS_PARAMS_FILE or <params dir>/us.yaml)")
+    p.add_argument("--picture-dir", help="where <image stem>_mask.png goes (default <data root>/reports/predictions)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     return args.func(args)
 
