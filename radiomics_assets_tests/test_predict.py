@@ -140,3 +140,11 @@ def test_mask_outline_png_is_small_and_follows_the_lesion():
     image, lesion = busi_like(1, True, shape=(600, 500))
     png = mask_outline_png(sitk.GetImageFromArray(image[None]), sitk.GetImageFromArray(lesion[None].astype(np.uint8)))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 60_000
+
+
+def test_report_shows_a_gallery_of_masks_per_class(cohort):
+    report = (cohort.reports / "report.html").read_text()
+    gallery = report[report.index("<h2>Masks</h2>") :]
+    assert gallery.count("<figure") == 6
+    assert gallery.count("<figcaption>benign: benign_") == 3 and gallery.count("<figcaption>malignant: malignant_") == 3
+    assert "ROI mask (file)" in gallery and gallery.count("data:image/png;base64,") == 6

@@ -1,6 +1,7 @@
 """The one resource: where the data lives and how to process it, built once from the environment."""
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -109,7 +110,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             Path(self.params_file) if self.params_file else None,
         )
 
-    def accept_maskless(self):
+    def accept_maskless(self) -> Callable[[str], bool]:
         """Which image files without a mask file are patients (a seed, or automated segmentation on)."""
         return maskless_images_accepted(self.data_root().path, self.auto_segmentation)
 

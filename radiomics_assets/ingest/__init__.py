@@ -1,13 +1,15 @@
 """Ingest: from the inbox to validated image volumes (the ``studies`` step).
 
 ``inbox`` walks the drop zone, ``dicom_headers`` reads and groups DICOM headers by patient and series,
-``dicom_series`` validates a series' slice geometry and reads it, ``file_pairs`` finds NIfTI/NRRD/PNG images with
-their mask files, ``inbox_index`` caches headers between sensor ticks, ``manifests`` records each patient's files,
+``dicom_series`` validates a series' slice geometry and reads it, ``dicom_us`` reads DICOM US images as 2D images,
+``file_pairs`` finds NIfTI/NRRD/PNG images with their mask files, ``inbox_index`` caches headers between sensor
+ticks, ``manifests`` records each patient's files,
 ``registration`` decides when a patient is registered or re-run, and ``studies`` stores the volumes.
 """
 
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, PatientFiles, read_header, scan_inbox
 from radiomics_assets.ingest.dicom_series import describe_series, read_series, sorted_slice_files
+from radiomics_assets.ingest.dicom_us import read_us_image
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
@@ -37,6 +39,7 @@ __all__ = [
     "read_header",
     "read_manifest",
     "read_series",
+    "read_us_image",
     "scan_file_pairs",
     "scan_inbox",
     "sorted_slice_files",
