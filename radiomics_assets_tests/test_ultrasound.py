@@ -154,3 +154,10 @@ def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypa
     )
     found = sitk.GetArrayFromImage(sitk.ReadImage(mask_row.mask_path))[0] > 0
     assert dice(found, truth) > 0.85 and n_features > 90
+
+
+def test_resource_decides_which_maskless_images_the_sensor_registers(tmp_path):
+    (tmp_path / "seeds.csv").write_text("patient_id,x,y,z\nbenign (1),90,70,\n")
+    seeded_only = RadiomicsConfig(data_dir=str(tmp_path)).accept_maskless()
+    assert seeded_only("benign_1") and not seeded_only("benign_2")
+    assert RadiomicsConfig(data_dir=str(tmp_path), auto_segmentation="ultrasound").accept_maskless()("benign_2")
