@@ -206,6 +206,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_send_exports(args) -> int:
+    """C-STORE the DICOM exports (``exports/<patient>/*.dcm``) to a DICOM node."""
+    from radiomics_assets.exports import send_files, stored_exports
+    from radiomics_assets.paths import DataRoot
+
+    files = stored_exports(DataRoot(_data_dir(args)), [args.patient] if args.patient else None)
+    if not files:
+        print("no exports to send (materialise dicom_exports with export_dicom on first)", file=sys.stderr)
+        return 1
+    try:
+        result = send_files(files, host=args.host, port=args.port, ae_title=args.ae_title)
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path, why in result.failed.items():
+        print(f"FAILED {path.parent.name}/{path.name}: {why}", file=sys.stderr)
+    print(f"sent {len(result.sent)} of {len(files)} files to {args.ae_title}@{args.host}:{args.port}")
+    return 1 if result.failed else 0
+
+
 def _pixel_pair(text: str) -> tuple[int, int]:
     column, row = (int(v) for v in text.split(","))
     return column, row
@@ -279,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_models)
     p.add_argument("action", choices=["list", "promote"])
     p.add_argument("version", nargs="?", help="the version to promote (a folder name under <data root>/models/)")
+    p = sub.add_parser("send-exports", help="send the DICOM exports (SEG, SR) to a DICOM node with C-STORE")
+    p.set_defaults(func=cmd_send_exports)
+    p.add_argument("--patient", help="one patient key (default: every patient's exports)")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ae-title", required=True, help="the called AE title of the node")
     p = sub.add_parser("predict", help="score one PNG or DICOM US image with the promoted model")
     p.set_defaults(func=cmd_predict)
     p.add_argument("image", help="a PNG or single-frame DICOM US image")

@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 HU_INTERCEPT = -1024.0
 CONTOUR_VERTICES = 120
 
@@ -191,6 +192,109 @@ def write_ct_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[
         ds.KVP = 120
         ds.PixelData = stored[k].tobytes()
         ds.save_as(folder / f"CT_{k + 1:04d}.dcm", enforce_file_format=True)
+        written.append(ds)
+    return written
+
+
+@dataclass(frozen=True)
+class PetHeader:
+    """The PET tags SUV depends on (QIBA vendor-neutral procedure); defaults are a plausible FDG scan."""
+
+    units: str = "BQML"
+    decay_correction: str = "START"
+    corrected_image: tuple[str, ...] = ("DECY", "ATTN", "SCAT", "DTIM", "RAN", "NORM")
+    weight_kg: float | None = 75.0
+    dose_bq: float | None = 370e6
+    half_life_s: float | None = 6586.2  # F-18
+    injection_time: str | None = "093000"
+    """RadiopharmaceuticalStartTime (TM); None leaves it out."""
+    injection_date_time: str | None = None
+    """RadiopharmaceuticalStartDateTime (DT); None leaves it out."""
+    series_date: str = "20260101"
+    series_time: str = "104500"
+    acquisition_times: tuple[str, ...] | None = None
+    """AcquisitionTime per slice (TM); None = SeriesTime for every slice."""
+
+
+def pet_slopes(values: np.ndarray, first_slope_one: bool = True) -> list[float]:
+    """Per-slice RescaleSlope that fits each slice's values into int16, as PET scanners write them.
+
+    ``first_slope_one`` makes the first slice's slope exactly 1 (its values are then rounded to integers), the
+    case in which a reader that takes its pixel type from the first slice truncates every other slice.
+    """
+    slopes = [max(float(np.abs(plane).max()), 1e-6) / 32000.0 for plane in values]
+    if first_slope_one:
+        slopes[0] = 1.0
+    return slopes
+
+
+def write_pet_series(
+    patient: SyntheticPatient,
+    values: np.ndarray,
+    folder: Path,
+    seed: int,
+    *,
+    header: PetHeader = PetHeader(),
+    slopes: list[float] | None = None,
+) -> list[Dataset]:
+    """Write a PET series (one slice per file, int16 pixels with a RescaleSlope per slice) on ``patient``'s grid.
+
+    ``values`` (slices, rows, columns) are in ``header.units`` (Bq/ml for BQML, SUV for GML); the stored pixels
+    are ``round(value / slope)``, so the values read back are ``pixel * slope`` (not exactly ``values``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = _uid(seed, patient.patient_id, "study")
+    series_uid = _uid(seed, patient.patient_id, "pet-series")
+    frame_uid = _uid(seed, patient.patient_id, "frame")
+    slopes = pet_slopes(values) if slopes is None else slopes
+    written = []
+    for k, plane in enumerate(values):
+        sop_uid = _uid(seed, patient.patient_id, "pet", k)
+        ds = Dataset()
+        ds.file_meta = _file_meta(PET_IMAGE_STORAGE, sop_uid)
+        ds.SOPClassUID = PET_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        _patient_module(ds, patient, study_uid, frame_uid)
+        ds.Modality = "PT"
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = 3
+        ds.SeriesDescription = "synthetic PET"
+        ds.InstanceNumber = k + 1
+        ds.SeriesDate = ds.AcquisitionDate = header.series_date
+        ds.SeriesTime = header.series_time
+        ds.AcquisitionTime = header.acquisition_times[k] if header.acquisition_times else header.series_time
+        if header.weight_kg is not None:
+            ds.PatientWeight = f"{header.weight_kg:g}"
+        z = patient.origin_mm[2] + k * patient.spacing_mm[2]
+        ds.ImagePositionPatient = [f"{patient.origin_mm[0]:.4f}", f"{patient.origin_mm[1]:.4f}", f"{z:.4f}"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [patient.spacing_mm[1], patient.spacing_mm[0]]
+        ds.SliceThickness = patient.spacing_mm[2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = plane.shape
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.CorrectedImage = list(header.corrected_image)
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = f"{slopes[k]:.10g}"
+        ds.Units = header.units
+        ds.DecayCorrection = header.decay_correction
+        info = Dataset()
+        info.Radiopharmaceutical = "Fluorodeoxyglucose"
+        if header.injection_time is not None:
+            info.RadiopharmaceuticalStartTime = header.injection_time
+        if header.injection_date_time is not None:
+            info.RadiopharmaceuticalStartDateTime = header.injection_date_time
+        if header.dose_bq is not None:
+            info.RadionuclideTotalDose = f"{header.dose_bq:.6g}"
+        if header.half_life_s is not None:
+            info.RadionuclideHalfLife = f"{header.half_life_s:g}"
+        ds.RadiopharmaceuticalInformationSequence = Sequence([info])
+        stored = np.clip(np.rint(plane / float(ds.RescaleSlope)), -32768, 32767).astype(np.int16)
+        ds.PixelData = stored.tobytes()
+        ds.save_as(folder / f"PT_{k + 1:04d}.dcm", enforce_file_format=True)
         written.append(ds)
     return written
 

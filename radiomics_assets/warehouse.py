@@ -21,7 +21,8 @@ SCHEMA = {
         patient_id VARCHAR NOT NULL, study_uid VARCHAR, series_uid VARCHAR NOT NULL, modality VARCHAR,
         frame_of_reference_uid VARCHAR, n_slices INTEGER, size_x INTEGER, size_y INTEGER, size_z INTEGER,
         spacing_x DOUBLE, spacing_y DOUBLE, spacing_z DOUBLE, origin_x DOUBLE, origin_y DOUBLE, origin_z DOUBLE,
-        source_path VARCHAR, volume_path VARCHAR, image_hash VARCHAR, ingested_at TIMESTAMP""",
+        source_path VARCHAR, volume_path VARCHAR, image_hash VARCHAR, ingested_at TIMESTAMP, units VARCHAR,
+        suv_factor DOUBLE""",
     "masks": """
         patient_id VARCHAR NOT NULL, series_uid VARCHAR NOT NULL, roi VARCHAR NOT NULL, source_kind VARCHAR,
         source_path VARCHAR, voxel_count BIGINT, volume_ml DOUBLE, mask_path VARCHAR, mask_hash VARCHAR""",
@@ -35,6 +36,12 @@ SCHEMA = {
         value VARCHAR""",
     "labels": "patient_id VARCHAR NOT NULL, label INTEGER, label_name VARCHAR",
 }
+
+ADDED_COLUMNS = {
+    "series": {"units": "VARCHAR", "suv_factor": "DOUBLE"},
+}
+"""Columns added to a table after its first release: ``CREATE TABLE IF NOT EXISTS`` leaves an older warehouse's
+table as it was, so they are added to it (each is also in :data:`SCHEMA`, for new warehouses)."""
 
 
 class Warehouse:
@@ -50,6 +57,9 @@ class Warehouse:
             try:
                 for table, columns in SCHEMA.items():
                     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                for table, added in ADDED_COLUMNS.items():
+                    for column, kind in added.items():
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
                 yield con
             finally:
                 con.close()

@@ -24,7 +24,7 @@ import pandas as pd
 
 from radiomics_assets.batch.workers import InProcessExecutor, executor, resolve_workers
 from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
-from radiomics_assets.features.extraction import load_extractor, prepare_pyradiomics
+from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
@@ -44,6 +44,8 @@ class PatientSettings:
     params: dict[str, Path]
     file_modality: str = "CT"
     mask_options: MaskOptions = field(default_factory=MaskOptions)
+    max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
+    """An extraction whose ROI would have more grey levels is refused (units/parameter mismatch)."""
 
     @property
     def data_root(self) -> DataRoot:
@@ -82,7 +84,7 @@ def _describe(exc: BaseException) -> str:
 
 def _prepare(settings: PatientSettings, key: str, stages: frozenset[str]) -> PatientOutcome:
     """Ingest the patient's series and/or build its masks; returns the tables (not stored yet)."""
-    from radiomics_assets.ingest.studies import ingest_studies, patient_inputs
+    from radiomics_assets.ingest import ingest_studies, patient_inputs
     from radiomics_assets.masks.build import build_masks
 
     outcome = PatientOutcome(key)
@@ -121,7 +123,7 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
         mask=sitk.ReadImage(mask_row["mask_path"]),
     )
     try:
-        rows, diagnostics = extract(target, settings.params[target.modality])
+        rows, diagnostics = extract(target, settings.params[target.modality], max_grey_levels=settings.max_grey_levels)
     except Exception as exc:  # noqa: BLE001 - say which volume and mask, the pool loses the traceback
         raise ExtractionError(f"{mask_row['mask_path']} on {series_row['volume_path']}: {_describe(exc)}") from None
     diagnostic_rows = pd.DataFrame(

@@ -8,3 +8,8 @@ ingest_patient_job = dg.define_asset_job(
 retrain_cohort_job = dg.define_asset_job(
     "retrain_cohort", selection=dg.AssetSelection.groups("modelling"), description="Cohort assets"
 )
+export_dicom_job = dg.define_asset_job(
+    "export_dicom",
+    selection=dg.AssetSelection.groups("exports"),
+    description="DICOM exports (SEG, SR) of the patients' stored results; writes nothing unless export_dicom is on",
+)

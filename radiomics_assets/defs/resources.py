@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from radiomics_assets.batch import WORKERS_ENV, PatientSettings
-from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
 from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
 from radiomics_assets.modelling.settings import ModellingSettings
@@ -83,6 +83,13 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
     failure_notify_command: str = ""
     """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
+    max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
+    """An extraction whose ROI the parameter file's binWidth/binCount would split into more grey levels fails
+    (a units/parameter mismatch, e.g. PET in Bq/ml with an SUV bin width) instead of exhausting memory."""
+    export_dicom: bool = False
+    """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``."""
+    export_deidentified: bool = False
+    """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -96,6 +103,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
+            "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
+            "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
             "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
         }
         return cls(**values)
@@ -135,6 +145,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             params=self.params(),
             file_modality=self.file_modality,
             mask_options=self.mask_options(),
+            max_grey_levels=self.max_grey_levels,
         )
 
     def modelling_settings(self) -> ModellingSettings:

@@ -6,12 +6,15 @@ replaces four hot spots with value-identical code, ``quality`` holds the data ch
 """
 
 from radiomics_assets.features.extraction import (
+    DEFAULT_MAX_GREY_LEVELS,
     FEATURE_COLUMNS,
     MODALITIES,
     PARAMS_DIR,
     PARAMS_DIR_ENV,
     ExtractionTarget,
+    check_grey_levels,
     extract,
+    grey_levels,
     load_extractor,
     params_by_modality,
     params_version,
@@ -20,13 +23,16 @@ from radiomics_assets.features.extraction import (
 from radiomics_assets.features.quality import feature_count_mismatches, non_finite_features, small_rois
 
 __all__ = [
+    "DEFAULT_MAX_GREY_LEVELS",
     "FEATURE_COLUMNS",
     "MODALITIES",
     "PARAMS_DIR",
     "PARAMS_DIR_ENV",
     "ExtractionTarget",
+    "check_grey_levels",
     "extract",
     "feature_count_mismatches",
+    "grey_levels",
     "load_extractor",
     "non_finite_features",
     "params_by_modality",

@@ -20,12 +20,16 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets.errors import ParameterFileError
+from radiomics_assets.errors import ExtractionError, ParameterFileError
 from radiomics_assets.features import speedups
 from radiomics_assets.hashing import file_hash, image_hash
 
 PARAMS_DIR = Path(__file__).parent / "params"
 PARAMS_DIR_ENV = "RADIOMICS_PARAMS_DIR"
+DEFAULT_MAX_GREY_LEVELS = 1000
+"""Most grey levels (bins) an extraction may discretise the ROI into. The shipped parameter files give at most
+a few hundred on CT (HU), PET (SUV), MR and ultrasound; tens of thousands mean units that do not match the
+parameter file (e.g. PET in Bq/ml with an SUV bin width), whose texture matrices would exhaust memory."""
 MODALITIES = ("CT", "MR", "PT", "US")
 FEATURE_COLUMNS = [
     "patient_id",
@@ -112,9 +116,72 @@ def split_feature_name(name: str) -> tuple[str, str, str]:
     return image_type, feature_class, feature
 
 
-def extract(target: ExtractionTarget, params_path: Path) -> tuple[pd.DataFrame, dict]:
-    """Run PyRadiomics on one image/mask pair; returns (long feature rows, diagnostics dict)."""
+def grey_levels(
+    extractor: featureextractor.RadiomicsFeatureExtractor, image: sitk.Image, mask: sitk.Image
+) -> tuple[int, float | None, float, float]:
+    """(grey levels, bin width or None, lowest, highest value in the ROI) that ``extractor`` would discretise to.
+
+    From the parameter file's binCount, else its smallest binWidth (global or per image type), and the range of
+    the image values inside the mask label, after ``normalize`` and ``resegmentRange`` as PyRadiomics applies
+    them. Resampling cannot widen the range much (interpolated values stay near it), so it is not done here.
+    """
+    settings = extractor.settings
+    label = int(settings.get("label", 1))
+    if mask.GetSize() != image.GetSize():  # PyRadiomics resamples such a mask (correctMask); so do we
+        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    inside = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(mask) == label].astype(np.float64)
+    if inside.size == 0:
+        return 0, None, float("nan"), float("nan")
+    if settings.get("normalize"):  # PyRadiomics normalises by the whole image's mean and standard deviation
+        statistics = sitk.StatisticsImageFilter()
+        statistics.Execute(image)
+        inside = (inside - statistics.GetMean()) / (statistics.GetSigma() or 1.0)
+        if settings.get("removeOutliers") is not None:
+            outliers = float(settings["removeOutliers"])
+            inside = np.clip(inside, -outliers, outliers)
+        inside = inside * float(settings.get("normalizeScale", 1))
+    low, high = float(inside.min()), float(inside.max())
+    if settings.get("resegmentRange") and settings.get("resegmentMode", "absolute") == "absolute":
+        bounds = [float(v) for v in settings["resegmentRange"]]
+        low, high = max(low, bounds[0]), min(high, bounds[1]) if len(bounds) > 1 else high
+    counts = [s["binCount"] for s in [settings, *extractor.enabledImagetypes.values()] if s and s.get("binCount")]
+    if counts:
+        return int(max(counts)), None, low, high
+    widths = [s["binWidth"] for s in [settings, *extractor.enabledImagetypes.values()] if s and s.get("binWidth")]
+    width = float(min(widths)) if widths else 25.0  # PyRadiomics' default bin width
+    # PyRadiomics' fixed bin width: edges from floor(low / width) * width up past high.
+    return int(np.floor(high / width) - np.floor(low / width)) + 1, width, low, high
+
+
+def check_grey_levels(
+    target: ExtractionTarget,
+    extractor: featureextractor.RadiomicsFeatureExtractor,
+    *,
+    max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS,
+) -> None:
+    """Refuse an extraction that would discretise the ROI into more than ``max_grey_levels`` bins."""
+    levels, width, low, high = grey_levels(extractor, target.image, target.mask)
+    if levels <= max_grey_levels:
+        return
+    binning = f"bin width {width:g}" if width is not None else f"bin count {levels}"
+    raise ExtractionError(
+        f"series {target.series_uid} ({target.modality}), ROI {target.roi}: {binning} over the ROI's intensity "
+        f"range {low:g} to {high:g} gives {levels} grey levels, more than the maximum {max_grey_levels}; the image "
+        "units do not match the parameter file (e.g. PET not in SUV, CT not in HU): fix the parameter file's "
+        "binWidth or the input's units, or raise max_grey_levels (RADIOMICS_MAX_GREY_LEVELS)"
+    )
+
+
+def extract(
+    target: ExtractionTarget, params_path: Path, *, max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
+) -> tuple[pd.DataFrame, dict]:
+    """Run PyRadiomics on one image/mask pair; returns (long feature rows, diagnostics dict).
+
+    Refused first (:class:`ExtractionError`) when the ROI would have more than ``max_grey_levels`` grey levels,
+    so a units/parameter mismatch fails this one extraction instead of exhausting memory.
+    """
     extractor = load_extractor(params_path)
+    check_grey_levels(target, extractor, max_grey_levels=max_grey_levels)
     result = extractor.execute(target.image, target.mask)
     diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
     diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = speedups.installed()

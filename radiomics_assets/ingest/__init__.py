@@ -3,19 +3,34 @@
 ``inbox`` walks the drop zone, ``dicom_headers`` reads and groups DICOM headers by patient and series,
 ``dicom_series`` validates a series' slice geometry and reads it, ``dicom_us`` reads DICOM US images as 2D images,
 ``file_pairs`` finds NIfTI/NRRD/PNG images with their mask files, ``inbox_index`` caches headers between sensor
-ticks, ``manifests`` records each patient's files,
-``registration`` decides when a patient is registered or re-run, and ``studies`` stores the volumes.
+ticks, ``manifests`` records each patient's files, ``pet_suv`` converts PET to SUVbw, ``registration`` decides when
+a patient is registered or re-run, and ``studies`` stores the volumes.
 """
 
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, PatientFiles, read_header, scan_inbox
-from radiomics_assets.ingest.dicom_series import describe_series, read_series, sorted_slice_files
+from radiomics_assets.ingest.dicom_series import (
+    SeriesVolume,
+    describe_series,
+    read_series,
+    read_series_volume,
+    sorted_slice_files,
+)
 from radiomics_assets.ingest.dicom_us import read_us_image
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
-from radiomics_assets.ingest.manifests import Manifest, read_manifest, write_manifest, write_manifests
+from radiomics_assets.ingest.manifests import (
+    Manifest,
+    PatientInputs,
+    find_patient,
+    patient_inputs,
+    read_manifest,
+    write_manifest,
+    write_manifests,
+)
+from radiomics_assets.ingest.pet_suv import SuvConversion, suv_conversion, suv_factor
 from radiomics_assets.ingest.registration import RegistrationPlan, plan_registrations
-from radiomics_assets.ingest.studies import PatientInputs, find_patient, ingest_studies, patient_inputs
+from radiomics_assets.ingest.studies import ingest_studies
 
 __all__ = [
     "DicomFile",
@@ -28,6 +43,8 @@ __all__ = [
     "PatientFiles",
     "PatientInputs",
     "RegistrationPlan",
+    "SeriesVolume",
+    "SuvConversion",
     "describe_series",
     "find_patient",
     "inbox_entries",
@@ -39,10 +56,13 @@ __all__ = [
     "read_header",
     "read_manifest",
     "read_series",
+    "read_series_volume",
     "read_us_image",
     "scan_file_pairs",
     "scan_inbox",
     "sorted_slice_files",
+    "suv_conversion",
+    "suv_factor",
     "write_manifest",
     "write_manifests",
 ]

@@ -1,8 +1,12 @@
 """Validate a DICOM series' slice geometry and read it as one volume.
 
 A series becomes a volume only when its slices are consistent: one orientation, one in-plane geometry,
-and slice positions (from ImagePositionPatient) that are evenly spaced with no gap or duplicate. Anything
-else raises :class:`DicomInputError` naming the file and the problem, instead of producing a wrong volume.
+and slice positions (from ImagePositionPatient) that are evenly spaced with no gap or duplicate and that lie
+along the slice normal (a gantry-tilted stack does not; it is refused, not resampled). Anything else raises
+:class:`DicomInputError` naming the file and the problem, instead of producing a wrong volume.
+
+Values are read in floating point with each slice's own RescaleSlope/RescaleIntercept, and PET is converted
+to SUVbw (see :mod:`radiomics_assets.ingest.pet_suv`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.ingest.dicom_headers import DicomFile
+from radiomics_assets.ingest.pet_suv import suv_conversion
+
+MAX_SIDEWAYS_DRIFT_PIXELS = 0.1
+"""Largest in-plane drift of slice positions over the stack (in pixels) that is still stacked as is: below it no
+voxel centre moves by more than a tenth of a pixel; above it the stack is gantry-tilted (or inconsistent)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ def sorted_slice_files(files: list[DicomFile]) -> list[Path]:
             raise DicomInputError(
                 f"{ordered[i + 1][0]}: duplicate slice at position {positions[i + 1]:.3f} mm (same as {ordered[i][0]})"
             )
+        _check_not_tilted(ordered, normal, min(plane0[2:]))
         step = float(np.median(steps))
         gaps = np.flatnonzero(np.abs(steps - step) > max(0.01 * step, 1e-3))
         if gaps.size:
@@ -87,16 +97,69 @@ def sorted_slice_files(files: list[DicomFile]) -> list[Path]:
     return [g[0] for g in ordered]
 
 
-def read_series(files: list[DicomFile]) -> sitk.Image:
-    """Read a validated series as a float32 volume in stored units after rescale (HU for CT, SUV for PET)."""
+def _check_not_tilted(ordered: list[tuple], normal: np.ndarray, pixel_mm: float) -> None:
+    """Refuse a stack whose slice positions move sideways (gantry tilt): stacked as axial it would get a wrong
+    slice spacing and shear, and masks rasterised by patient coordinates would miss the voxels they name."""
+    positions = np.array([g[1] for g in ordered])
+    offsets = positions - positions[0]
+    along = offsets @ normal
+    sideways = np.linalg.norm(offsets - np.outer(along, normal), axis=1)
+    drifting = np.flatnonzero(sideways > MAX_SIDEWAYS_DRIFT_PIXELS * pixel_mm)
+    if drifting.size:
+        i = int(drifting[0])
+        tilt = float(np.degrees(np.arctan2(sideways[-1], abs(along[-1]))))
+        raise DicomInputError(
+            f"{ordered[i][0]}: slice position lies {sideways[i]:.3f} mm sideways of the slice normal through "
+            f"{ordered[0][0]} ({along[i]:.3f} mm along it): a gantry tilt of {tilt:.2f} degrees (or inconsistent "
+            "ImagePositionPatient). Tilted stacks are not resampled; reconstruct the series axially or resample it "
+            "onto an axial grid (e.g. dcm2niix, which corrects gantry tilt) and ingest that"
+        )
+
+
+@dataclass(frozen=True)
+class SeriesVolume:
+    """A series read as a volume, with the units its values were exported in."""
+
+    image: sitk.Image
+    """float32, after each slice's rescale: HU for CT, SUVbw (g/ml) for PET, scanner units for MR."""
+    units: str | None
+    """Units of the exported values: PET Units (GML, BQML), ``HU`` for CT, None for MR."""
+    suv_factor: float | None
+    """PET only: factor from the exported values to SUVbw (1 for GML; the first slice's when DecayCorrection is
+    NONE, whose factor differs per slice); None for other modalities."""
+
+
+def read_series_volume(files: list[DicomFile]) -> SeriesVolume:
+    """Read a validated series in floating point, each slice with its own rescale; PET is converted to SUVbw.
+
+    Reading in float matters: ITK's series reader otherwise takes the pixel type from the first slice, and when
+    that slice's RescaleSlope is 1 every other slice's values are truncated to integers.
+    """
     ordered = sorted_slice_files(files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in ordered])
+    reader.SetOutputPixelType(sitk.sitkFloat32)  # float32 holds int16 HU exactly and is what is stored
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise DicomInputError(_first_unreadable_pixels(ordered) or f"{ordered[0].parent}: unreadable series") from exc
-    return sitk.Cast(image, sitk.sitkFloat32)
+    modality = files[0].modality
+    if modality != "PT":
+        return SeriesVolume(image, "HU" if modality == "CT" else None, None)
+    # The SUV tags lie after the pixel spacing, where the inbox header read stops: read each slice's full header.
+    conversion = suv_conversion([pydicom.dcmread(path, stop_before_pixels=True) for path in ordered])
+    factors = np.asarray(conversion.factors)
+    if np.any(factors != 1.0):
+        suv = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(image) * factors[:, None, None])
+        suv.CopyInformation(image)
+        image = suv
+    return SeriesVolume(sitk.Cast(image, sitk.sitkFloat32), conversion.units, conversion.series_factor)
+
+
+def read_series(files: list[DicomFile]) -> sitk.Image:
+    """Read a validated series as a float32 volume after rescale (HU for CT, SUVbw for PET); see
+    :func:`read_series_volume`."""
+    return read_series_volume(files).image
 
 
 def _first_unreadable_pixels(paths: list[Path]) -> str | None:

@@ -1,10 +1,9 @@
-"""The studies step: a patient's input files (manifest or inbox scan) read, validated and stored as canonical
-volumes, with their ``series`` rows."""
+"""The studies step: a patient's image series read, validated and stored as canonical volumes, with their
+``series`` rows (which files are the patient's: ``manifests.patient_inputs``)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -12,66 +11,14 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.hashing import image_hash
-from radiomics_assets.ingest.dicom_headers import PatientFiles, scan_inbox
-from radiomics_assets.ingest.dicom_series import describe_series, read_series
+from radiomics_assets.ingest.dicom_series import describe_series, read_series_volume
 from radiomics_assets.ingest.file_pairs import (
-    FilePair,
     file_series_uid,
     pair_modality,
     read_pair_image,
-    scan_file_pairs,
 )
-from radiomics_assets.ingest.manifests import manifest_file_pair, manifest_path, manifest_scan, read_manifest
+from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
-
-Volumes = dict[str, sitk.Image]
-"""Stored volumes already in memory, by path."""
-
-
-@dataclass(frozen=True)
-class PatientInputs:
-    """A patient's input files: its DICOM files (None when it came only as an image/mask file pair) and its pair."""
-
-    key: str
-    dicom: PatientFiles | None
-    pair: FilePair | None
-    where: str
-    """Where they were looked for, for error messages."""
-    volumes: Volumes = field(default_factory=dict, compare=False)
-    """Volumes stored by this process's ingest, by path: the masks stage uses them instead of reading them back."""
-
-    def require_dicom(self) -> PatientFiles:
-        if self.dicom is None:
-            raise DicomInputError(f"no DICOM files for patient key {self.key!r} under {self.where}")
-        return self.dicom
-
-
-def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
-    """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
-    manifest = read_manifest(root, key)
-    if manifest is None:
-        scan, pair, where = (
-            scan_inbox(root.inbox),
-            scan_file_pairs(root.inbox, accept_maskless=_registered)[0].get(key),
-            str(root.inbox),
-        )
-    else:
-        scan = manifest_scan(root, manifest) if manifest.dicom else None
-        pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
-    dicom = scan.patients.get(key) if scan is not None else None
-    if dicom is None and pair is None:
-        raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
-    return PatientInputs(key, dicom, pair, where)
-
-
-def _registered(key: str) -> bool:
-    """Without a manifest, a mask-less image asked for by its key is that patient's: it was registered as one."""
-    return True
-
-
-def find_patient(root: DataRoot, key: str) -> PatientFiles:
-    """The patient's DICOM files (see :func:`patient_inputs`)."""
-    return patient_inputs(root, key).require_dicom()
 
 
 def _store_volume(image: sitk.Image, volume_path: Path, inputs: PatientInputs) -> None:
@@ -84,12 +31,19 @@ def stored_volume(volume_path: str, volumes: Volumes) -> sitk.Image:
 
 
 def _store_series(
-    root: DataRoot, inputs: PatientInputs, image: sitk.Image, identity: dict, source: Path, n_slices: int
+    root: DataRoot,
+    inputs: PatientInputs,
+    image: sitk.Image,
+    identity: dict,
+    source: Path,
+    n_slices: int,
+    units: tuple[str | None, float | None] = (None, None),
 ) -> dict:
     """Store ``image`` as the canonical volume of one series and return its ``series`` row.
 
     ``identity`` holds the UIDs and modality (study_uid, series_uid, modality, frame_of_reference_uid); size,
     spacing and origin (mm) are the stored volume's own, so the row always describes what extraction reads.
+    ``units`` is (units the values were exported in, factor to SUVbw for PET).
     """
     out_dir = root.volumes / inputs.key
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +60,8 @@ def _store_series(
         "source_path": str(source.relative_to(root.path)),
         "volume_path": str(volume_path),
         "image_hash": image_hash(image),
+        "units": units[0],
+        "suv_factor": units[1],
         "ingested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
     }
 
@@ -161,10 +117,11 @@ def ingest_studies(
     rows = _ultrasound_rows(root, inputs, patient.ultrasound) if patient.ultrasound else []
     for series_uid, files in sorted(patient.image_series.items()):
         try:
-            image = read_series(files)
+            volume = read_series_volume(files)
         except DicomInputError as exc:
             beside = [why for path, why in patient.unreadable.items() if path.parent == files[0].path.parent]
             raise DicomInputError("; ".join([str(exc), *beside])) from exc
+        image = volume.image
         info = describe_series(files, image)
         identity = {
             "study_uid": info.study_uid,
@@ -172,5 +129,6 @@ def ingest_studies(
             "modality": info.modality,
             "frame_of_reference_uid": info.frame_of_reference_uid,
         }
-        rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices))
+        units = (volume.units, volume.suv_factor)
+        rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices, units))
     return pd.DataFrame(rows)

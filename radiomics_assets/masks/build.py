@@ -21,7 +21,8 @@ from radiomics_assets.ingest.dicom_headers import DicomFile
 from radiomics_assets.ingest.file_pairs import (
     FilePair,
 )
-from radiomics_assets.ingest.studies import PatientInputs, Volumes, patient_inputs, stored_volume
+from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
+from radiomics_assets.ingest.studies import stored_volume
 from radiomics_assets.masks.autoseg import (
     SEEDED_METHODS,
     SEEDS_FILE,
