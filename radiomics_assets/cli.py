@@ -130,6 +130,13 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _accept_maskless(root: Path):
+    """Mask-less images are patients when seeded or with automated segmentation on (as the resource decides)."""
+    from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
+
+    return maskless_images_accepted(root, os.environ.get(AUTO_SEGMENTATION_ENV, ""))
+
+
 def cmd_run(args) -> int:
     from radiomics_assets.batch.workers import start_workers_early, worker_pool
     from radiomics_assets.dagster_home import prepare_dagster_home
@@ -144,7 +151,9 @@ def cmd_run(args) -> int:
     # has thousands of headers: the workers read them while this process imports Dagster and the definitions.
     with worker_pool() as pool, ThreadPoolExecutor(1) as background:
         read_map = functools.partial(pool.map, chunksize=32)
-        scanning = background.submit(write_manifests, DataRoot(root), read_map=read_map)
+        scanning = background.submit(
+            write_manifests, DataRoot(root), read_map=read_map, accept_maskless=_accept_maskless(root)
+        )
         from dagster import AssetKey, DagsterInstance
 
         from radiomics_assets.definitions import defs
@@ -217,7 +226,7 @@ def cmd_labels_from_folders(args) -> int:
     from radiomics_assets.paths import DataRoot
 
     root = DataRoot(_data_dir(args))
-    table, notes = labels_from_folders(root.inbox, tuple(args.classes))
+    table, notes = labels_from_folders(root.inbox, tuple(args.classes), accept_maskless=_accept_maskless(root.path))
     for note in notes:
         print(f"note: {note}")
     if table.empty:
@@ -289,6 +298,47 @@ def cmd_send_exports(args) -> int:
     return 1 if result.failed else 0
 
 
+def _pixel_pair(text: str) -> tuple[int, int]:
+    column, row = (int(v) for v in text.split(","))
+    return column, row
+
+
+def cmd_predict(args) -> int:
+    """Score one PNG or DICOM US image with the promoted model (see README "Ultrasound")."""
+    import json
+
+    from radiomics_assets.errors import InputError
+    from radiomics_assets.features.extraction import configured_params_dir
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.scoring import predict_image
+
+    root = DataRoot(_data_dir(args))
+    params_file = args.params or os.environ.get("RADIOMICS_PARAMS_FILE") or configured_params_dir() / "us.yaml"
+    picture_dir = Path(args.picture_dir) if args.picture_dir else root.reports / "predictions"
+    try:
+        result = predict_image(
+            root,
+            Path(args.image),
+            params_path=Path(params_file),
+            seed=args.seed,
+            mask_path=Path(args.mask) if args.mask else None,
+            frame=args.frame,
+            picture_dir=picture_dir,
+        )
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(
+            f"probability {result.probability:.3f}, predicted label {result.predicted_label} "
+            f"(threshold {result.threshold}), model version {result.model_version}\n"
+            f"mask: {result.mask_source}\npicture: {result.picture}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
@@ -331,6 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ae-title", required=True, help="the called AE title of the node")
+    p = sub.add_parser("predict", help="score one PNG or DICOM US image with the promoted model")
+    p.set_defaults(func=cmd_predict)
+    p.add_argument("image", help="a PNG or single-frame DICOM US image")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--seed", type=_pixel_pair, help="COLUMN,ROW of a pixel inside the lesion (0-based)")
+    where.add_argument("--mask", help="a mask file on the image's grid (e.g. <id>_mask.png)")
+    p.add_argument("--frame", type=int, help="frame (0-based) of a multi-frame DICOM US cine loop")
+    p.add_argument("--params", help="US parameter file (default $RADIOMICS_PARAMS_FILE or <params dir>/us.yaml)")
+    p.add_argument("--picture-dir", help="where <image stem>_mask.png goes (default <data root>/reports/predictions)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -34,3 +34,7 @@ class ParameterFileError(InputError):
 
 class ExtractionError(InputError):
     """PyRadiomics failed on one (series, ROI); the message names the stored volume and mask."""
+
+
+class PredictionError(InputError):
+    """A single image cannot be scored: no model is trained, or it was trained on another modality or feature set."""

@@ -238,3 +238,50 @@ def _stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+
+
+def write_us(path, rgb, *, photometric="RGB", delta_cm=(0.01, 0.012), units=(3, 3), patient_id="US-0001"):
+    """A DICOM US image file (Ultrasound Image Storage) of ``rgb`` ((rows, columns, 3) uint8, or (frames, rows,
+    columns, 3) for a cine loop) stored as ``photometric`` (MONOCHROME2 stores the first channel), with one
+    calibrated region of PhysicalDeltaX/Y ``delta_cm`` in units ``units`` (3 = cm)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.pixels import convert_color_space
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    frames = rgb if rgb.ndim == 4 else rgb[None]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1" if rgb.ndim == 3 else "1.2.840.10008.5.1.4.1.1.3.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.PatientName, ds.Modality = patient_id, "Anonymous^Test", "US"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = frames.shape[1:3]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PhotometricInterpretation = photometric
+    if rgb.ndim == 4:
+        ds.NumberOfFrames = len(frames)
+    if photometric == "MONOCHROME2":
+        ds.SamplesPerPixel, data = 1, frames[..., 0].tobytes()
+    else:
+        ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+        if photometric == "RGB":
+            data = frames.tobytes()
+        else:  # YBR_FULL_422: Y of each pixel, Cb and Cr shared by each horizontal pair (their mean)
+            ybr = convert_color_space(frames.reshape(-1, *frames.shape[2:]), "RGB", "YBR_FULL").astype(int)
+            pairs = ybr.reshape(ybr.shape[0], -1, 2, 3)
+            chroma = (pairs[..., 1:].sum(axis=2) // 2).astype(np.uint8)
+            data = np.concatenate([pairs[..., 0].astype(np.uint8), chroma], axis=-1).tobytes()
+    ds.PixelData = data
+    region = pydicom.Dataset()
+    region.RegionSpatialFormat, region.RegionDataType = 1, 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = ds.Columns - 1, ds.Rows - 1
+    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = units
+    region.PhysicalDeltaX, region.PhysicalDeltaY = delta_cm
+    ds.SequenceOfUltrasoundRegions = [region]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -1,6 +1,7 @@
 """The one resource: where the data lives and how to process it, built once from the environment."""
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ import dagster as dg
 from radiomics_assets.batch import DASK_SCHEDULER_ENV, WORKERS_ENV, PatientSettings
 from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
+from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.paths import DataRoot, data_root
 from radiomics_assets.warehouse import Warehouse
@@ -39,7 +41,7 @@ class SelectionMethodName(StrEnum):
 
 
 SelectionMethod = Literal["anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"]
-AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected"]
+AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound"]
 RegressionPolicy = Literal["warn", "block"]
 
 
@@ -92,8 +94,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     inbox_settle_seconds: int = 30
     """The inbox sensor registers a patient only when none of its files changed for this long (copy finished)."""
     auto_segmentation: AutoSegmentationMethod = ""
-    """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected.
-    Empty = off (such a patient fails). Seeded methods read ``<data root>/seeds.csv`` (patient_id,x,y,z[,modality])."""
+    """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected |
+    ultrasound (2D, from a seed). Empty = off (such a patient fails). Seeded methods read ``<data root>/seeds.csv``
+    (patient_id,x,y,z[,modality]; for 2D images x = pixel column, y = pixel row, z empty)."""
     auto_threshold_lower: float = -100.0
     """Lower bound (image units, e.g. HU) of ``threshold`` and ``connected_threshold``."""
     auto_threshold_upper: float = 300.0
@@ -133,6 +136,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
             "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
             "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
+            "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
         }
         return cls(**values)
 
@@ -145,6 +149,10 @@ class RadiomicsConfig(dg.ConfigurableResource):
             Path(self.params_dir) if self.params_dir else PARAMS_DIR,
             Path(self.params_file) if self.params_file else None,
         )
+
+    def accept_maskless(self) -> Callable[[str], bool]:
+        """Which image files without a mask file are patients (a seed, or automated segmentation on)."""
+        return maskless_images_accepted(self.data_root().path, self.auto_segmentation)
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.data_root().warehouse)

@@ -61,7 +61,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig
     (the same on two ticks and older than ``inbox_settle_seconds``); re-runs a registered patient whose files
     changed (e.g. a series that arrived later). Reads only new or changed headers, a bounded number per tick."""
     root = radiomics.data_root()
-    snapshot = InboxIndex(root).update()
+    snapshot = InboxIndex(root, accept_maskless=radiomics.accept_maskless()).update()
     known = set(context.instance.get_dynamic_partitions(patients.name))
     seen = _seen_fingerprints(context.cursor)
     plan = plan_registrations(root, snapshot, seen, known, radiomics.inbox_settle_seconds)

@@ -1,10 +1,10 @@
 """Ingest: from the inbox to validated image volumes (the ``studies`` step).
 
 ``inbox`` walks the drop zone, ``dicom_headers`` reads and groups DICOM headers by patient and series,
-``dicom_series`` validates a series' slice geometry and reads it, ``file_pairs`` finds NIfTI/NRRD/PNG images with
-their mask files, ``inbox_index`` caches headers between sensor ticks, ``manifests`` records each patient's files,
-``pet_suv`` converts PET to SUVbw, ``registration`` decides when a patient is registered or re-run, and
-``studies`` stores the volumes.
+``dicom_series`` validates a series' slice geometry and reads it, ``dicom_us`` reads DICOM US images as 2D images,
+``file_pairs`` finds NIfTI/NRRD/PNG images with their mask files, ``inbox_index`` caches headers between sensor
+ticks, ``manifests`` records each patient's files, ``pet_suv`` converts PET to SUVbw, ``registration`` decides when
+a patient is registered or re-run, and ``studies`` stores the volumes.
 """
 
 from radiomics_assets.ingest.dicom_headers import (
@@ -22,6 +22,7 @@ from radiomics_assets.ingest.dicom_series import (
     read_series_volume,
     sorted_slice_files,
 )
+from radiomics_assets.ingest.dicom_us import read_us_image
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files, printable_name
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
@@ -65,6 +66,7 @@ __all__ = [
     "read_manifest",
     "read_series",
     "read_series_volume",
+    "read_us_image",
     "scan_file_pairs",
     "scan_inbox",
     "sorted_slice_files",

@@ -18,6 +18,8 @@ from radiomics_assets.ingest.inbox import inbox_files
 from radiomics_assets.paths import patient_key
 
 IMAGE_MODALITIES = {"CT", "MR", "PT"}
+ULTRASOUND = "US"
+"""Single 2D images (``ingest/dicom_us.py``), kept apart from the slice series above."""
 
 
 SEGMENTATION_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}  # SEG, label map SEG
@@ -88,6 +90,8 @@ class PatientFiles:
     rtstructs: list[DicomFile] = field(default_factory=list)
     segmentations: list[DicomFile] = field(default_factory=list)
     """DICOM-SEG objects (Segmentation Storage), each paired later with its image series."""
+    ultrasound: list[DicomFile] = field(default_factory=list)
+    """DICOM US images, each a 2D image of its own (``ingest/dicom_us.py``)."""
     unreadable: dict[Path, str] = field(default_factory=dict)
     """Files that could not be read, found in a folder that holds this patient's files (likely theirs)."""
     skipped: dict[Path, str] = field(default_factory=dict)
@@ -98,7 +102,8 @@ class PatientFiles:
     two PatientIDs): the partition fails with these messages instead of merging the files silently."""
 
     def all_files(self) -> list[DicomFile]:
-        return [f for series in self.image_series.values() for f in series] + self.rtstructs + self.segmentations
+        images = [f for series in self.image_series.values() for f in series]
+        return images + self.rtstructs + self.segmentations + self.ultrasound
 
     @property
     def paths(self) -> list[Path]:
@@ -269,6 +274,8 @@ def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> Inbo
                 patient.rtstructs.append(header)
             elif header.is_segmentation:
                 patient.segmentations.append(header)
+            elif header.modality == ULTRASOUND:
+                patient.ultrasound.append(header)
             elif why := non_volumetric_reason(header):
                 patient.skipped[path] = f"{path}: {why}, skipped"
             elif header.modality in IMAGE_MODALITIES:

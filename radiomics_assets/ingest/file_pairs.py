@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +62,14 @@ def split_suffix(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
-    """Image/mask pairs under ``inbox`` by partition key, and files that look like pairs but are incomplete."""
+def scan_file_pairs(
+    inbox: Path, *, accept_maskless: Callable[[str], bool] | None = None
+) -> tuple[dict[str, FilePair], dict[Path, str]]:
+    """Image/mask pairs under ``inbox`` by partition key, and files that look like pairs but are incomplete.
+
+    An image without a mask file is a patient too (with no masks) when ``accept_maskless(key)`` says so: it has a
+    seed or automated segmentation is on (``masks.autoseg.maskless_images_accepted``).
+    """
     groups: dict[tuple[Path, str, str], FilePair] = {}
     sidecars: dict[tuple[Path, str], Path] = {}
     for path in inbox_files(inbox):
@@ -86,7 +93,7 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
     incomplete: dict[Path, str] = {}
     for (folder, ident, _), pair in sorted(groups.items()):
         pair.masks.sort()
-        if pair.image is None or not pair.masks:
+        if pair.image is None or not (pair.masks or (accept_maskless is not None and accept_maskless(pair.key))):
             for path in pair.paths:
                 missing = "image" if pair.image is None else "mask"
                 incomplete[path] = f"{path}: no {missing} file beside it for {ident!r}"
@@ -94,7 +101,7 @@ def scan_file_pairs(inbox: Path) -> tuple[dict[str, FilePair], dict[Path, str]]:
         if pair.key in pairs:
             incomplete[pair.image] = f"{pair.image}: patient key {pair.key!r} already used by {pairs[pair.key].image}"
             continue
-        if pair.kind == "png" and all(_png_mask_is_empty(path) for path in pair.masks):
+        if pair.kind == "png" and pair.masks and all(_png_mask_is_empty(path) for path in pair.masks):
             incomplete[pair.image] = f"{pair.image}: {EMPTY_LESION_MASK}, skipped"
             for path in pair.masks:
                 incomplete[path] = f"{path}: {EMPTY_LESION_MASK} of {pair.image.name}, skipped"
@@ -179,10 +186,14 @@ def read_pair_image(pair: FilePair) -> sitk.Image:
 
 
 def labels_from_folders(
-    inbox: Path, classes: tuple[str, ...] = ("benign", "malignant")
+    inbox: Path,
+    classes: tuple[str, ...] = ("benign", "malignant"),
+    *,
+    accept_maskless: Callable[[str], bool] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``patient_id,label`` from the class folder of each PNG pair; other folders (e.g. ``normal``) are noted."""
-    pairs, skipped = scan_file_pairs(inbox)
+    """``patient_id,label`` from the class folder of each PNG pair (and of each mask-less image that
+    ``accept_maskless`` admits, as in :func:`scan_file_pairs`); other folders (e.g. ``normal``) are noted."""
+    pairs, skipped = scan_file_pairs(inbox, accept_maskless=accept_maskless)
     rows = []
     notes = [why for path, why in sorted(skipped.items()) if EMPTY_LESION_MASK in why and "_mask" not in path.name]
     for key, pair in sorted(pairs.items()):

@@ -111,8 +111,10 @@ def _header_row(rel: str, size: int, mtime_ns: int, header: DicomFile | None, er
 class InboxIndex:
     """The cached header index of one data root's inbox (see the module docstring)."""
 
-    def __init__(self, root: DataRoot):
+    def __init__(self, root: DataRoot, *, accept_maskless: Callable[[str], bool] | None = None):
         self.root = root
+        self.accept_maskless = accept_maskless
+        """Which image files without a mask file are patients (see ``scan_file_pairs``)."""
         self.inbox = root.inbox
         self.path = index_path(root)
 
@@ -217,7 +219,9 @@ class InboxIndex:
             why = {rel(p): reason for p, reason in files.unreadable.items()}
             patients[key] = PatientEntry(key=key, dicom=sorted(dicom), pair=None, files=[], unreadable=why)
             used.update(dicom)
-        pairs, incomplete = scan_file_pairs(self.inbox) if has_pairs else ({}, {})  # skip a second walk
+        pairs, incomplete = (
+            scan_file_pairs(self.inbox, accept_maskless=self.accept_maskless) if has_pairs else ({}, {})
+        )  # skip a second walk
         for key, pair in pairs.items():
             entry = patients.setdefault(key, PatientEntry(key=key, dicom=[], pair=None, files=[], unreadable={}))
             entry.pair = {

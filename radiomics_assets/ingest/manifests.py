@@ -69,10 +69,19 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise ManifestError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
-def write_manifests(root: DataRoot, keys: list[str] | None = None, read_map: Callable = map) -> InboxSnapshot:
+def write_manifests(
+    root: DataRoot,
+    keys: list[str] | None = None,
+    read_map: Callable = map,
+    *,
+    accept_maskless: Callable[[str], bool] | None = None,
+) -> InboxSnapshot:
     """Index the whole inbox (no budget) and write the manifest of each of ``keys`` found (default: every
-    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`."""
-    snapshot = InboxIndex(root).update(max_header_reads=None, max_seconds=None, read_map=read_map)
+    patient); returns the snapshot. ``read_map`` as for :meth:`InboxIndex.update`, ``accept_maskless`` as for
+    ``scan_file_pairs``."""
+    snapshot = InboxIndex(root, accept_maskless=accept_maskless).update(
+        max_header_reads=None, max_seconds=None, read_map=read_map
+    )
     for key in snapshot.patients if keys is None else [k for k in keys if k in snapshot.patients]:
         write_manifest(root, snapshot.patients[key])
     return snapshot
@@ -140,11 +149,17 @@ class PatientInputs:
         return self.dicom
 
 
+def _registered(key: str) -> bool:
+    """Without a manifest, a mask-less image asked for by its key is that patient's: it was registered as one."""
+    return True
+
+
 def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
     """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
     manifest = read_manifest(root, key)
     if manifest is None:
-        scan, pair, where = scan_inbox(root.inbox), scan_file_pairs(root.inbox)[0].get(key), str(root.inbox)
+        pair = scan_file_pairs(root.inbox, accept_maskless=_registered)[0].get(key)
+        scan, where = scan_inbox(root.inbox), str(root.inbox)
     else:
         scan = manifest_scan(root, manifest) if manifest.dicom else None
         pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"

@@ -78,6 +78,27 @@ def _ingest_file_pair(root: DataRoot, inputs: PatientInputs, modality: str) -> p
     return pd.DataFrame([_store_series(root, inputs, image, identity, pair.image, image.GetSize()[2])])
 
 
+def _ultrasound_rows(root: DataRoot, inputs: PatientInputs, images: list) -> list[dict]:
+    """The patient's one DICOM US image as a 2D series (see ``ingest/dicom_us.py``)."""
+    from radiomics_assets.ingest.dicom_us import FRAMES_FILE, read_frame_choices, read_us_image
+
+    if len(images) > 1:
+        names = ", ".join(str(f.path) for f in images)
+        raise DicomInputError(
+            f"patient {inputs.key}: {len(images)} US images ({names}); one US image per patient (a seed in seeds.csv "
+            "is per patient): give each image its own PatientID or keep one"
+        )
+    (header,) = images
+    frame = read_frame_choices(root.path / FRAMES_FILE).get(header.path.relative_to(root.inbox).as_posix())
+    identity = {
+        "study_uid": header.study_uid,
+        "series_uid": header.series_uid,
+        "modality": "US",
+        "frame_of_reference_uid": header.frame_of_reference_uid,
+    }
+    return [_store_series(root, inputs, read_us_image(header.path, frame=frame), identity, header.path, 1)]
+
+
 def ingest_studies(
     root: DataRoot, key: str, file_modality: str = "CT", inputs: PatientInputs | None = None
 ) -> pd.DataFrame:
@@ -91,10 +112,10 @@ def ingest_studies(
     if inputs.pair is not None and inputs.dicom is None:
         return _ingest_file_pair(root, inputs, file_modality)
     patient = inputs.require_dicom()
-    if not patient.image_series:
+    if not patient.image_series and not patient.ultrasound:
         skipped = "".join(f"; {why}" for why in patient.skipped.values())
-        raise DicomInputError(f"patient {key}: no CT/MR/PET image series in {root.inbox}{skipped}")
-    rows = []
+        raise DicomInputError(f"patient {key}: no CT/MR/PET image series or US image in {root.inbox}{skipped}")
+    rows = _ultrasound_rows(root, inputs, patient.ultrasound) if patient.ultrasound else []
     for series_uid, files in sorted(patient.image_series.items()):
         try:
             volume = read_series_volume(files)

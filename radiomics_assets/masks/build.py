@@ -139,7 +139,8 @@ def _auto_rows(
             if required:
                 raise DicomInputError(
                     f"patient {key}: no mask for {target.modality} series {target.series_uid}, and {auto.method} "
-                    f"needs a seed: add a row '{key},x,y,z,{target.modality}' (mm) to {seeds_path}"
+                    f"needs a seed: add a row '{key},x,y,z,{target.modality}' (mm), or '{key},column,row,' for a 2D "
+                    f"image, to {seeds_path}"
                 )
             log.warning(
                 "patient %s: %s series %s has no mask and no seed; not segmented",
@@ -155,6 +156,17 @@ def _auto_rows(
     return rows
 
 
+def _maskless_image_masks(
+    root: DataRoot, key: str, pair: FilePair, series: pd.DataFrame, auto: AutoSegmentation, volumes: Volumes
+) -> pd.DataFrame:
+    if not auto.method:
+        raise DicomInputError(
+            f"{pair.image}: no mask file beside it and automated segmentation is off; set auto_segmentation "
+            "(e.g. ultrasound, with a seed in seeds.csv) or add the mask file"
+        )
+    return pd.DataFrame(_auto_rows(root, key, series, auto, required=True, volumes=volumes))
+
+
 def build_masks(
     root: DataRoot, key: str, series: pd.DataFrame, options: MaskOptions, inputs: PatientInputs | None = None
 ) -> pd.DataFrame:
@@ -166,6 +178,8 @@ def build_masks(
     """
     inputs = inputs or patient_inputs(root, key)
     if inputs.pair is not None and len(series) == 1 and str(series.series_uid.iloc[0]).startswith("file-"):
+        if not inputs.pair.masks:  # an image registered without a mask file: segmented from its seed
+            return _maskless_image_masks(root, key, inputs.pair, series, options.auto, inputs.volumes)
         return _file_pair_masks(root, inputs.pair, series, options.resample_masks_to_image, inputs.volumes)
     patient = inputs.require_dicom()
     rows = []

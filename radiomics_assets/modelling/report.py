@@ -270,7 +270,13 @@ def _calibration_text(m: dict) -> str:
 
 
 def write_report(
-    out_dir: Path, metrics: dict, y: np.ndarray, p: np.ndarray, external: tuple[np.ndarray, np.ndarray] | None = None
+    out_dir: Path,
+    metrics: dict,
+    y: np.ndarray,
+    p: np.ndarray,
+    external: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    gallery: str = "",
 ) -> dict:
     """Write both files; returns their paths and the ROC PNG (base64) for UI metadata.
 
@@ -339,6 +345,7 @@ procedure by a paired bootstrap of patients on the same out-of-fold predictions.
 {_features_table(metrics.get("selected_features", []))}
 <h2>Missing modalities and ROIs</h2>
 {_missing_data(metrics.get("missing_data", {}))}
+{gallery}
 <h2>Library versions</h2>
 <p>{html.escape(versions)}</p>
 </body></html>
@@ -391,5 +398,47 @@ def validate(root: DataRoot, seed: int = 0) -> dict:
         p_test = score(saved, X_test)
         figures["external"] = binary_metrics(y_test.to_numpy(), p_test, saved.threshold, seed=seed)
         external = (y_test.to_numpy(), p_test)
-    written = write_report(root.reports, figures, cv.y, cv.probabilities, external)
+    written = write_report(root.reports, figures, cv.y, cv.probabilities, external, gallery=gallery_html(root))
     return {**figures, **written}
+
+
+GALLERY_PER_CLASS = 3
+
+
+def gallery_html(root: DataRoot, per_class: int = GALLERY_PER_CLASS) -> str:
+    """A section of mask outlines over their images for the first ``per_class`` labelled patients of each class.
+
+    Each picture names the patient key, the ROI and where the mask came from (``file``, ``rtstruct``,
+    ``auto:ultrasound``, ...), so a reader sees what was measured. A picture whose files are gone is left out.
+    """
+    import SimpleITK as sitk
+
+    from radiomics_assets.pictures import mask_outline_png
+
+    with Warehouse(root.warehouse).connect() as con:
+        rows = con.execute(
+            """SELECT l.label_name, m.patient_id, m.roi, m.source_kind, m.mask_path, s.volume_path
+            FROM masks m JOIN series s USING (patient_id, series_uid) JOIN labels l USING (patient_id)
+            WHERE l.cohort = 'train' ORDER BY l.label_name, m.patient_id, m.roi"""
+        ).fetchall()
+    figures, shown, per_label = [], set(), {}
+    for label_name, key, roi, kind, mask_path, volume_path in rows:
+        if per_label.get(label_name, 0) >= per_class or key in shown:
+            continue
+        try:
+            png = mask_outline_png(sitk.ReadImage(volume_path), sitk.ReadImage(mask_path), size_px=160)
+        except (RuntimeError, ValueError):
+            continue
+        shown.add(key)
+        per_label[label_name] = per_label.get(label_name, 0) + 1
+        caption = html.escape(f"{label_name}: {key}, ROI {roi} ({kind})")
+        figures.append(
+            f'<figure style="display:inline-block;margin:0.3em"><img alt="{caption}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{caption}</figcaption></figure>'
+        )
+    if not figures:
+        return ""
+    return (
+        "<h2>Masks</h2><p>The lesion masks features were extracted from, outlined in red over their images (the "
+        f"largest lesion slice of a volume), for up to {per_class} training patients per class.</p>" + "".join(figures)
+    )

@@ -1,0 +1,183 @@
+"""Score one new image with the promoted model (``radiomics-assets predict``): mask, features, probability.
+
+The image goes the way a training patient went: the same reader (PNG luminance, or DICOM US with its physical
+pixel spacing), the same mask sources (a mask file, or the seeded ``ultrasound`` segmentation), PyRadiomics with the
+modality's parameter file, and the model's own feature columns. What would make the score meaningless fails
+before scoring: no promoted model, a model of another modality, a parameter file other than the one the model's
+features were extracted with, or features the model needs that this extraction does not give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from radiomics_assets.errors import FileInputError, PredictionError
+from radiomics_assets.hashing import file_hash
+from radiomics_assets.modelling import SavedModel, load_model, score
+from radiomics_assets.paths import DataRoot
+
+__all__ = ["ImagePrediction", "predict_image", "read_new_image"]
+
+US = "US"
+
+
+def _load_saved_model(root: DataRoot) -> SavedModel:
+    """The promoted model (``models/model.pkl``), or an error saying how to train one."""
+    if not (root.models / "model.pkl").exists():
+        raise PredictionError(
+            f"no trained model under {root.models}: train one first (radiomics-assets run, or the retrain_cohort job)"
+        )
+    return load_model(root)
+
+
+def _model_version(root: DataRoot, saved) -> str:
+    from radiomics_assets.modelling.registry import current_version
+
+    return current_version(root.models) or saved.model_id
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """The score of one image: probability of the positive class (label 1) and the class at the threshold."""
+
+    probability: float
+    predicted_label: int
+    threshold: float
+    model_version: str
+    model_id: str
+    mask_source: str
+    """``file:<mask path>`` or ``auto:ultrasound`` (seed column,row)."""
+    roi: str
+    picture: Path | None
+
+    def as_dict(self) -> dict:
+        return {
+            "probability": self.probability,
+            "predicted_label": self.predicted_label,
+            "threshold": self.threshold,
+            "model_version": self.model_version,
+            "model_id": self.model_id,
+            "mask_source": self.mask_source,
+            "roi": self.roi,
+            "picture": str(self.picture) if self.picture else None,
+        }
+
+
+def read_new_image(path: Path, *, frame: int | None = None) -> sitk.Image:
+    """A PNG or DICOM US image as the studies step stores it: a one-slice float32 volume (grey by luminance)."""
+    from radiomics_assets.ingest.file_pairs import FilePair, read_pair_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileInputError(f"{path}: no such image file")
+    if path.suffix.lower() == ".png":
+        return read_pair_image(FilePair(key="new", kind="png", image=path))
+    from radiomics_assets.ingest.dicom_us import read_us_image
+
+    return read_us_image(path, frame=frame)
+
+
+def _model_roi(saved) -> str:
+    """The one ultrasound ROI the model's columns (``<modality>__<roi>__...``) describe."""
+    blocks = sorted({tuple(c.split("__")[:2]) for c in saved.feature_columns})
+    modalities = sorted({m for m, _ in blocks})
+    if modalities != [US]:
+        raise PredictionError(
+            f"the promoted model was trained on {', '.join(modalities)} features; predict scores 2D ultrasound images "
+            "(train a model on US images first)"
+        )
+    if len(blocks) != 1:
+        raise PredictionError(
+            f"the promoted model combines several ultrasound ROIs ({[r for _, r in blocks]}); one image with one mask "
+            "cannot fill them"
+        )
+    return blocks[0][1]
+
+
+def _mask_from(image: sitk.Image, mask_path: Path | None, seed: tuple[int, int] | None, source: str):
+    from radiomics_assets.masks.autoseg import AutoSegmentation, Seed, segment_lesion
+
+    if (mask_path is None) == (seed is None):
+        raise PredictionError("give either a seed (--seed COLUMN,ROW) or a mask file (--mask MASK), not both or none")
+    if seed is not None:
+        mask = segment_lesion(
+            image, AutoSegmentation(method="ultrasound"), Seed(None, "", "--seed", (int(seed[0]), int(seed[1]))), source
+        )
+        return mask, f"auto:ultrasound (seed column {seed[0]}, row {seed[1]})"
+    from radiomics_assets.ingest.file_pairs import png_array
+
+    lesion = png_array(Path(mask_path), "mask") > 0 if Path(mask_path).suffix.lower() == ".png" else None
+    if lesion is None:
+        lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path))).squeeze() > 0
+    columns, rows = image.GetSize()[:2]
+    if lesion.shape != (rows, columns):
+        raise FileInputError(
+            f"{mask_path}: mask size {lesion.shape[::-1]} (columns, rows) differs from the image's {(columns, rows)}"
+        )
+    if not lesion.any():
+        raise FileInputError(f"{mask_path}: the mask is empty")
+    mask = sitk.GetImageFromArray(lesion.astype(np.uint8)[None])
+    mask.CopyInformation(image)
+    return mask, f"file:{mask_path}"
+
+
+def predict_image(
+    root: DataRoot,
+    image_path: Path,
+    *,
+    params_path: Path,
+    seed: tuple[int, int] | None = None,
+    mask_path: Path | None = None,
+    frame: int | None = None,
+    picture_dir: Path | None = None,
+) -> ImagePrediction:
+    """Score one PNG or DICOM US image with the promoted model of ``root``.
+
+    ``seed`` is (column, row) in pixels, for the ``ultrasound`` segmentation; ``mask_path`` a mask file on the
+    image's grid instead. ``params_path`` is the ultrasound parameter file the pipeline uses (its hash must match
+    the model's features). The picture (image with the mask outline) is written to
+    ``<picture_dir>/<image stem>_mask.png`` unless ``picture_dir`` is None.
+    """
+    from radiomics_assets.features.extraction import ExtractionTarget, extract, prepare_pyradiomics
+    from radiomics_assets.modelling.matrix import wide_matrix
+    from radiomics_assets.pictures import mask_outline_png
+
+    saved = _load_saved_model(root)
+    roi = _model_roi(saved)
+    trained_hash, current_hash = saved.params_hashes.get(US), file_hash(params_path)
+    if trained_hash and trained_hash != current_hash:
+        raise PredictionError(
+            f"{params_path}: parameter file (hash {current_hash}) differs from the one the model's features were "
+            f"extracted with (hash {trained_hash}); restore it or retrain"
+        )
+    image = read_new_image(image_path, frame=frame)
+    mask, mask_source = _mask_from(image, mask_path, seed, str(image_path))
+    prepare_pyradiomics()
+    rows, _ = extract(ExtractionTarget("new", "new", US, roi, image, mask), params_path)
+    X = wide_matrix(rows)
+    missing = [c for c in saved.feature_columns if c not in X.columns]
+    if missing:
+        raise PredictionError(
+            f"the model was trained on another feature set: {len(missing)} of its {len(saved.feature_columns)} "
+            f"columns are not extracted with {params_path} (e.g. {missing[0]}); retrain or use its parameter file"
+        )
+    probability = float(score(saved, X)[0])
+    picture = None
+    if picture_dir is not None:
+        picture_dir.mkdir(parents=True, exist_ok=True)
+        picture = picture_dir / f"{Path(image_path).stem}_mask.png"
+        picture.write_bytes(mask_outline_png(image, mask))
+    return ImagePrediction(
+        probability=probability,
+        predicted_label=int(probability >= saved.threshold),
+        threshold=float(saved.threshold),
+        model_version=_model_version(root, saved),
+        model_id=saved.model_id,
+        mask_source=mask_source,
+        roi=roi,
+        picture=picture,
+    )
