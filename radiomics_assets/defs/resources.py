@@ -80,6 +80,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
     failure_notify_command: str = ""
     """Run for each failed run with its JSON line on stdin, e.g. ``mail -s ...`` or ``curl ... --data-binary @-``."""
+    robustness_perturbations: int = 0
+    """``feature_robustness``: random draws of contour randomisation and of image noise per ROI (plus one erosion
+    and one dilation); 0 = the stage is off."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -93,6 +96,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
+            "robustness_perturbations": int(env.get("RADIOMICS_ROBUSTNESS_PERTURBATIONS", "0") or 0),
         }
         return cls(**values)
 
