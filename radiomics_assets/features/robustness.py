@@ -40,7 +40,7 @@ import SimpleITK as sitk
 import yaml
 from scipy import ndimage
 
-from radiomics_assets.errors import ExtractionError, InputError
+from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
 from radiomics_assets.features.extraction import ExtractionTarget, extract, prepare_pyradiomics
 
 ORIGINAL = "original"
@@ -312,6 +312,8 @@ class PerturbationTask:
 def run_task(task: PerturbationTask, settings: PerturbationSettings) -> pd.DataFrame:
     """Read the stored volume and mask, then :func:`perturbed_features`; errors name both files. Runs in a worker."""
     where = f"{task.mask_path} on {task.volume_path}"
+    if not task.params_path:
+        raise ParameterFileError(f"{where}: no parameter file for modality {task.modality}")
     try:
         target = ExtractionTarget(
             task.patient_id,
@@ -335,8 +337,6 @@ def cohort_tasks(series: pd.DataFrame, masks: pd.DataFrame, params: dict[str, Pa
     )
     tasks = []
     for row in joined.sort_values(["patient_id", "series_uid", "roi"]).itertuples(index=False):
-        if row.modality not in params:
-            raise InputError(f"no parameter file for modality {row.modality} (patient {row.patient_id})")
         tasks.append(
             PerturbationTask(
                 row.patient_id,
@@ -345,7 +345,7 @@ def cohort_tasks(series: pd.DataFrame, masks: pd.DataFrame, params: dict[str, Pa
                 row.roi,
                 row.volume_path,
                 row.mask_path,
-                str(params[row.modality]),
+                str(params.get(row.modality, "")),  # none: the task fails for this patient only
             )
         )
     return tasks
