@@ -213,7 +213,14 @@ def extracts_in_plane(image: sitk.Image, params_path: Path) -> bool:
     if image.GetDimension() == 2 or image.GetSize()[2] == 1:
         return True
     settings = (yaml.safe_load(Path(params_path).read_text()) or {}).get("setting") or {}
-    return bool(settings.get("force2D", False))
+    if not settings.get("force2D", False):
+        return False
+    if settings.get("force2Ddimension", 0) != 0:  # in-plane here means within an axial slice (array axis 0)
+        raise ParameterFileError(
+            f"{params_path}: force2Ddimension {settings['force2Ddimension']} is not supported by the robustness "
+            "perturbations (they erode, dilate and randomise within axial slices: use force2Ddimension 0)"
+        )
+    return True
 
 
 def _rng(settings: PerturbationSettings, target: ExtractionTarget) -> np.random.Generator:
