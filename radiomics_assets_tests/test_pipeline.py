@@ -137,5 +137,6 @@ def test_definitions_list_every_asset_sensor_and_schedule():
         "model",
         "validation_report",
         "predictions",
+        "feature_robustness",
     }
     assert repo.get_sensor_def("inbox_sensor") and repo.get_schedule_def("weekly_retrain")
