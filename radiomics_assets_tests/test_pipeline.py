@@ -141,5 +141,6 @@ def test_definitions_list_every_asset_sensor_and_schedule():
         "validation_report",
         "predictions",
         "dicom_exports",
+        "feature_robustness",
     }
     assert repo.get_sensor_def("inbox_sensor") and repo.get_schedule_def("weekly_retrain")

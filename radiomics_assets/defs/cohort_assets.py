@@ -131,3 +131,62 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
 
 
 COHORT_ASSETS = [labels, feature_matrix, model, selected_features, validation_report, predictions]
+
+
+# --- feature robustness (issue 14): appended, so that it merges apart from the assets above ---------------
+
+ICC_LEVELS = (0.75, 0.9)
+"""Reported in ``feature_robustness``'s metadata: how many features reach each ICC (Koo & Li: good, excellent)."""
+
+
+@dg.asset(group_name="modelling", kinds={"pyradiomics", "duckdb"}, deps=["features"])
+def feature_robustness(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
+    """Features re-extracted under mask and noise perturbations (table ``feature_perturbations``) and their ICC
+    over all patients (table ``feature_robustness``: feature, icc, n_perturbations). Off while
+    ``robustness_perturbations`` is 0. Reporting only: the model's filter recomputes ICC inside each CV fold.
+
+    No ``duckdb_writes`` pool: the perturbations take minutes and would hold it; its two writes go through the
+    file-locked warehouse like every other."""
+    if radiomics.robustness_perturbations <= 0:
+        return dg.MaterializeResult(metadata={"status": "off (robustness_perturbations = 0): nothing written"})
+    import time
+
+    from radiomics_assets.batch.workers import executor, resolve_workers
+    from radiomics_assets.errors import InputError
+    from radiomics_assets.features import robustness
+    from radiomics_assets.modelling.robustness import robustness_table
+    from radiomics_assets.warehouse import write_derived_table
+
+    warehouse = radiomics.warehouse()
+    settings = robustness.PerturbationSettings(repetitions=radiomics.robustness_perturbations, seed=radiomics.seed)
+    series, masks = warehouse.query("SELECT * FROM series"), warehouse.query("SELECT * FROM masks")
+    tasks = robustness.cohort_tasks(series, masks, radiomics.params())
+    started = time.perf_counter()
+    with executor(min(resolve_workers(radiomics.workers), max(len(tasks), 1))) as pool:
+        rows, failures = robustness.perturb_cohort(tasks, settings, pool)
+    seconds = time.perf_counter() - started
+    if rows.empty:
+        first = failures.error.iloc[0] if len(failures) else "no stored ROI masks"
+        raise InputError(f"feature_robustness: no patient could be perturbed; {first}")
+    table = robustness_table(rows)
+    write_derived_table(warehouse, "feature_perturbations", rows)
+    write_derived_table(warehouse, "feature_robustness", table)
+    patients = rows.patient_id.nunique()
+    metadata = {
+        "status": "on",
+        "patients": patients,
+        "failed_patients": failures.patient_id.nunique(),
+        "features": len(table),
+        "features_without_icc": int(table.icc.isna().sum()),
+        "perturbations_per_roi": len(settings.names()) - 1,
+        **{f"features_icc_at_least_{level}": int((table.icc >= level).sum()) for level in ICC_LEVELS},
+        "icc_quartiles": ", ".join(f"{q:.3f}" for q in table.icc.quantile([0.25, 0.5, 0.75])),
+        "seconds_per_patient": round(seconds / (patients + failures.patient_id.nunique()), 2),
+        "least_robust": dg.MetadataValue.md(table.sort_values("icc").head(10).to_markdown(index=False, floatfmt=".3f")),
+    }
+    if len(failures):
+        metadata["failures"] = dg.MetadataValue.md(failures.head(20).to_markdown(index=False))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+COHORT_ASSETS.append(feature_robustness)

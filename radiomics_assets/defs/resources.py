@@ -118,6 +118,9 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``."""
     export_deidentified: bool = False
     """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
+    robustness_perturbations: int = 0
+    """``feature_robustness``: random draws of contour randomisation and of image noise per ROI (plus one erosion
+    and one dilation); 0 = the stage is off."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
@@ -137,6 +140,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
             "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
             "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
+            "robustness_perturbations": int(env.get("RADIOMICS_ROBUSTNESS_PERTURBATIONS", "0") or 0),
         }
         return cls(**values)
 

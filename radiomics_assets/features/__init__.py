@@ -1,8 +1,9 @@
 """Features: PyRadiomics extraction into long rows with provenance, its speed-ups, quality checks and IBSI.
 
 ``extraction`` runs PyRadiomics with a parameter file per modality (shipped under ``params/``), ``speedups``
-replaces four hot spots with value-identical code, ``quality`` holds the data checks of a patient's rows, and
-``ibsi`` measures conformance on the IBSI phantoms.
+replaces four hot spots with value-identical code, ``quality`` holds the data checks of a patient's rows,
+``robustness`` re-extracts a (series, ROI) under mask and noise perturbations, and ``ibsi`` measures conformance on
+the IBSI phantoms.
 """
 
 from radiomics_assets.features.extraction import (
@@ -21,6 +22,7 @@ from radiomics_assets.features.extraction import (
     prepare_pyradiomics,
 )
 from radiomics_assets.features.quality import feature_count_mismatches, non_finite_features, small_rois
+from radiomics_assets.features.robustness import PerturbationSettings, perturb_cohort, perturbed_features
 
 __all__ = [
     "DEFAULT_MAX_GREY_LEVELS",
@@ -30,6 +32,7 @@ __all__ = [
     "PARAMS_DIR_ENV",
     "ExtractionTarget",
     "check_grey_levels",
+    "PerturbationSettings",
     "extract",
     "feature_count_mismatches",
     "grey_levels",
@@ -37,6 +40,8 @@ __all__ = [
     "non_finite_features",
     "params_by_modality",
     "params_version",
+    "perturb_cohort",
+    "perturbed_features",
     "prepare_pyradiomics",
     "small_rois",
 ]
