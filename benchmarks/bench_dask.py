@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from radiomics_assets.batch import STAGES, run_patients
+from radiomics_assets.batch.dask_cluster import local_cluster_commands
 from radiomics_assets.batch.workers import executor
 from radiomics_assets.dagster_dev import free_port
 from radiomics_assets.defs.resources import RadiomicsConfig
@@ -58,24 +59,7 @@ def start_cluster(workers: int, log_dir: Path) -> tuple[str, list[subprocess.Pop
     dask = Path(sys.executable).parent / "dask"
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
-    commands += [
-        [
-            dask,
-            "worker",
-            address,
-            "--name",
-            f"w{i}",
-            "--nthreads",
-            "1",
-            "--no-dashboard",
-            "--host",
-            "127.0.0.1",
-            "--local-directory",
-            str(log_dir / f"w{i}"),
-        ]
-        for i in range(1, workers + 1)
-    ]
+    commands = list(local_cluster_commands(dask, port, workers, log_dir).values())
     processes = []
     for i, command in enumerate(commands):
         with open(log_dir / f"process{i}.log", "wb") as log:

@@ -16,23 +16,12 @@ from radiomics_assets.batch.dask_cluster import (
     software_versions,
 )
 from radiomics_assets.defs.resources import RadiomicsConfig
+from radiomics_assets.features import FEATURE_COLUMNS
 from radiomics_assets.synth import SynthConfig, write_cohort
 
 COHORT = SynthConfig(n_patients=4, seed=31, rows=40, columns=40, slices=12)
 KEYS = [f"SYN-{i:04d}" for i in range(1, 5)]
-STORED = [
-    "patient_id",
-    "series_uid",
-    "roi",
-    "image_type",
-    "feature_class",
-    "feature",
-    "value",
-    "params_hash",
-    "pyradiomics_version",
-    "image_hash",
-    "mask_hash",
-]  # every column but the time of extraction
+STORED = [c for c in FEATURE_COLUMNS if c not in ("modality", "extracted_at")]  # all but the extraction time
 
 
 def _features(root) -> pd.DataFrame:

@@ -4,6 +4,7 @@ The cohort is synthetic B-mode PNGs with mask files (benign: smooth ellipses; ma
 heterogeneous lesions), run through the real patient and cohort jobs in one Dagster instance.
 """
 
+import dataclasses
 import json
 import pickle
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from radiomics_assets import modelling
 from radiomics_assets.cli import main as cli_main
 from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import defs
@@ -20,12 +22,12 @@ from radiomics_assets.defs.partitions import PARTITION_RANGE_END, PARTITION_RANG
 from radiomics_assets.errors import PredictionError
 from radiomics_assets.features.extraction import PARAMS_DIR
 from radiomics_assets.ingest.manifests import write_manifests
-from radiomics_assets.paths import DataRoot
-from radiomics_assets.pictures import mask_outline_png
+from radiomics_assets.paths import DataRoot, patient_key
+from radiomics_assets.pictures import OUTLINE_COLOURS, mask_outline_png
 from radiomics_assets.scoring import predict_image
 
 US_PARAMS = PARAMS_DIR / "us.yaml"
-SMALL_COHORT = {"candidate_models": ["logreg"], "cv_folds": 3, "cv_repeats": 1}
+SMALL_COHORT = {"candidate_models": ["logreg"], "cv_folds": 3, "cv_repeats": 1, "permutations": 2}
 
 
 def busi_like(index: int, malignant: bool, shape=(120, 150)):
@@ -57,7 +59,7 @@ def cohort(tmp_path_factory):
         image, lesion = busi_like(index, malignant=index % 2 == 1)
         _png(root.inbox / cls / f"{cls} ({index}).png", np.stack([image] * 3, axis=-1))
         _png(root.inbox / cls / f"{cls} ({index})_mask.png", lesion * 255)
-        labels.append(f"{cls}_{index},{cls}")
+        labels.append(f"{cls} ({index}),{cls}")  # the ID; its key is patient_key of it
     root.labels_csv.write_text("\n".join(labels) + "\n")
     new_image, new_lesion = busi_like(99, malignant=True)
     _png(base / "new" / "new case.png", new_image)
@@ -91,18 +93,18 @@ def test_predict_with_the_mask_file_scores_as_training_did(cohort):
     image = cohort.inbox / "malignant" / "malignant (3).png"
     mask = image.with_name("malignant (3)_mask.png")
     result = predict_image(cohort, image, params_path=US_PARAMS, mask_path=mask, picture_dir=cohort.path / "pics")
-    saved = pickle.loads((cohort.models / "model.pkl").read_bytes())
+    saved = modelling.load_model(cohort)
     with duckdb.connect(str(cohort.warehouse), read_only=True) as con:
-        row = con.execute("SELECT * FROM feature_matrix WHERE patient_id = 'malignant_3'").df()
-    expected = saved["pipeline"].predict_proba(row[saved["features"]].to_numpy(float))[:, 1][0]
+        row = con.execute("SELECT * FROM feature_matrix WHERE patient_id = ?", [patient_key("malignant (3)")]).df()
+    expected = saved.pipeline.predict_proba(row[saved.feature_columns].to_numpy(float))[:, 1][0]
     assert result.probability == pytest.approx(expected, abs=1e-9)
     assert result.predicted_label == int(result.probability >= 0.5) and result.threshold == 0.5
     assert result.model_version == (cohort.models / "current").read_text().strip()
     assert result.mask_source == f"file:{mask}" and result.roi == "mask"
     assert result.picture == cohort.path / "pics" / "malignant (3)_mask.png"
     picture = sitk.GetArrayFromImage(sitk.ReadImage(str(result.picture)))
-    red = (picture[..., 0] == 255) & (picture[..., 1] == 48)
-    assert picture.shape[:2] == (120, 150) and 50 < red.sum() < 2000  # an outline, not a filled lesion
+    outline = np.all(picture[..., :3] == OUTLINE_COLOURS[0], axis=-1)
+    assert max(picture.shape[:2]) <= 160 and 20 < outline.sum() < 2000  # an outline, not a filled lesion
 
 
 def test_predict_cli_json_on_an_unseen_image_from_a_seed(cohort, capsys):
@@ -129,7 +131,9 @@ def test_other_parameter_file_or_modality_is_refused(cohort, tmp_path):
     saved = pickle.loads((cohort.models / "model.pkl").read_bytes())
     ct_root = DataRoot(tmp_path / "ct")
     ct_root.models.mkdir(parents=True)
-    ct_model = {**saved, "features": [c.replace("US__mask__", "CT__GTV__") for c in saved["features"]]}
+    ct_model = dataclasses.replace(
+        saved, feature_columns=[c.replace("US__mask__", "CT__GTV__") for c in saved.feature_columns]
+    )
     (ct_root.models / "model.pkl").write_bytes(pickle.dumps(ct_model))
     with pytest.raises(PredictionError, match="trained on CT features; predict scores 2D ultrasound"):
         predict_image(ct_root, image, params_path=US_PARAMS, seed=(75, 60))

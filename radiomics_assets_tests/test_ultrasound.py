@@ -21,7 +21,10 @@ from radiomics_assets.masks.autoseg import (
     segment_lesion,
 )
 from radiomics_assets.masks.ultrasound import segment_ultrasound_array
-from radiomics_assets.paths import DataRoot
+from radiomics_assets.paths import DataRoot, patient_key
+
+# Partition keys of the BUSI-style file names (sanitising changed them, so each carries a hash of the ID).
+B1, B2, B3, M3 = (patient_key(name) for name in ("benign (1)", "benign (2)", "benign (3)", "malignant (3)"))
 
 
 def speckled_lesion(shape=(160, 200), centre=(70, 90), radii=(28, 40), seed=3):
@@ -57,7 +60,7 @@ def test_segment_lesion_ultrasound_keeps_the_grid_and_needs_a_seed(tmp_path):
     volume.SetOrigin((5.0, -3.0, 0.0))
     seeds_csv = tmp_path / "seeds.csv"
     seeds_csv.write_text("patient_id,x,y,z\nbenign (3),90,70,\n")
-    seed = seed_for(read_seeds(seeds_csv)["benign_3"], "US")
+    seed = seed_for(read_seeds(seeds_csv)[B3], "US")
     assert seed.pixel == (90, 70) and seed.point_mm is None
     mask = segment_lesion(volume, AutoSegmentation(method="ultrasound"), seed, "patient benign_3 US")
     assert mask.GetSpacing() == volume.GetSpacing() and mask.GetOrigin() == volume.GetOrigin()
@@ -108,14 +111,14 @@ def test_maskless_images_are_patients_only_when_seeded_or_auto_segmentation_is_o
     (tmp_path / "seeds.csv").write_text("patient_id,x,y,z\nbenign (1),90,70,\n")
 
     pairs, incomplete = scan_file_pairs(inbox, accept_maskless=maskless_images_accepted(tmp_path, ""))
-    assert sorted(pairs) == ["benign_1", "malignant_3"] and pairs["benign_1"].masks == []
+    assert sorted(pairs) == [B1, M3] and pairs[B1].masks == []
     assert "no mask file beside it" in incomplete[inbox / "benign" / "benign (2).png"]
-    assert len(pairs["malignant_3"].masks) == 1
-    assert sorted(scan_file_pairs(inbox)[0]) == ["malignant_3"]  # without the policy: as before
+    assert len(pairs[M3].masks) == 1
+    assert sorted(scan_file_pairs(inbox)[0]) == [M3]  # without the policy: as before
     everything = scan_file_pairs(inbox, accept_maskless=maskless_images_accepted(tmp_path, "ultrasound"))[0]
-    assert sorted(everything) == ["benign_1", "benign_2", "malignant_3"]
+    assert sorted(everything) == [B1, B2, M3]
     labels, _ = labels_from_folders(inbox, accept_maskless=maskless_images_accepted(tmp_path, ""))
-    assert labels.patient_id.tolist() == ["benign_1", "malignant_3"]
+    assert labels.patient_id.tolist() == [B1, M3]
 
 
 def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypatch):
@@ -126,9 +129,9 @@ def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypa
     _png(root.inbox / "benign" / "benign (2).png", image)
     (tmp_path / "seeds.csv").write_text("patient_id,x,y,z\nbenign (1),90,70,\n")
     snapshot = write_manifests(root, accept_maskless=maskless_images_accepted(tmp_path, "ultrasound"))
-    assert sorted(snapshot.patients) == ["benign_1", "benign_2"]
+    assert sorted(snapshot.patients) == [B1, B2]
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(patients.name, ["benign_1", "benign_2"])
+        instance.add_dynamic_partitions(patients.name, [B1, B2])
         job = defs.resolve_job_def("ingest_patient")
 
         def run(key, **config):
@@ -139,16 +142,16 @@ def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypa
                 run_config={"resources": {"radiomics": {"config": config}}},
             )
 
-        (off,) = step_failure_messages(run("benign_1"))
+        (off,) = step_failure_messages(run(B1))
         assert "benign (1).png: no mask file beside it and automated segmentation is off" in off
-        assert run("benign_1", auto_segmentation="ultrasound").success
-        (unseeded,) = step_failure_messages(run("benign_2", auto_segmentation="ultrasound"))
-        assert "needs a seed" in unseeded and "'benign_2,column,row,'" in unseeded
+        assert run(B1, auto_segmentation="ultrasound").success
+        (unseeded,) = step_failure_messages(run(B2, auto_segmentation="ultrasound"))
+        assert "needs a seed" in unseeded and f"'{B2},column,row,'" in unseeded
     with duckdb.connect(str(root.warehouse), read_only=True) as con:
         (mask_row,) = con.execute("SELECT * FROM masks").df().itertuples()
         n_features = con.execute("SELECT count(*) FROM features WHERE roi = 'auto' AND modality = 'US'").fetchone()[0]
     assert (mask_row.patient_id, mask_row.source_kind, mask_row.source_path) == (
-        "benign_1",
+        B1,
         "auto:ultrasound",
         "seeds.csv",
     )
@@ -159,5 +162,5 @@ def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypa
 def test_resource_decides_which_maskless_images_the_sensor_registers(tmp_path):
     (tmp_path / "seeds.csv").write_text("patient_id,x,y,z\nbenign (1),90,70,\n")
     seeded_only = RadiomicsConfig(data_dir=str(tmp_path)).accept_maskless()
-    assert seeded_only("benign_1") and not seeded_only("benign_2")
-    assert RadiomicsConfig(data_dir=str(tmp_path), auto_segmentation="ultrasound").accept_maskless()("benign_2")
+    assert seeded_only(B1) and not seeded_only(B2)
+    assert RadiomicsConfig(data_dir=str(tmp_path), auto_segmentation="ultrasound").accept_maskless()(B2)

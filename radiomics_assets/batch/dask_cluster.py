@@ -58,6 +58,19 @@ class PrepareWorkerPlugin(WorkerPlugin):
         prepare_worker(self.threads)
 
 
+def local_cluster_commands(dask: Path, port: int, workers: int, log_dir: Path) -> dict[str, list[str]]:
+    """The commands of a scheduler and ``workers`` one-thread workers on 127.0.0.1 (tests and the benchmark start
+    them as processes, as an operator would on machines: one thread per worker, see README "Beyond one machine")."""
+    address = f"tcp://127.0.0.1:{port}"
+    commands = {"scheduler": [str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]}
+    for i in range(1, workers + 1):
+        commands[f"w{i}"] = [
+            *(str(dask), "worker", address, "--name", f"w{i}", "--nthreads", "1", "--no-dashboard"),
+            *("--host", "127.0.0.1", "--local-directory", str(log_dir / f"w{i}")),
+        ]
+    return commands
+
+
 def software_versions() -> dict[str, str]:
     """Versions of the packages a feature value depends on, plus a hash of radiomics_assets' own sources (an
     editable install keeps its version number while its code changes)."""
