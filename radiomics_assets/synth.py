@@ -153,6 +153,26 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
     return meta
 
 
+def _axial_slice(
+    patient: SyntheticPatient, k: int, sop_class: str, sop_uid: str, study_uid: str, frame_uid: str
+) -> Dataset:
+    """Slice ``k`` of an axial series on the patient's grid: SOP identity, patient/study, position (mm), spacing."""
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    _patient_module(ds, patient, study_uid, frame_uid)
+    ds.InstanceNumber = k + 1
+    z = patient.origin_mm[2] + k * patient.spacing_mm[2]
+    ds.ImagePositionPatient = [f"{patient.origin_mm[0]:.4f}", f"{patient.origin_mm[1]:.4f}", f"{z:.4f}"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [patient.spacing_mm[1], patient.spacing_mm[0]]  # row spacing (y), column spacing (x)
+    ds.SliceThickness = patient.spacing_mm[2]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    return ds
+
+
 def write_ct_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[Dataset]:
     """Write one axial CT slice per file; returns the written datasets (headers and pixels)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,25 +182,12 @@ def write_ct_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[
     stored = np.clip(np.rint(patient.hu - HU_INTERCEPT), 0, 4095).astype(np.uint16)
     written = []
     for k in range(stored.shape[0]):
-        sop_uid = _uid(seed, patient.patient_id, "ct", k)
-        ds = Dataset()
-        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid)
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        _patient_module(ds, patient, study_uid, frame_uid)
+        ds = _axial_slice(patient, k, CT_IMAGE_STORAGE, _uid(seed, patient.patient_id, "ct", k), study_uid, frame_uid)
         ds.Modality = "CT"
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = 1
         ds.SeriesDescription = "synthetic CT"
-        ds.InstanceNumber = k + 1
-        z = patient.origin_mm[2] + k * patient.spacing_mm[2]
-        ds.ImagePositionPatient = [f"{patient.origin_mm[0]:.4f}", f"{patient.origin_mm[1]:.4f}", f"{z:.4f}"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [patient.spacing_mm[1], patient.spacing_mm[0]]  # row spacing (y), column spacing (x)
-        ds.SliceThickness = patient.spacing_mm[2]
-        ds.SliceLocation = f"{z:.4f}"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.SliceLocation = ds.ImagePositionPatient[2]
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
         ds.BitsAllocated = 16
         ds.BitsStored = 12
@@ -249,29 +256,16 @@ def write_pet_series(
     slopes = pet_slopes(values) if slopes is None else slopes
     written = []
     for k, plane in enumerate(values):
-        sop_uid = _uid(seed, patient.patient_id, "pet", k)
-        ds = Dataset()
-        ds.file_meta = _file_meta(PET_IMAGE_STORAGE, sop_uid)
-        ds.SOPClassUID = PET_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        _patient_module(ds, patient, study_uid, frame_uid)
+        ds = _axial_slice(patient, k, PET_IMAGE_STORAGE, _uid(seed, patient.patient_id, "pet", k), study_uid, frame_uid)
         ds.Modality = "PT"
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = 3
         ds.SeriesDescription = "synthetic PET"
-        ds.InstanceNumber = k + 1
         ds.SeriesDate = ds.AcquisitionDate = header.series_date
         ds.SeriesTime = header.series_time
         ds.AcquisitionTime = header.acquisition_times[k] if header.acquisition_times else header.series_time
         if header.weight_kg is not None:
             ds.PatientWeight = f"{header.weight_kg:g}"
-        z = patient.origin_mm[2] + k * patient.spacing_mm[2]
-        ds.ImagePositionPatient = [f"{patient.origin_mm[0]:.4f}", f"{patient.origin_mm[1]:.4f}", f"{z:.4f}"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [patient.spacing_mm[1], patient.spacing_mm[0]]
-        ds.SliceThickness = patient.spacing_mm[2]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = plane.shape
         ds.BitsAllocated = ds.BitsStored = 16
         ds.HighBit = 15

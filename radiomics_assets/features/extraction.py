@@ -22,6 +22,7 @@ from radiomics import featureextractor
 
 from radiomics_assets.errors import ExtractionError, ParameterFileError
 from radiomics_assets.features import speedups
+from radiomics_assets.geometry import grid_mismatch
 from radiomics_assets.hashing import file_hash, image_hash
 
 PARAMS_DIR = Path(__file__).parent / "params"
@@ -127,7 +128,7 @@ def grey_levels(
     """
     settings = extractor.settings
     label = int(settings.get("label", 1))
-    if mask.GetSize() != image.GetSize():  # PyRadiomics resamples such a mask (correctMask); so do we
+    if grid_mismatch(image, mask) is not None:  # PyRadiomics resamples such a mask (correctMask); so do we
         mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     inside = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(mask) == label].astype(np.float64)
     if inside.size == 0:
