@@ -39,7 +39,11 @@ def send_files(
         raise ConnectionError(f"no DICOM association with {ae_title}@{host}:{port} (rejected, aborted or unreachable)")
     try:
         for path, ds in datasets.items():
-            status = association.send_c_store(ds)
+            try:
+                status = association.send_c_store(ds)
+            except (ValueError, RuntimeError) as error:  # e.g. no accepted presentation context for its SOP class
+                result.failed[path] = f"not sent: {error}"
+                continue
             code = getattr(status, "Status", None)
             if code == 0x0000:
                 result.sent.append(path)
