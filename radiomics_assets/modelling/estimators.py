@@ -68,7 +68,7 @@ def _estimator(name: str, seed: int):
         return CalibratedSVC(class_weight="balanced", random_state=seed)
     if name == "gradient_boosting":
         return HistGradientBoostingClassifier(
-            max_iter=50, learning_rate=0.1, class_weight="balanced", min_samples_leaf=3, random_state=seed
+            max_iter=50, learning_rate=0.1, max_bins=32, class_weight="balanced", min_samples_leaf=3, random_state=seed
         )
     raise ValueError(f"unknown model {name!r}; choose from {list(PARAM_GRIDS)}")
 
