@@ -13,6 +13,7 @@ models' offsets differ), so the pooled AUC is kept only as ``auc_pooled`` for in
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -92,12 +93,29 @@ def fold_aucs(y: np.ndarray, repeat_probabilities: np.ndarray, fold_of: np.ndarr
     return np.asarray(out, dtype=float)
 
 
+def split_seed(seed: int, repeat: int, y: np.ndarray) -> int:
+    """The shuffle seed of one outer repeat: the configured seed, the repeat and the labels themselves.
+
+    A stratified splitter assigns the k-th patient of a class (in its shuffled order) to a fixed fold. With one
+    shuffle order for every labelling, any chance alignment of that order with the features favours the same
+    patients in every relabelling, and the CV AUC of permuted labels centres off 0.5 (measured: 0.46 for the
+    four-candidate procedure on the 30-patient synthetic cohort). Seeding with the labels gives every labelling
+    (each permutation of the permutation test, a reviewer's shuffled labels.csv) its own pseudo-random order, so
+    the test labels of a fold are exchangeable given its training set and the fold AUC centres on 0.5; the same
+    cohort and seed still give the same splits.
+    """
+    digest = hashlib.sha256(np.asarray(y, dtype=np.int8).tobytes()).digest()
+    sequence = np.random.SeedSequence([seed, repeat, int.from_bytes(digest[:8], "little")])
+    return int(sequence.generate_state(1)[0])
+
+
 def outer_splits(y: np.ndarray, groups: np.ndarray, settings: ModellingSettings) -> tuple[int, list]:
     """Grouped stratified splits of every repeat: (folds, [(repeat, fold, train, test), ...])."""
     folds = group_folds(y, groups, settings.folds)
     splits = []
     for repeat in range(settings.repeats):
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=settings.seed + repeat)
+        seed = split_seed(settings.seed, repeat, y)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         for fold, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
             splits.append((repeat, fold, train, test))
     return folds, splits
