@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--first-seed", type=int, default=1000, help="permutation i uses seed first_seed + i (runs can be combined)"
+    )
     args = parser.parse_args()
     root = DataRoot(Path(args.data_dir))
     labels = load_labels(root).set_index("patient_id").label
@@ -55,7 +58,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     results = Parallel(n_jobs=args.jobs)(
-        delayed(one_permutation)(X, y, settings, 1000 + i) for i in range(args.permutations)
+        delayed(one_permutation)(X, y, settings, args.first_seed + i) for i in range(args.permutations)
     )
     fold_mean, pooled, expected = (np.asarray(r) for r in zip(*results, strict=True))
     print(

@@ -164,8 +164,10 @@ def test_procedure_chooses_a_candidate_and_writes_a_card(tmp_path):
     ranked = modelling.feature_selection_table(warehouse, root)
     chosen = ranked[ranked.selected]
     assert set(chosen.feature) == set(written["features_used"])
-    assert ((chosen.selection_frequency > 0) & (chosen.selection_frequency <= 1)).all()
+    # The final fit may keep a feature no outer-fold model chose (frequency 0); the planted ones hold up in the folds.
+    assert ((chosen.selection_frequency >= 0) & (chosen.selection_frequency <= 1)).all()
     assert {"f007", "f012", "f021"} & set(chosen.feature)
+    assert (ranked.set_index("feature").loc[["f007", "f012", "f021"], "selection_frequency"] >= 0.5).all()
     saved = modelling.load_model(root)
     assert isinstance(saved, modelling.SavedModel) and saved.model_id == card["model_id"] and saved.threshold == 0.5
     assert saved.feature_columns == [f"f{i:03d}" for i in range(30)] and saved.trained_at == card["trained_at"]

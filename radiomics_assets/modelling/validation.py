@@ -218,9 +218,10 @@ def permutation_test(
 ) -> dict:
     """The whole procedure re-run on ``settings.permutations`` label permutations (between groups).
 
-    Statistic: the fold-mean AUC of the first outer repeat (the observed value comes from ``cv``, the same
-    splitting seed), so each permutation costs one repeat, not all: the repeats only average splits of the same
-    patients. p = (1 + #null >= observed) / (1 + N), the permutation p-value that counts the observed labelling.
+    Statistic: the fold-mean AUC of the first outer repeat (the observed value comes from ``cv``; every
+    labelling, observed or permuted, is split by the same rule, :func:`split_seed`), so each permutation costs
+    one repeat, not all: the repeats only average splits of the same patients. p = (1 + #null >= observed) /
+    (1 + N), the permutation p-value that counts the observed labelling.
     """
     n = settings.permutations
     if n == 0:
