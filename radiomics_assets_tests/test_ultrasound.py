@@ -65,7 +65,8 @@ def test_seed_on_a_caliper_cross_still_finds_the_lesion():
     image[60:81, 89:92] = image[69:72, 80:101] = 255  # the cross at the seed
     found = segment_ultrasound_array(image, (70, 90))
     assert found.sum() > 20 * 49  # far more than a marker-sized region
-    assert dice(found, truth) > 0.9
+    assert np.logical_and(found, truth).sum() > 0.97 * truth.sum()  # the whole lesion...
+    assert dice(found, truth) > 0.85  # ...plus the outline margin, 4 px outside this sharp synthetic edge
     candidates = ultrasound_candidates(image, (70, 90))
     stuck = candidates[0]  # the smallest seed disc with the border as background: the first method's setting
     assert stuck.region.sum() < 100  # the old failure, still among the candidates...

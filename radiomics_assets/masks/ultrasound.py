@@ -13,7 +13,8 @@ Method (SimpleITK), chosen by measuring it against the ground-truth masks of the
 5. the candidate chosen by its boundary contrast, without any ground truth: breast lesions are hypoechoic, so the
    right region is darker than the band just outside it (``SURROUND_WIDTH_PX``); the criterion is (mean of the
    band - mean of the region) / their pooled standard deviation, on the median-filtered image. A candidate that
-   did not grow past its marker (``MIN_GROWTH``) is only taken when no other is left.
+   did not grow past its marker (``MIN_GROWTH``) is only taken when no other is left;
+6. the chosen region dilated by ``OUTLINE_MARGIN_PX``, from the steepest edge out to the margin's outer edge.
 
 Why several candidates: with one small marker and the border as background (the first version, median Dice 0.82,
 8 of 40 BUSI images below 0.5), the misses had these causes, seen on overlays. (a) The marker sat on a local
@@ -65,6 +66,12 @@ SURROUND_WIDTH_PX = 10
 MIN_GROWTH = 2.0
 """A candidate must cover at least this multiple of its marker's area: one that did not grow past its marker
 found no boundary of its own."""
+OUTLINE_MARGIN_PX = 4
+"""Radius (pixels) by which the chosen region is dilated. The watershed stops on the steepest grey-level change,
+inside the lesion margin; the outlines drawn by radiologists (BUSI ground truth) follow the margin's outer edge,
+including the brighter rim of many malignant lesions. On the 40 BUSI sample images the chosen regions had a median
+area of 0.77 of the ground truth (benign 0.90, malignant 0.70), which biases the intensity and shape features
+(mean grey 0.83 of the ground truth's); 4 px is the smallest margin that brings the median area ratio to 1 (0.99)."""
 LESION, BACKGROUND = 1, 2
 
 
@@ -105,7 +112,13 @@ def segment_ultrasound_array(pixels: np.ndarray, seed_row_column: tuple[int, int
     """
     candidates = ultrasound_candidates(pixels, seed_row_column)
     grown = [c for c in candidates if c.grew] or candidates
-    return max(grown, key=lambda c: c.contrast).region  # max keeps the first of equals: deterministic
+    chosen = max(grown, key=lambda c: c.contrast).region  # max keeps the first of equals: deterministic
+    if not chosen.any():
+        return chosen
+    outline = sitk.BinaryDilate(
+        sitk.GetImageFromArray(chosen.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
+    )
+    return sitk.GetArrayFromImage(outline) > 0
 
 
 def ultrasound_candidates(pixels: np.ndarray, seed_row_column: tuple[int, int]) -> list[Candidate]:
