@@ -7,7 +7,8 @@ What is measured
    images have no lesion and are skipped) is segmented by ``masks.autoseg.segment_lesion`` from one seed, the
    maximum of the Euclidean distance transform of its ground-truth mask (the point deepest inside the lesion,
    standing in for a user's click). Dice and the Hausdorff distance (pixels; BUSI has no pixel spacing) against
-   the ground truth (its mask files merged by OR, as the pipeline does); median and quartiles are printed.
+   the ground truth (its mask files merged by OR, as the pipeline does); median and quartiles are printed, and
+   the number of misses (Dice < 0.5).
 2. Classifier: two temporary data roots, run headless with ``radiomics-assets run`` (the real pipeline: sensor
    index, manifests, Dagster runs, PyRadiomics, nested CV): one with the ground-truth mask files, one with the
    images alone plus ``seeds.csv`` and ``RADIOMICS_AUTO_SEGMENTATION=ultrasound``. Both get the same
@@ -40,7 +41,12 @@ from scipy import ndimage
 
 from radiomics_assets.ingest.file_pairs import png_array, read_pair_image, scan_file_pairs
 from radiomics_assets.masks.autoseg import AutoSegmentation, Seed, segment_lesion
-from radiomics_assets.masks.ultrasound import GRADIENT_SIGMA_PX, MEDIAN_RADIUS_PX, SEED_MARKER_RADIUS_PX
+from radiomics_assets.masks.ultrasound import (
+    BACKGROUND_RING_FRACTIONS,
+    GRADIENT_SIGMAS_PX,
+    MEDIAN_RADIUS_PX,
+    SEED_MARKER_RADII_PX,
+)
 
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi_sample"
 CLASSES = ("benign", "malignant")
@@ -94,8 +100,9 @@ def measure_segmentation(cases) -> dict[str, tuple[int, int]]:
         distances.append(hausdorff_px(found, truth))
     elapsed = time.perf_counter() - started
     print(
-        f"segmentation parameters: median radius {MEDIAN_RADIUS_PX} px, gradient sigma {GRADIENT_SIGMA_PX} px, "
-        f"seed marker half-width {SEED_MARKER_RADIUS_PX} px (fixed for every image)"
+        f"segmentation parameters: median radius {MEDIAN_RADIUS_PX} px, gradient sigmas {GRADIENT_SIGMAS_PX} px, "
+        f"seed marker radii {SEED_MARKER_RADII_PX} px, background rings at {BACKGROUND_RING_FRACTIONS} of the "
+        "shorter side; the candidate of highest surround contrast kept (fixed for every image)"
     )
     print(f"Dice:      {quartiles(dices)}")
     print(f"Hausdorff: {quartiles(distances).replace('.000', '')} px")

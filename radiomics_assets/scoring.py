@@ -4,11 +4,13 @@ The image goes the way a training patient went: the same reader (PNG luminance, 
 pixel spacing), the same mask sources (a mask file, or the seeded ``ultrasound`` segmentation), PyRadiomics with the
 modality's parameter file, and the model's own feature columns. What would make the score meaningless fails
 before scoring: no promoted model, a model of another modality, a parameter file other than the one the model's
-features were extracted with, or features the model needs that this extraction does not give.
+features were extracted with, an image whose pixel spacing differs from the training images' (``modelling.spacing``),
+or features the model needs that this extraction does not give.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import SimpleITK as sitk
 from radiomics_assets.errors import FileInputError, PredictionError
 from radiomics_assets.hashing import file_hash
 from radiomics_assets.modelling import SavedModel, load_model, score
+from radiomics_assets.modelling.spacing import resamples_to_fixed_spacing, spacing_kind, spacing_mismatch
 from radiomics_assets.paths import DataRoot
 
 __all__ = ["ImagePrediction", "predict_image", "read_new_image"]
@@ -98,6 +101,26 @@ def _model_roi(saved) -> str:
     return blocks[0][1]
 
 
+def _check_spacing(saved: SavedModel, image: sitk.Image, image_path: Path, params_path: Path) -> None:
+    """Refuse an image whose spacing kind (mm or PNG pixels) or in-plane spacing differs from the training images'.
+
+    A model saved before the spacing was recorded scores with a warning: it cannot be checked."""
+    trained = (getattr(saved, "pixel_spacing", None) or {}).get(US)
+    if trained is None:
+        warnings.warn(
+            f"the promoted model {saved.model_id} does not record its training images' pixel spacing (saved by an "
+            f"older version): {image_path} is scored without checking that its spacing matches; retrain to check it",
+            stacklevel=3,
+        )
+        return
+    spacing = image.GetSpacing()
+    problem = spacing_mismatch(
+        trained, spacing_kind(image_path), (spacing[0], spacing[1]), resampled=resamples_to_fixed_spacing(params_path)
+    )
+    if problem:
+        raise PredictionError(f"{image_path}: {problem}; its shape and texture features would be on another scale")
+
+
 def _mask_from(image: sitk.Image, mask_path: Path | None, seed: tuple[int, int] | None, source: str):
     from radiomics_assets.masks.autoseg import AutoSegmentation, Seed, segment_lesion
 
@@ -155,6 +178,7 @@ def predict_image(
             f"extracted with (hash {trained_hash}); restore it or retrain"
         )
     image = read_new_image(image_path, frame=frame)
+    _check_spacing(saved, image, Path(image_path), params_path)
     mask, mask_source = _mask_from(image, mask_path, seed, str(image_path))
     prepare_pyradiomics()
     rows, _ = extract(ExtractionTarget("new", "new", US, roi, image, mask), params_path)

@@ -4,6 +4,7 @@ The cohort is synthetic B-mode PNGs with mask files (benign: smooth ellipses; ma
 heterogeneous lesions), run through the real patient and cohort jobs in one Dagster instance.
 """
 
+import copy
 import dataclasses
 import json
 import pickle
@@ -22,9 +23,16 @@ from radiomics_assets.defs.partitions import PARTITION_RANGE_END, PARTITION_RANG
 from radiomics_assets.errors import PredictionError
 from radiomics_assets.features.extraction import PARAMS_DIR
 from radiomics_assets.ingest.manifests import write_manifests
+from radiomics_assets.modelling.spacing import (
+    PHYSICAL_MM,
+    TrainingSpacing,
+    resamples_to_fixed_spacing,
+    spacing_mismatch,
+)
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.pictures import OUTLINE_COLOURS, mask_outline_png
 from radiomics_assets.scoring import predict_image
+from radiomics_assets_tests.conftest import write_us
 
 US_PARAMS = PARAMS_DIR / "us.yaml"
 SMALL_COHORT = {"candidate_models": ["logreg"], "cv_folds": 3, "cv_repeats": 1, "permutations": 2}
@@ -138,6 +146,56 @@ def test_other_parameter_file_or_modality_is_refused(cohort, tmp_path):
     with pytest.raises(PredictionError, match="trained on CT features; predict scores 2D ultrasound"):
         predict_image(ct_root, image, params_path=US_PARAMS, seed=(75, 60))
     assert cli_main(["--data-dir", str(ct_root.path), "predict", str(image), "--seed", "75,60"]) == 1
+
+
+def test_dicom_us_image_against_a_png_trained_model_is_refused(cohort, tmp_path):
+    """PNG pixels are stored as 1 mm; a DICOM US image has its spacing in mm (here 0.1 mm): shape and texture
+    features would silently be on another scale, so predict fails naming the file."""
+    saved = modelling.load_model(cohort)
+    assert saved.pixel_spacing["US"] == TrainingSpacing(kinds=("pixel",), smallest=(1.0, 1.0), largest=(1.0, 1.0))
+    card = json.loads((cohort.models / "model_card.json").read_text())
+    assert card["pixel_spacing"]["US"]["kinds"] == ["pixel"]
+    image, _ = busi_like(99, malignant=True)
+    scan = write_us(tmp_path / "scan.dcm", np.stack([image] * 3, axis=-1), delta_cm=(0.01, 0.01))
+    with pytest.raises(
+        PredictionError,
+        match=r"scan.dcm: its spacing is in physical mm, the model was trained on images with unitless PNG pixels "
+        r"of 1 x 1; its shape and texture features would be on another scale",
+    ):
+        predict_image(cohort, scan, params_path=US_PARAMS, seed=(75, 60))
+    assert cli_main(["--data-dir", str(cohort.path), "predict", str(scan), "--seed", "75,60"]) == 1
+
+
+def test_model_saved_without_pixel_spacing_scores_with_a_warning(cohort, tmp_path):
+    old = copy.copy(modelling.load_model(cohort))
+    del old.__dict__["pixel_spacing"]  # as unpickled from a model saved before the field existed
+    old_root = DataRoot(tmp_path / "old")
+    old_root.models.mkdir(parents=True)
+    (old_root.models / "model.pkl").write_bytes(pickle.dumps(old))
+    image = cohort.path / "new" / "new case.png"
+    with pytest.warns(UserWarning, match=r"does not record its training images' pixel spacing .*new case.png"):
+        result = predict_image(old_root, image, params_path=US_PARAMS, seed=(75, 60))
+    assert 0.0 <= result.probability <= 1.0
+
+
+def test_spacing_outside_the_training_range_fails_unless_the_parameter_file_resamples(tmp_path):
+    trained = TrainingSpacing(kinds=(PHYSICAL_MM,), smallest=(0.08, 0.08), largest=(0.1, 0.1))
+    assert spacing_mismatch(trained, PHYSICAL_MM, (0.104, 0.09), resampled=False) is None  # within 5 %
+    assert "outside the training images' physical mm of 0.08 x 0.08 to 0.1 x 0.1 (tolerance 5%)" in (
+        spacing_mismatch(trained, PHYSICAL_MM, (0.2, 0.2), resampled=False)
+    )
+    assert spacing_mismatch(trained, PHYSICAL_MM, (0.2, 0.2), resampled=True) is None
+    assert "unitless PNG pixels" in spacing_mismatch(trained, "pixel", (1.0, 1.0), resampled=True)
+    assert not resamples_to_fixed_spacing(US_PARAMS)
+    resampling = tmp_path / "us_resampled.yaml"
+    resampling.write_text(
+        US_PARAMS.read_text().replace("  binWidth: 5", "  binWidth: 5\n  resampledPixelSpacing: [0.1, 0.1, 0]")
+    )
+    assert resamples_to_fixed_spacing(resampling)
+    resampling.write_text(
+        US_PARAMS.read_text().replace("  binWidth: 5", "  binWidth: 5\n  resampledPixelSpacing: [0, 0, 1]")
+    )
+    assert not resamples_to_fixed_spacing(resampling)  # 0 keeps an axis's own spacing
 
 
 def test_mask_outline_png_is_small_and_follows_the_lesion():

@@ -20,7 +20,7 @@ from radiomics_assets.masks.autoseg import (
     seed_for,
     segment_lesion,
 )
-from radiomics_assets.masks.ultrasound import segment_ultrasound_array
+from radiomics_assets.masks.ultrasound import segment_ultrasound_array, ultrasound_candidates
 from radiomics_assets.paths import DataRoot, patient_key
 
 # Partition keys of the BUSI-style file names (sanitising changed them, so each carries a hash of the ID).
@@ -51,6 +51,26 @@ def test_seeded_watershed_finds_a_speckled_lesion():
     # the mask is one component that holds the seed, without holes
     assert found[70, 90]
     assert not found[5, 5]
+
+
+def test_seed_on_a_caliper_cross_still_finds_the_lesion():
+    """The sonographer's calipers are burnt into many BUSI images: a bright cross at the lesion centre and dotted
+    lines across it. A seed on them sits on a gradient peak; the first method (one 7 x 7 px marker, the border as
+    background) then lost the lesion to the background and returned the marker alone (Dice 0.03 here, as on 4 of
+    the 8 BUSI sample misses). The larger seed discs start past the cross and the contrast criterion keeps them."""
+    image, truth = speckled_lesion()
+    image = image.astype(np.float32)
+    for first_column in (40, 41):  # a dotted line along the seed's row, 2 of every 6 columns
+        image[69:72, first_column:141:6] = 255
+    image[60:81, 89:92] = image[69:72, 80:101] = 255  # the cross at the seed
+    found = segment_ultrasound_array(image, (70, 90))
+    assert found.sum() > 20 * 49  # far more than a marker-sized region
+    assert np.logical_and(found, truth).sum() > 0.97 * truth.sum()  # the whole lesion...
+    assert dice(found, truth) > 0.85  # ...plus the outline margin, 4 px outside this sharp synthetic edge
+    candidates = ultrasound_candidates(image, (70, 90))
+    stuck = candidates[0]  # the smallest seed disc with the border as background: the first method's setting
+    assert stuck.region.sum() < 100  # the old failure, still among the candidates...
+    assert stuck.contrast < 0 < max(c.contrast for c in candidates)  # ...but the bright cross in it rules it out
 
 
 def test_segment_lesion_ultrasound_keeps_the_grid_and_needs_a_seed(tmp_path):

@@ -11,7 +11,7 @@ import hashlib
 import json
 import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -26,6 +26,7 @@ from radiomics_assets.modelling.matrix import MIN_BLOCK_COVERAGE, label_groups, 
 from radiomics_assets.modelling.robustness import robustness_table
 from radiomics_assets.modelling.selection import rank_features, selected_columns, selection_scores
 from radiomics_assets.modelling.settings import ModellingSettings
+from radiomics_assets.modelling.spacing import TrainingSpacing, training_spacing
 from radiomics_assets.modelling.validation import (
     CrossValidation,
     compare_candidates,
@@ -63,6 +64,9 @@ class SavedModel:
     standardise: bool
     best_params: dict = field(default_factory=dict)
     inner_auc: float = float("nan")
+    pixel_spacing: dict[str, TrainingSpacing] = field(default_factory=dict)
+    """Modality -> spacing kind and in-plane spacing range of the training series (``predict`` checks a new image
+    against it). Models saved before it existed lack the attribute: read it with ``getattr``."""
 
 
 @dataclass
@@ -106,6 +110,15 @@ def params_hashes(warehouse: Warehouse, patient_ids: list[str]) -> dict[str, str
         str(m): ",".join(sorted(set(rows.params_hash.dropna().astype(str))))
         for m, rows in features.groupby("modality", sort=True)
     }
+
+
+def series_spacing(warehouse: Warehouse, patient_ids: list[str]) -> dict[str, TrainingSpacing]:
+    """Modality -> pixel spacing of the series the training patients' features were extracted from."""
+    series = warehouse.query(
+        "SELECT DISTINCT s.patient_id, s.modality, s.spacing_x, s.spacing_y, s.source_path FROM series s "
+        "JOIN (SELECT DISTINCT patient_id, series_uid FROM features) f USING (patient_id, series_uid)"
+    )
+    return training_spacing(series[series.patient_id.isin(patient_ids)])
 
 
 def load_perturbations(warehouse: Warehouse) -> pd.DataFrame:
@@ -159,6 +172,7 @@ def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict
         standardise=settings.standardise,
         best_params=dict(final.best_params_),
         inner_auc=float(final.best_score_),
+        pixel_spacing=series_spacing(warehouse, list(X.index)),
     )
     saved.model_id = hashlib.sha256(pickle.dumps(saved)).hexdigest()[:12]
     path.write_bytes(pickle.dumps(saved))
@@ -184,6 +198,7 @@ def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict
         "best_params": dict(final.best_params_),
         "inner_cv_auc": float(final.best_score_),
         "params_hashes": saved.params_hashes,
+        "pixel_spacing": {m: asdict(s) for m, s in saved.pixel_spacing.items()},
         "cv_estimate": {
             "auc": headline["auc"],
             "auc_per_repeat": headline["auc_per_repeat"],
