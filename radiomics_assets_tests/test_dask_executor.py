@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 import time
 
 import duckdb
@@ -60,17 +61,33 @@ def test_worker_killed_mid_run_loses_no_patient(tmp_path, dask_cluster):
     reference = list(run_patients(KEYS[:1], set(STAGES), settings, workers=1))
     assert not reference[0].error
     expected = _features(tmp_path)
-    killed = None
+    killed = []
+    run_over = threading.Event()
+
+    def kill_a_busy_worker(client) -> None:
+        # Watches the scheduler (not only when a patient finishes, which under load can fall between tasks) and
+        # kills the first worker seen running a task, like a machine that is switched off.
+        while not run_over.is_set():
+            busy = [address for address, tasks in client.processing().items() if tasks]
+            if busy:
+                (pid,) = client.run(os.getpid, workers=busy[:1]).values()
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
     outcomes = []
     with dask_cluster.client() as client:
-        for outcome in run_patients(KEYS, set(STAGES), settings, dask_scheduler=dask_cluster.address):
-            outcomes.append(outcome)
-            busy = [address for address, tasks in client.processing().items() if tasks]
-            if killed is None and busy:
-                # A worker that is running a task right now dies like a machine that is switched off.
-                (killed,) = client.run(os.getpid, workers=busy[:1]).values()
-                os.kill(killed, signal.SIGKILL)
-        assert killed is not None, "no task was running when a patient finished: nothing was killed mid-task"
+        watcher = threading.Thread(target=kill_a_busy_worker, args=(client,), daemon=True)
+        watcher.start()
+        try:
+            for outcome in run_patients(KEYS, set(STAGES), settings, dask_scheduler=dask_cluster.address):
+                outcomes.append(outcome)
+        finally:
+            run_over.set()
+            watcher.join(timeout=30)
+        assert killed, "no task was seen running during the whole run: nothing was killed mid-task"
+        (killed,) = killed
         deadline = time.monotonic() + 120
         while killed in client.run(os.getpid).values() or len(client.scheduler_info()["workers"]) < 2:
             assert time.monotonic() < deadline, dask_cluster.logs()
