@@ -134,22 +134,22 @@ def ultrasound_candidates(pixels: np.ndarray, seed_row_column: tuple[int, int]) 
     marker_pairs = [(radius, None) for radius in SEED_MARKER_RADII_PX] + [
         (RING_MARKER_RADIUS_PX, fraction * min(pixels.shape)) for fraction in BACKGROUND_RING_FRACTIONS
     ]
+    marker_images = []  # the same markers serve every edge scale
+    for marker_radius, ring_radius in marker_pairs:
+        markers = np.zeros(pixels.shape, dtype=np.uint32)
+        markers[0, :] = markers[-1, :] = markers[:, 0] = markers[:, -1] = BACKGROUND
+        if ring_radius is not None:
+            markers[distance >= ring_radius] = BACKGROUND
+        seed_disc = distance <= marker_radius
+        markers[seed_disc] = LESION  # a seed near the border wins over the background marker there
+        marker_images.append((markers, int(seed_disc.sum())))
     candidates = []
     for sigma in GRADIENT_SIGMAS_PX:
         edges = sitk.GradientMagnitudeRecursiveGaussian(smooth, sigma)
-        for marker_radius, ring_radius in marker_pairs:
-            markers = np.zeros(pixels.shape, dtype=np.uint32)
-            markers[0, :] = markers[-1, :] = markers[:, 0] = markers[:, -1] = BACKGROUND
-            if ring_radius is not None:
-                markers[distance >= ring_radius] = BACKGROUND
-            seed_disc = distance <= marker_radius
-            markers[seed_disc] = LESION  # a seed near the border wins over the background marker there
+        for markers, seed_area in marker_images:
             region = _watershed_region(edges, markers, (row, column))
-            candidates.append(
-                Candidate(
-                    region, _surround_contrast(region, smooth_pixels), region.sum() >= MIN_GROWTH * seed_disc.sum()
-                )
-            )
+            contrast = _surround_contrast(region, smooth_pixels)
+            candidates.append(Candidate(region, contrast, region.sum() >= MIN_GROWTH * seed_area))
     return candidates
 
 
