@@ -235,6 +235,16 @@ def cmd_labels_from_folders(args) -> int:
     out = Path(args.output) if args.output else root.labels_csv
     table.to_csv(out, index=False)
     print(f"wrote {len(table)} labels ({table.label.value_counts().to_dict()}) to {out}")
+    from radiomics_assets.modelling.study import STUDY_FILE, write_study_file
+
+    positive = args.positive or ("malignant" if "malignant" in args.classes else args.classes[-1])
+    if positive not in args.classes:
+        print(f"--positive {positive!r} is not one of the classes {args.classes}", file=sys.stderr)
+        return 2
+    study = out.parent / STUDY_FILE
+    document = {"outcome": {"type": "binary", "column": "label", "positive": positive}}
+    write_study_file(study, document, comment=f"written by radiomics-assets labels-from-folders: {positive} is class 1")
+    print(f"wrote {study}: binary outcome, positive class {positive!r}")
     return 0
 
 
@@ -330,10 +340,16 @@ def cmd_predict(args) -> int:
         return 1
     if args.json:
         print(json.dumps(result.as_dict()))
-    else:
+    elif result.task == "binary":
         print(
             f"probability {result.probability:.3f}, predicted label {result.predicted_label} "
             f"(threshold {result.threshold}), model version {result.model_version}\n"
+            f"mask: {result.mask_source}\npicture: {result.picture}"
+        )
+    else:
+        shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.outputs.items())
+        print(
+            f"{result.task}: {shown}, model version {result.model_version}\n"
             f"mask: {result.mask_source}\npicture: {result.picture}"
         )
     return 0
@@ -365,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("labels-from-folders", help="write labels.csv from class folder names (BUSI layout)")
     p.set_defaults(func=cmd_labels_from_folders)
     p.add_argument("--classes", nargs=2, default=["benign", "malignant"], help="the two class folder names")
-    p.add_argument("--output", help="where to write (default <data root>/labels.csv)")
+    p.add_argument("--positive", help="the class that is 1 (default: malignant if a class, else the second class)")
+    p.add_argument("--output", help="where to write (default <data root>/labels.csv; study.yaml beside it)")
     p = sub.add_parser("ibsi", help="IBSI-1 conformance table of PyRadiomics on the IBSI phantoms")
     p.set_defaults(func=cmd_ibsi)
     p.add_argument("--phantom-dir", help="the ibsi_phantom folder (default $IBSI_PHANTOM_DIR or ../shared/data/...)")

@@ -11,7 +11,7 @@ or features the model needs that this extraction does not give.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import FileInputError, PredictionError
 from radiomics_assets.hashing import file_hash
-from radiomics_assets.modelling import SavedModel, load_model, score
+from radiomics_assets.modelling import SavedModel, load_model, prediction_columns, task_of
 from radiomics_assets.modelling.spacing import resamples_to_fixed_spacing, spacing_kind, spacing_mismatch
 from radiomics_assets.paths import DataRoot
 
@@ -45,20 +45,26 @@ def _model_version(root: DataRoot, saved) -> str:
 
 @dataclass(frozen=True)
 class ImagePrediction:
-    """The score of one image: probability of the positive class (label 1) and the class at the threshold."""
+    """The score of one image: binary, probability of the positive class (label 1) and the class at the threshold;
+    every outcome type, ``outputs``: the model's prediction columns (class probabilities, a value, or the risk and
+    survival probabilities at the study's horizons)."""
 
-    probability: float
-    predicted_label: int
-    threshold: float
+    probability: float | None
+    predicted_label: int | None
+    threshold: float | None
     model_version: str
     model_id: str
     mask_source: str
     """``file:<mask path>`` or ``auto:ultrasound`` (seed column,row)."""
     roi: str
     picture: Path | None
+    task: str = "binary"
+    outputs: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
+            "task": self.task,
+            "outputs": self.outputs,
             "probability": self.probability,
             "predicted_label": self.predicted_label,
             "threshold": self.threshold,
@@ -171,6 +177,12 @@ def predict_image(
 
     saved = _load_saved_model(root)
     roi = _model_roi(saved)
+    covariates = [c.split("__", 1)[1] for c in saved.feature_columns if c.startswith("clinical__")]
+    if covariates:
+        raise PredictionError(
+            f"the promoted model also uses clinical covariates ({', '.join(covariates)}), which one image does not "
+            "give; add the patient to labels.csv with its covariates and an empty outcome, and read table predictions"
+        )
     trained_hash, current_hash = saved.params_hashes.get(US), file_hash(params_path)
     if trained_hash and trained_hash != current_hash:
         raise PredictionError(
@@ -189,19 +201,28 @@ def predict_image(
             f"the model was trained on another feature set: {len(missing)} of its {len(saved.feature_columns)} "
             f"columns are not extracted with {params_path} (e.g. {missing[0]}); retrain or use its parameter file"
         )
-    probability = float(score(saved, X)[0])
+    outputs = {name: _plain(values[0]) for name, values in prediction_columns(saved, X).items()}
+    task = task_of(saved).kind.value
     picture = None
     if picture_dir is not None:
         picture_dir.mkdir(parents=True, exist_ok=True)
         picture = picture_dir / f"{Path(image_path).stem}_mask.png"
         picture.write_bytes(mask_outline_png(image, mask))
+    binary = task == "binary"
     return ImagePrediction(
-        probability=probability,
-        predicted_label=int(probability >= saved.threshold),
-        threshold=float(saved.threshold),
+        probability=outputs["probability"] if binary else None,
+        predicted_label=outputs["predicted_label"] if binary else None,
+        threshold=float(saved.threshold) if binary else None,
+        task=task,
+        outputs=outputs,
         model_version=_model_version(root, saved),
         model_id=saved.model_id,
         mask_source=mask_source,
         roi=roi,
         picture=picture,
     )
+
+
+def _plain(value):
+    """A numpy scalar as a plain number or text (for JSON output)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -32,6 +32,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _number(value, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
 def headline_metrics(metrics_path: Path) -> str | None:
     """``AUC 0.812 (95% CI 0.702 to 0.913), ...`` from ``metrics.json``; None when there is no report yet."""
     try:
@@ -45,10 +51,28 @@ def headline_metrics(metrics_path: Path) -> str | None:
 
     # The scheme's first clause ("nested CV: outer repeated stratified 5-fold x 2"); the report has the rest.
     scheme = str(metrics.get("cv_scheme", "cross-validation")).split(" (")[0].split(", ")[0].split("; ")[0]
-    text = (
-        f"AUC {figure('auc')} (95% CI {figure('auc_ci_low')} to {figure('auc_ci_high')}), "
-        f"accuracy {figure('accuracy')}, F1 {figure('f1')}; {metrics.get('n_patients', '?')} patients, {scheme}"
-    )
+    task = metrics.get("task", "binary")
+    if task == "binary":
+        text = (
+            f"AUC {figure('auc')} (95% CI {figure('auc_ci_low')} to {figure('auc_ci_high')}), "
+            f"accuracy {figure('accuracy')}, F1 {figure('f1')}; {metrics.get('n_patients', '?')} patients, {scheme}"
+        )
+    else:
+        primary = metrics.get("primary_metric", {})
+        text = (
+            f"{task}: {primary.get('name', '?')} {_number(primary.get('value'))} (95% CI "
+            f"{_number(primary.get('ci_low'))} to {_number(primary.get('ci_high'))}); "
+            f"{metrics.get('n_patients', '?')} patients"
+            + (f", {metrics['n_events']} events" if metrics.get("n_events") is not None else "")
+            + f", {scheme}"
+        )
+    comparison = metrics.get("comparison")
+    if isinstance(comparison, dict):
+        gain = comparison["gain"]
+        text += (
+            f"; radiomics adds {_number(gain['value'], signed=True)} (95% CI {_number(gain['ci_low'], signed=True)} "
+            f"to {_number(gain['ci_high'], signed=True)}) over clinical-only {_number(comparison['clinical']['value'])}"
+        )
     if metrics.get("model"):
         text += f", model {metrics['model']}"
     external = metrics.get("external")

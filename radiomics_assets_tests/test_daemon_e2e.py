@@ -141,7 +141,7 @@ def test_daemon_sensor_ingests_a_new_study_end_to_end(dagster_dev):
     assert sensors.get("inbox_sensor") == "RUNNING", sensors
     assert sensors.get("run_failure_log") == "RUNNING", sensors
     model_checks = nodes["model"]["assetChecksOrError"]
-    assert "auc_not_regressed" in {c["name"] for c in model_checks.get("checks", [])}, model_checks
+    assert "primary_metric_not_regressed" in {c["name"] for c in model_checks.get("checks", [])}, model_checks
     assert schedules.get("weekly_retrain") == "RUNNING", schedules
 
     write_cohort(SynthConfig(n_patients=2, seed=3, rows=64, columns=64, slices=20), dev.data_root)

@@ -116,7 +116,7 @@ def test_warn_promotes_the_regressed_model_and_keeps_the_previous(good_then_wors
 
 
 def test_model_asset_reports_the_check_and_cv_auc(tmp_path, monkeypatch):
-    """The Dagster layer: `auc_not_regressed` on the `model` asset carries both AUCs and the margin."""
+    """The Dagster layer: `primary_metric_not_regressed` on the `model` asset carries both AUCs and the margin."""
     from radiomics_assets.defs.cohort_assets import model
     from radiomics_assets.defs.resources import RadiomicsConfig
 
@@ -140,12 +140,12 @@ def test_model_asset_reports_the_check_and_cv_auc(tmp_path, monkeypatch):
         (evaluation,) = result.get_asset_check_evaluations()
         evaluations.append(evaluation)
         materialization = result.asset_materializations_for_node("model")[0]
-        assert materialization.metadata["cv_auc"].value == round(evaluation.metadata["new_auc"].value, 3)
+        assert materialization.metadata["cv_auc"].value == round(evaluation.metadata["new_value"].value, 3)
 
     first, second = evaluations
-    assert first.passed and second.check_name == "auc_not_regressed" and not second.passed
+    assert first.passed and second.check_name == "primary_metric_not_regressed" and not second.passed
     assert second.severity == dg.AssetCheckSeverity.ERROR  # policy block
     meta = {k: v.value for k, v in second.metadata.items()}
-    assert meta["previous_auc"] == first.metadata["new_auc"].value > meta["new_auc"] + meta["margin"]
+    assert meta["previous_value"] == first.metadata["new_value"].value > meta["new_value"] + meta["margin"]
     assert meta["promoted"] is False and meta["current_version"] == meta["previous_version"]
     assert model_registry.current_version(root.models) == meta["previous_version"]

@@ -27,7 +27,7 @@ def test_shuffled_labels_give_chance_auc_with_the_default_procedure():
         X, y = _cohort(seed=repeat, n=40, p=60, planted=())
         shuffled = pd.Series(np.random.default_rng(100 + repeat).permutation(y.to_numpy()), index=y.index)
         settings = modelling.ModellingSettings(seed=repeat, folds=3, repeats=1)
-        assert settings.models == modelling.MODELS  # all four candidate families
+        assert [m for m, _ in settings.candidates] == list(modelling.MODELS)  # all four candidate families
         cv = modelling.cross_validate(X, shuffled, settings, with_candidates=False)
         aucs.append(cv.auc)
     # Selection and the choice inside the folds: choosing on the outer folds, or selecting on the whole cohort,
@@ -230,7 +230,9 @@ def test_predictions_for_unlabelled_patients(tmp_path):
 def test_every_selection_method_finds_the_planted_features():
     X, y = _cohort(seed=2, n=60, p=40, planted=("f007", "f021", "f033"))
     scaled = (X - X.mean()) / X.std()
-    for method in modelling.SELECTION_METHODS:
+    from radiomics_assets.modelling.selection import SELECTION_METHODS_BY_OUTCOME
+
+    for method in SELECTION_METHODS_BY_OUTCOME["binary"]:
         selector = modelling.Selector(method, k=5, random_state=0).fit(scaled, y)
         chosen = set(X.columns[selector.get_support()])
         assert len(chosen) == 5 and {"f007", "f021", "f033"} <= chosen, (method, chosen)

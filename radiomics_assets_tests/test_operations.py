@@ -81,4 +81,4 @@ def test_instance_settings_and_operator_facing_definitions():
     assert defs.resolve_sensor_def("inbox_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("weekly_retrain").default_status == dg.DefaultScheduleStatus.RUNNING
     check_keys = {check.name for check in graph.get(dg.AssetKey("model")).check_keys}
-    assert "auc_not_regressed" in check_keys
+    assert "primary_metric_not_regressed" in check_keys

@@ -19,10 +19,11 @@ FEATURE_CHECKS = [
     ),
 ]
 
-AUC_NOT_REGRESSED = dg.AssetCheckSpec(
-    "auc_not_regressed",
+PRIMARY_METRIC_NOT_REGRESSED = dg.AssetCheckSpec(
+    "primary_metric_not_regressed",
     asset="model",
-    description="The new model's CV AUC is not more than `auc_regression_margin` below the current model's",
+    description="The new model's cross-validated primary metric (AUC, macro AUC, R² or c-index) is not more than "
+    "`auc_regression_margin` below the current model's",
 )
 
 
@@ -44,17 +45,18 @@ def feature_check_evaluations(key: str, features, masks, usual_counts: dict[str,
     yield _evaluation(key, "roi_large_enough", small_rois(masks, min_roi_voxels), dg.AssetCheckSeverity.WARN)
 
 
-def auc_not_regressed(decision: Decision) -> dg.AssetCheckResult:
+def primary_metric_not_regressed(decision: Decision) -> dg.AssetCheckResult:
     """Check result of the registry's promotion decision; ERROR severity when the policy blocks promotion."""
     blocking = decision.policy == "block"
     return dg.AssetCheckResult(
-        check_name="auc_not_regressed",
+        check_name="primary_metric_not_regressed",
         passed=not decision.regressed,
         severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
         description=decision.summary(),
         metadata={
-            "new_auc": decision.cv_auc,
-            "previous_auc": decision.previous_auc,
+            "metric": decision.metric,
+            "new_value": decision.cv_value,
+            "previous_value": decision.previous_value,
             "previous_version": decision.previous_version or "",
             "margin": decision.margin,
             "policy": decision.policy,

@@ -7,26 +7,48 @@ patient runs and sensor ticks load this code location too and never need them.
 import dagster as dg
 
 from radiomics_assets import modelling
-from radiomics_assets.defs.checks import AUC_NOT_REGRESSED, auc_not_regressed
+from radiomics_assets.defs.checks import PRIMARY_METRIC_NOT_REGRESSED, primary_metric_not_regressed
 from radiomics_assets.defs.resources import DUCKDB_WRITES, RadiomicsConfig
 from radiomics_assets.modelling import registry
 
 
 @dg.asset(group_name="modelling", kinds={"csv", "duckdb"}, pool=DUCKDB_WRITES)
 def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Clinical outcome per patient from ``labels.csv``; rows in ``labels``."""
-    table = modelling.load_labels(radiomics.data_root(), radiomics.label_column, radiomics.group_column)
+    """Outcome and covariates per patient from ``labels.csv``, typed by ``study.yaml``; rows in ``labels``."""
+    study = radiomics.study()
+    outcomes = modelling.load_outcomes(radiomics.data_root(), study, radiomics.group_column)
+    table = outcomes.table
     modelling.store_labels(radiomics.warehouse(), table)
+    with_outcome = table[table.label.notna()]
     metadata = {
+        "outcome": study.task.value,
+        "study": study.source,
         "patients": len(table),
-        "positives": int(table.label.sum()),
-        "test_patients": int((table.cohort == "test").sum()),
+        "patients_with_outcome": len(with_outcome),
+        "excluded_no_outcome": len(outcomes.excluded),
+        "covariates": ", ".join(study.covariates.columns) or "none",
+        "predictors": study.predictors.value,
+        "test_patients": int((with_outcome.cohort == "test").sum()),
         "patients_in_a_labels_csv_group": int((table.group != "").sum()),
     }
+    if study.task.value in ("binary", "multiclass"):
+        counts = with_outcome.label_name.value_counts().sort_index()
+        metadata["per_class"] = ", ".join(f"{name}: {n}" for name, n in counts.items())
+    if study.task.value == "binary":
+        metadata["positives"] = int(with_outcome.label.sum())
+        metadata["positive_class"] = outcomes.classes[1]
+    if study.task.value == "survival":
+        metadata["events"] = int(with_outcome.event.sum())
+        metadata["censored"] = int((with_outcome.event == 0).sum())
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name="modelling", kinds={"pandas", "duckdb"}, deps=["features", labels], pool=DUCKDB_WRITES)
+@dg.asset(
+    group_name="modelling",
+    kinds={"pandas", "duckdb"},
+    deps=["features", "imported_features", labels],
+    pool=DUCKDB_WRITES,
+)
 def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Patients x features (wide), joined with labels; table ``feature_matrix``."""
     matrix, gaps = modelling.build_feature_matrix(radiomics.warehouse())
@@ -47,23 +69,25 @@ def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix], check_specs=[AUC_NOT_REGRESSED])
+@dg.asset(
+    group_name="modelling", kinds={"scikitlearn"}, deps=[feature_matrix], check_specs=[PRIMARY_METRIC_NOT_REGRESSED]
+)
 def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """The whole procedure (inner-CV choice among candidates) validated by outer CV and a permutation test, then
     fitted on all training patients (+ model card)."""
     root = radiomics.data_root()
-    path, card = modelling.train_model(root, radiomics.modelling_settings())
+    path, card = modelling.train_model(root, radiomics.modelling_settings(), radiomics.study())
     # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
     decision = registry.register(root.models, card, radiomics.auc_regression_margin, radiomics.on_auc_regression)
     card_metadata = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in card.items()}
     metadata = {
         "path": dg.MetadataValue.path(str(path.parent / decision.version / path.name)),
         **card_metadata,
-        "cv_auc": round(float(decision.cv_auc), 3),
+        f"cv_{decision.metric}": round(float(decision.cv_value), 3),
         "model_version": decision.version,
         "promoted": decision.promoted,
     }
-    return dg.MaterializeResult(check_results=[auc_not_regressed(decision)], metadata=metadata)
+    return dg.MaterializeResult(check_results=[primary_metric_not_regressed(decision)], metadata=metadata)
 
 
 @dg.asset(group_name="modelling", kinds={"scikitlearn", "duckdb"}, deps=[model], pool=DUCKDB_WRITES)
@@ -83,17 +107,21 @@ def selected_features(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
 def predictions(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Saved model's scores for patients with features but no label; table ``predictions``."""
     table = modelling.predict_unlabelled(radiomics.data_root())
-    preview = table.head(20)[["patient_id", "probability", "predicted_label"]]
+    shown = [c for c in table.columns if c not in ("model", "model_id", "model_trained_at", "predicted_at", "task")]
+    preview = table.head(20)[shown]
     metadata = {
         "patients": len(table),
-        "predicted_positive": int(table.predicted_label.sum()),
-        "threshold": modelling.THRESHOLD,
+        "task": str(table.task.iloc[0]) if len(table) else "",
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3f")),
     }
+    if "predicted_label" in table:
+        metadata["predicted_positive"] = int(table.predicted_label.sum())
+        metadata["threshold"] = modelling.THRESHOLD
     return dg.MaterializeResult(metadata=metadata)
 
 
-HEADLINE = ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "precision", "recall", "f1")
+def _rounded(value) -> float:
+    return round(float(value), 3) if value is not None else float("nan")
 
 
 @dg.asset(group_name="modelling", kinds={"html"}, deps=[model, selected_features])
@@ -101,32 +129,44 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Outer-CV metrics of the whole procedure, permutation test, decision curve, calibration, duplicate groups:
     ``reports/metrics.json`` and ``reports/report.html``."""
     result = modelling.validate(radiomics.data_root(), radiomics.seed)
+    primary = result["primary_metric"]
     metadata = {
+        "task": result["task"],
+        "primary_metric": primary["name"],
         # Rounded to what a cohort of this size can tell apart (the CI is wider than 0.001).
-        **{k: round(float(result[k]), 3) for k in HEADLINE},
-        "n_patients": result["n_patients"],
-        "n_positive": result["n_positive"],
-        "n_negative": result["n_negative"],
-        "threshold": result["threshold"],
+        primary["name"]: _rounded(primary["value"]),
+        f"{primary['name']}_ci": f"{primary['ci_low']:.3f} to {primary['ci_high']:.3f}",
+        **{k: _rounded(v) for k, v in modelling.task_for(radiomics.study()).headline(result).items()},
+        **result["cohort"],
         "cv_scheme": result["cv_scheme"],
         "n_features_selected": result["n_features_selected"],
         "model": result["model"],
-        "brier": round(float(result["brier"]), 3),
-        "auc_fold_sd": round(float(result["auc_fold_sd"]), 3),
-        "calibration_slope": round(float(result["calibration_slope"]), 3),
-        "calibration_intercept": round(float(result["calibration_intercept"]), 3),
         "duplicate_groups": len(result["groups"]["groups"]),
         "excluded_conflicting_labels": len(result["groups"]["excluded"]),
+        "excluded_no_outcome": result.get("excluded_no_outcome", 0),
     }
+    if result["task"] == "binary":
+        for key in ("threshold", "brier", "auc_fold_sd", "calibration_slope", "calibration_intercept"):
+            metadata[key] = result[key] if key == "threshold" else _rounded(result[key])
+    if "comparison" in result:
+        comparison = result["comparison"]
+        gain = comparison["gain"]
+        metadata["radiomics_gain_over_clinical"] = (
+            f"{gain['value']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f})"
+        )
+        for key in ("clinical", "radiomics", "both"):
+            metadata[f"{primary['name']}_{key}"] = _rounded(comparison[key]["value"])
     if result["permutation_p_value"] is not None:
-        metadata["permutation_p_value"] = round(float(result["permutation_p_value"]), 3)
+        metadata["permutation_p_value"] = _rounded(result["permutation_p_value"])
     if "external" in result:
-        external = result["external"]
-        metadata["external_auc"] = round(float(external["auc"]), 3)
-        metadata["external_auc_ci"] = f"{external['auc_ci_low']:.3f} to {external['auc_ci_high']:.3f}"
-        metadata["external_n_patients"] = external["n_patients"]
+        external = result["external"]["primary_metric"]
+        metadata[f"external_{external['name']}"] = _rounded(external["value"])
+        metadata[f"external_{external['name']}_ci"] = f"{external['ci_low']:.3f} to {external['ci_high']:.3f}"
+        metadata["external_n_patients"] = result["external"]["n_patients"]
     metadata["report"] = dg.MetadataValue.path(str(result["report_path"]))
-    metadata["roc"] = dg.MetadataValue.md(f"![ROC](data:image/png;base64,{result['roc_png']})")
+    if result["plot_png"]:  # binary: the ROC; survival: Kaplan-Meier of the risk groups; ...
+        key, title = ("roc", "ROC") if result["task"] == "binary" else ("plot", primary["name"])
+        metadata[key] = dg.MetadataValue.md(f"![{title}](data:image/png;base64,{result['plot_png']})")
     return dg.MaterializeResult(metadata=metadata)
 
 

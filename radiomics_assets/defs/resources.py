@@ -13,6 +13,7 @@ from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAM
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
 from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
 from radiomics_assets.modelling.settings import ModellingSettings
+from radiomics_assets.modelling.study import Study, load_study
 from radiomics_assets.paths import DataRoot, data_root
 from radiomics_assets.warehouse import Warehouse
 
@@ -21,12 +22,15 @@ DUCKDB_WRITES = "duckdb_writes"
 
 
 class CandidateModel(StrEnum):
-    """A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type)."""
+    """A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type);
+    which ones fit depends on the study's outcome type (``linear``: continuous; ``coxnet``: survival)."""
 
     logreg = "logreg"
     random_forest = "random_forest"
     svm = "svm"
     gradient_boosting = "gradient_boosting"
+    linear = "linear"
+    coxnet = "coxnet"
 
 
 class SelectionMethodName(StrEnum):
@@ -38,9 +42,11 @@ class SelectionMethodName(StrEnum):
     rfe = "rfe"
     l1 = "l1"
     tree = "tree"
+    cox = "cox"
+    concordance = "concordance"
 
 
-SelectionMethod = Literal["anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"]
+SelectionMethod = Literal["", "anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree", "cox", "concordance"]
 AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound"]
 RegressionPolicy = Literal["warn", "block"]
 
@@ -65,10 +71,14 @@ class RadiomicsConfig(dg.ConfigurableResource):
     dask_scheduler: str = ""
     """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
     = the local pool. Every worker must see the data root at the same path (README "Beyond one machine")."""
-    candidate_models: list[CandidateModel] = [m.value for m in CandidateModel]
-    """Candidate families; the inner CV of each outer training set (and of the final fit) chooses among them."""
-    selection_method: SelectionMethod = "anova"
-    """anova | mannwhitney | mutual_info (filters, + correlation filter) | rfe | l1 | tree."""
+    candidate_models: list[CandidateModel] = []
+    """Candidate families; the inner CV of each outer training set (and of the final fit) chooses among them.
+    Empty = every family of the study's outcome type (binary and multiclass: logreg, random_forest, svm,
+    gradient_boosting; continuous: linear, random_forest, svm, gradient_boosting; survival: coxnet,
+    random_forest, gradient_boosting)."""
+    selection_method: SelectionMethod = ""
+    """Empty = the outcome type's default (anova; survival: cox). anova | mannwhitney | mutual_info | cox |
+    concordance (filters, + correlation filter) | rfe | l1 | tree."""
     selection_methods: list[SelectionMethodName] = []
     """When set, every listed method is a candidate (x every model family) and ``selection_method`` is ignored."""
     cv_folds: int = 5
@@ -182,12 +192,16 @@ class RadiomicsConfig(dg.ConfigurableResource):
             max_grey_levels=self.max_grey_levels,
         )
 
+    def study(self) -> Study:
+        """The study of the data root (``study.yaml``; without it a two-class ``label_column``)."""
+        return load_study(self.data_root(), self.label_column)
+
     def modelling_settings(self) -> ModellingSettings:
+        chosen = tuple(SelectionMethodName(m).value for m in self.selection_methods)
         return ModellingSettings(
             seed=self.seed,
             models=tuple(CandidateModel(m).value for m in self.candidate_models),
-            selection_methods=tuple(SelectionMethodName(m).value for m in self.selection_methods)
-            or (self.selection_method,),
+            selection_methods=chosen or ((self.selection_method,) if self.selection_method else ()),
             folds=self.cv_folds,
             repeats=self.cv_repeats,
             inner_folds=self.cv_inner_folds,

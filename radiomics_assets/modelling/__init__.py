@@ -3,10 +3,12 @@
 ``duplicates`` groups duplicate images (and labels.csv groups) for grouped CV, ``robustness`` computes each
 feature's ICC over perturbed re-extractions.
 
-``matrix`` builds the patients x features matrix with labels, ``selection`` and ``estimators`` make the one
+``study`` types the outcome and the covariates (``study.yaml``); ``tasks`` holds one file per outcome type
+(binary, multiclass, continuous, survival: models, grids, metrics, report figures). ``matrix`` builds the
+patients x features matrix with the outcome and covariates, ``selection`` and ``estimators`` make the one
 scikit-learn Pipeline that holds everything learned from data, ``validation`` cross-validates it, ``training``
 fits and saves the model, ``registry`` keeps every version and decides promotion, ``report`` writes the
-validation report. The settings travel as one frozen :class:`ModellingSettings`.
+validation report. The settings travel as one frozen :class:`ModellingSettings`, the study as one :class:`Study`.
 
 Names are imported on first use: scikit-learn, SciPy and matplotlib cost ~3 s, which patient runs and sensor
 ticks (they load the code location too) never need.
@@ -16,6 +18,25 @@ import importlib
 
 _EXPORTS = {
     "ModellingSettings": "settings",
+    "MODEL_FAMILIES": "settings",
+    "Study": "study",
+    "Outcome": "study",
+    "Covariates": "study",
+    "OutcomeType": "study",
+    "Predictors": "study",
+    "StudyError": "study",
+    "load_study": "study",
+    "load_outcomes": "study",
+    "write_study_file": "study",
+    "task_for": "tasks",
+    "Task": "tasks",
+    "PrimaryMetric": "tasks",
+    "cohort_data": "matrix",
+    "CohortData": "matrix",
+    "compare_predictors": "validation",
+    "PredictorComparison": "validation",
+    "prediction_columns": "training",
+    "task_of": "training",
     "MODELS": "settings",
     "SELECTION_METHODS": "settings",
     "build_feature_matrix": "matrix",
@@ -32,24 +53,25 @@ _EXPORTS = {
     "rank_features": "selection",
     "selected_columns": "selection",
     "selection_scores": "selection",
-    "CalibratedSVC": "estimators",
-    "PARAM_GRIDS": "estimators",
+    "CalibratedSVC": "tasks.binary",
+    "PARAM_GRIDS": "tasks.binary",
+    "ColumnRoles": "estimators",
     "make_pipeline": "estimators",
     "CandidateSearch": "estimators",
     "KeepColumns": "estimators",
     "CrossValidation": "validation",
-    "binary_metrics": "validation",
-    "bootstrap_aucs": "validation",
+    "binary_metrics": "tasks.binary",
+    "bootstrap_aucs": "tasks.binary",
     "compare_candidates": "validation",
-    "bootstrap_fold_mean_aucs": "validation",
-    "calibration": "validation",
-    "decision_curve": "validation",
-    "expected_null_sd": "validation",
-    "fold_aucs": "validation",
+    "bootstrap_fold_mean_aucs": "tasks.binary",
+    "calibration": "tasks.binary",
+    "decision_curve": "tasks.binary",
+    "expected_null_sd": "tasks.binary",
+    "fold_aucs": "tasks.binary",
     "permutation_test": "validation",
     "cross_validate": "validation",
     "fit_final": "validation",
-    "metrics": "validation",
+    "metrics": "tasks.binary",
     "THRESHOLD": "training",
     "load_model": "training",
     "SavedModel": "training",

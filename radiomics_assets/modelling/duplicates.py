@@ -137,7 +137,8 @@ def near_duplicate_pairs(hashes: pd.DataFrame, max_distance: int) -> list[tuple[
 def patient_groups(
     warehouse: Warehouse, patient_ids: list[str], labels: pd.Series, label_groups: pd.Series, max_distance: int
 ) -> Groups:
-    """Groups of ``patient_ids`` from duplicate images and labels.csv groups; ``labels``: patient_id -> 0/1."""
+    """Groups of ``patient_ids`` from duplicate images and labels.csv groups; ``labels``: patient_id -> outcome
+    (a class code, a value, or a ``time/event`` text), compared within a group to find conflicting outcomes."""
     patient_ids = [str(p) for p in patient_ids]
     links = _UnionFind(patient_ids)
     reasons: dict[tuple[str, str], str] = {}
@@ -172,7 +173,7 @@ def patient_groups(
     table, excluded = [], []
     multi = sorted(members for members in members_of.values() if len(members) > 1)
     for number, members in enumerate(multi, 1):
-        member_labels = [int(labels[p]) for p in members]
+        member_labels = [_plain(labels[p]) for p in members]
         conflicting = len(set(member_labels)) > 1
         if conflicting:
             excluded += members
@@ -194,3 +195,10 @@ def patient_groups(
         excluded=sorted(excluded),
         notes=notes,
     )
+
+
+def _plain(value):
+    """An outcome as a JSON-friendly scalar: an integral number as int, else as it is."""
+    if isinstance(value, int | np.integer) or (isinstance(value, float | np.floating) and float(value).is_integer()):
+        return int(value)
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,86 +1,80 @@
-"""The candidate classifiers, their hyperparameter grids and the one Pipeline that holds all that is learned
-from data."""
+"""The one Pipeline that holds all that is learned from data, and the search that chooses among candidates.
+
+The models, grids and scores of each outcome type come from its task (``modelling/tasks/``); this file only
+assembles them. Clinical covariates (``clinical__<name>`` columns) get their own branch: numeric ones are imputed
+(training median) and standardised, categorical ones (integer codes) imputed (most frequent) and one-hot encoded,
+all inside the Pipeline, so every CV fold learns them from its own training patients; they are never subject to
+feature selection. Radiomics columns go through the robustness subset, imputation, the near-zero-variance filter,
+scaling and selection as before.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.base import BaseEstimator, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import SelectorMixin
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from radiomics_assets.modelling.robustness import robust_features
 from radiomics_assets.modelling.selection import NearZeroVariance, Selector
-from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, SELECTION_METHODS, ModellingSettings
+from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, ModellingSettings
+from radiomics_assets.modelling.study import CLINICAL_PREFIX
+from radiomics_assets.modelling.tasks import Task, task_for
+from radiomics_assets.modelling.tasks.binary import PARAM_GRIDS, CalibratedSVC
+
+__all__ = [
+    "CalibratedSVC",
+    "CandidateSearch",
+    "ColumnRoles",
+    "KeepColumns",
+    "PARAM_GRIDS",
+    "candidate_name",
+    "group_folds",
+    "make_pipeline",
+]
 
 
-class CalibratedSVC(ClassifierMixin, BaseEstimator):
-    """Class-balanced RBF SVM with Platt-scaled probabilities.
+@dataclass(frozen=True)
+class ColumnRoles:
+    """Which input columns (by position) are radiomics features and which are numeric or categorical covariates."""
 
-    scikit-learn 1.9 deprecates ``SVC(probability=True)`` and recommends ``CalibratedClassifierCV(SVC(),
-    ensemble=False)``: the sigmoid is fitted on cross-validated decision values, then the SVM is refitted on all
-    the data. The calibration folds follow the smallest class (2 or 3), because inner-CV training sets of a
-    small cohort hold as few as 2 patients of a class and a fixed ``cv=3`` would fail there.
-    ``decision_function`` is deliberately not exposed, so every AUC (inner search and outer CV) is computed on
-    the same calibrated probabilities.
-    """
+    radiomics: tuple[int, ...]
+    numeric: tuple[int, ...] = ()
+    categorical: tuple[int, ...] = ()
 
-    def __init__(self, C: float = 1.0, gamma="scale", class_weight="balanced", random_state: int = 0):
-        self.C = C
-        self.gamma = gamma
-        self.class_weight = class_weight
-        self.random_state = random_state
+    @property
+    def clinical(self) -> tuple[int, ...]:
+        return self.numeric + self.categorical
 
-    def fit(self, X, y):
-        y = np.asarray(y)
-        self.classes_, counts = np.unique(y, return_counts=True)
-        folds = int(max(2, min(3, counts.min())))
-        svm = SVC(kernel="rbf", C=self.C, gamma=self.gamma, class_weight=self.class_weight)
-        self.calibrated_ = CalibratedClassifierCV(
-            svm,
-            method="sigmoid",
-            ensemble=False,
-            cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
-        ).fit(X, y)
-        return self
-
-    def predict_proba(self, X):
-        return self.calibrated_.predict_proba(X)
-
-    def predict(self, X):
-        return self.calibrated_.predict(X)
-
-
-def _estimator(name: str, seed: int):
-    if name == "logreg":
-        return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
-    if name == "random_forest":
-        return RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
-    if name == "svm":
-        return CalibratedSVC(class_weight="balanced", random_state=seed)
-    if name == "gradient_boosting":
-        return HistGradientBoostingClassifier(
-            max_iter=50, learning_rate=0.1, max_bins=32, class_weight="balanced", min_samples_leaf=3, random_state=seed
+    @classmethod
+    def of(cls, columns, categorical: tuple[str, ...] = ()) -> ColumnRoles:
+        """Roles from column names: ``clinical__<name>`` are covariates, categorical when ``<name>`` is listed."""
+        columns = [str(c) for c in columns]
+        clinical = [i for i, c in enumerate(columns) if c.startswith(CLINICAL_PREFIX)]
+        is_categorical = {i for i in clinical if columns[i][len(CLINICAL_PREFIX) :] in set(categorical)}
+        return cls(
+            radiomics=tuple(i for i in range(len(columns)) if i not in set(clinical)),
+            numeric=tuple(i for i in clinical if i not in is_categorical),
+            categorical=tuple(sorted(is_categorical)),
         )
-    raise ValueError(f"unknown model {name!r}; choose from {list(PARAM_GRIDS)}")
 
 
-PARAM_GRIDS: dict[str, dict[str, list]] = {
-    "logreg": {"select__k": [5, 10], "classify__C": [0.1, 1.0]},
-    "random_forest": {"select__k": [5, 20], "classify__max_depth": [3]},
-    "svm": {"select__k": [5, 10], "classify__C": [0.5, 5.0]},
-    "gradient_boosting": {"select__k": [5, 20], "classify__max_depth": [2]},
-}
-"""Small on purpose: the outer CV and every permutation refit the whole search, 12 points x inner folds each
-(the default procedure on 600 patients must finish in minutes on 2 cores)."""
+def _radiomics_steps(seed, selection, max_correlation, standardise, keep, outcome) -> list:
+    return [
+        ("robust", "passthrough" if keep is None else KeepColumns(keep)),
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("near_zero_variance", NearZeroVariance()),
+        ("scale", StandardScaler() if standardise else "passthrough"),
+        ("select", Selector(selection, k=10, max_correlation=max_correlation, random_state=seed, outcome=outcome)),
+    ]
 
 
 def make_pipeline(
@@ -90,31 +84,62 @@ def make_pipeline(
     max_correlation: float = 0.95,
     standardise: bool = True,
     keep: np.ndarray | None = None,
+    *,
+    task: Task | None = None,
+    roles: ColumnRoles | None = None,
 ) -> Pipeline:
-    """keep (robust columns) -> impute (median) -> drop near-zero variance -> scale (optional) -> select -> classify.
+    """Radiomics only: keep (robust columns) -> impute (median) -> drop near-zero variance -> scale (optional) ->
+    select -> model. With covariates in ``roles``: a ``prepare`` ColumnTransformer (the radiomics steps on the
+    radiomics columns, the clinical branch on the covariates), then the model.
 
-    ``keep``: boolean mask of the input columns that passed the robustness filter (learned from the training
+    ``keep``: boolean mask of the radiomics columns that passed the robustness filter (learned from the training
     patients before this Pipeline is built); ``None`` keeps every column. ``keep_empty_features`` keeps a column
     that is all missing in a training fold (as zeros, which the near-zero-variance step then drops), so column
     positions, and hence selected feature names, stay aligned.
     """
-    if selection not in SELECTION_METHODS:
-        raise ValueError(f"unknown selection method {selection!r}; choose one of {SELECTION_METHODS}")
-    return Pipeline(
-        [
-            ("robust", "passthrough" if keep is None else KeepColumns(keep)),
-            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("near_zero_variance", NearZeroVariance()),
-            ("scale", StandardScaler() if standardise else "passthrough"),
-            ("select", Selector(selection, k=10, max_correlation=max_correlation, random_state=seed)),
-            ("classify", _estimator(model, seed)),
-        ]
-    )
+    task = task or task_for()
+    if selection not in task.selection_methods:
+        raise ValueError(
+            f"unknown selection method {selection!r} for a {task.kind} outcome; choose one of {task.selection_methods}"
+        )
+    radiomics = _radiomics_steps(seed, selection, max_correlation, standardise, keep, task.kind.value)
+    estimator = task.estimator(model, seed)
+    if roles is None or not roles.clinical:
+        return Pipeline([*radiomics, ("model", estimator)])
+    branches = []
+    if roles.radiomics:
+        branches.append(("radiomics", Pipeline(radiomics), list(roles.radiomics)))
+    if roles.numeric:
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        branches.append(("clinical_numeric", numeric, list(roles.numeric)))
+    if roles.categorical:
+        categorical = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]
+        )
+        branches.append(("clinical_categorical", categorical, list(roles.categorical)))
+    return Pipeline([("prepare", ColumnTransformer(branches, remainder="drop")), ("model", estimator)])
 
 
-def _grid(model: str, n_samples: int) -> dict[str, list]:
-    """The model's grid without ``k`` values the training set cannot support."""
-    return {k: [v for v in vs if k != "select__k" or v < n_samples] or vs for k, vs in PARAM_GRIDS[model].items()}
+def _grid(task: Task, model: str, n_samples: int, roles: ColumnRoles | None) -> dict[str, list]:
+    """The model's grid without ``k`` values the training set cannot support; nested keys when there are
+    covariates; with covariates and radiomics, ``k = 0`` (the clinical model alone) is one more choice of the
+    inner CV, so adding radiomics features to the clinical ones can never be forced on a model."""
+    grid = {}
+    for key, values in task.param_grid(model).items():
+        if key.startswith("select__"):
+            if roles is not None and roles.clinical and not roles.radiomics:
+                continue  # clinical only: no selection step
+            if key == "select__k":
+                values = [v for v in values if v < n_samples] or values
+                if roles is not None and roles.clinical:
+                    values = [0, *values]
+            if roles is not None and roles.clinical:
+                key = "prepare__radiomics__" + key
+        grid[key] = list(values)
+    return grid
 
 
 class KeepColumns(SelectorMixin, BaseEstimator):
@@ -132,29 +157,32 @@ class KeepColumns(SelectorMixin, BaseEstimator):
         return np.asarray(self.keep, dtype=bool)
 
 
-def candidate_name(model: str, selection: str, settings: ModellingSettings) -> str:
+def candidate_name(model: str, selection: str, settings: ModellingSettings, task: Task | None = None) -> str:
     """``logreg``, or ``logreg+anova`` when several selection methods are candidates."""
-    return model if len(settings.selection_methods) == 1 else f"{model}+{selection}"
+    methods = settings.selection_methods or (task or task_for()).selection_methods[:1]
+    return model if len(methods) == 1 else f"{model}+{selection}"
 
 
-def group_folds(y: np.ndarray, groups: np.ndarray, wanted: int) -> int:
-    """Folds a grouped stratified split can make: at most the number of groups of the smaller class."""
-    per_class = [len(np.unique(groups[y == c])) for c in (0, 1)]
-    return int(max(2, min(wanted, *per_class)))
+def group_folds(strata: np.ndarray, groups: np.ndarray, wanted: int) -> int:
+    """Folds a grouped stratified split can make: at most the number of groups of the smallest stratum."""
+    strata = np.asarray(strata)
+    per_stratum = [len(np.unique(groups[strata == s])) for s in np.unique(strata)]
+    return int(max(2, min(wanted, *per_stratum)))
 
 
-class CandidateSearch(ClassifierMixin, BaseEstimator):
+class CandidateSearch(BaseEstimator):
     """The whole model-building procedure as one estimator, so an outer CV evaluates the choice it makes.
 
     ``fit`` (on one training set): robustness filter on these patients (when configured), then for every
-    candidate (model family x selection method) a grid search over its hyperparameters, all scored by the same
-    inner grouped stratified k-fold AUC; the best candidate and parameters (highest mean inner AUC, ties: the
-    first) are refitted on the whole training set. ``refit_candidates`` also refits every candidate's best
-    parameters, so the outer CV can report each candidate's figures (information, not an estimate of the
-    chosen model).
+    candidate (model family x selection method) a grid search over its hyperparameters, all scored by the task's
+    primary metric on the same inner grouped stratified k-fold; the best candidate and parameters (highest mean
+    inner score, ties: the first) are refitted on the whole training set. ``refit_candidates`` also refits every
+    candidate's best parameters, so the outer CV can report each candidate's figures (information, not an
+    estimate of the chosen model).
 
     ``X`` is a DataFrame indexed by patient id (the robustness filter needs the ids); ``groups`` keeps
-    duplicate images or lesions of one patient on one side of every inner split.
+    duplicate images or lesions of one patient on one side of every inner split. ``task`` (binary when None)
+    gives the models, grids, strata and score; ``roles`` says which columns are covariates.
     """
 
     def __init__(
@@ -162,65 +190,85 @@ class CandidateSearch(ClassifierMixin, BaseEstimator):
         settings: ModellingSettings = DEFAULT_SETTINGS,
         perturbations: pd.DataFrame | None = None,
         refit_candidates: bool = False,
+        task: Task | None = None,
+        roles: ColumnRoles | None = None,
     ):
         self.settings = settings
         self.perturbations = perturbations
         self.refit_candidates = refit_candidates
+        self.task = task
+        self.roles = roles
 
-    def _robust_mask(self, X: pd.DataFrame) -> np.ndarray | None:
+    def _robust_mask(self, X: pd.DataFrame, radiomics: list[int]) -> np.ndarray | None:
         threshold = self.settings.robustness_icc_threshold
-        if threshold <= 0:
+        if threshold <= 0 or not radiomics:
             return None
         if self.perturbations is None:
             raise ValueError(
                 f"robustness_icc_threshold is {threshold} but there is no perturbation table: materialise the "
                 "asset feature_robustness first (table feature_perturbations), or set the threshold to 0"
             )
-        kept = set(robust_features(self.perturbations, X.columns, threshold, patient_ids=X.index))
+        columns = X.columns[radiomics]
+        kept = set(robust_features(self.perturbations, columns, threshold, patient_ids=X.index))
         if not kept:
             raise ValueError(f"no feature has ICC >= {threshold} on these training patients (table feature_robustness)")
-        return np.array([c in kept for c in X.columns])
+        return np.array([c in kept for c in columns])
 
     def fit(self, X: pd.DataFrame, y, groups=None):
         settings = self.settings
+        task = self.task or task_for()
         if not isinstance(X, pd.DataFrame):
             X = pd.DataFrame(X)
-        y_arr = np.asarray(y).astype(int)
+        y_arr = np.asarray(y)
         groups = np.arange(len(y_arr)) if groups is None else np.asarray(groups)
         X_arr = X.to_numpy(dtype=float)
-        self.classes_ = np.unique(y_arr)
+        if task.kind.value in ("binary", "multiclass"):
+            self.classes_ = np.unique(y_arr)
         self.n_features_in_ = X.shape[1]
-        self.robust_mask_ = self._robust_mask(X)
-        n_inner = group_folds(y_arr, groups, settings.inner_folds)
+        roles = self.roles
+        self.robust_mask_ = self._robust_mask(X, list(roles.radiomics) if roles else list(range(X.shape[1])))
+        strata = task.strata(y_arr)
+        n_inner = group_folds(strata, groups, settings.inner_folds)
         splitter = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=settings.seed)
-        inner = list(splitter.split(X_arr, y_arr, groups))
+        inner = list(splitter.split(X_arr, strata, groups))
         smallest_train = min(len(train) for train, _ in inner)
+        clinical_only = roles is not None and roles.clinical and not roles.radiomics
+        candidates = settings.candidates_for(task)
+        if clinical_only:  # selection does not apply: one candidate per family
+            candidates = list(dict.fromkeys((m, candidates[0][1]) for m, _ in candidates))
         self.candidate_results_: dict[str, dict] = {}
         with threadpool_limits(limits=1):  # on small cohorts BLAS/OpenMP threads cost more than they gain
-            for model, selection in settings.candidates:
+            for model, selection in candidates:
                 pipeline = make_pipeline(
-                    settings.seed, model, selection, standardise=settings.standardise, keep=self.robust_mask_
+                    settings.seed,
+                    model,
+                    selection,
+                    standardise=settings.standardise,
+                    keep=self.robust_mask_,
+                    task=task,
+                    roles=roles,
                 )
                 search = GridSearchCV(
                     pipeline,
-                    _grid(model, smallest_train),
-                    scoring="roc_auc",
+                    _grid(task, model, smallest_train, roles),
+                    scoring=task.scorer(),
                     cv=inner,
                     refit=False,
                     error_score="raise",
                 )
                 search.fit(X_arr, y_arr)
-                self.candidate_results_[candidate_name(model, selection, settings)] = {
+                name = model if clinical_only else candidate_name(model, selection, settings, task)
+                self.candidate_results_[name] = {
                     "model": model,
-                    "selection": selection,
-                    "inner_auc": float(search.best_score_),
+                    "selection": "none" if clinical_only else selection,
+                    "inner_score": float(search.best_score_),
                     "params": dict(search.best_params_),
                     "pipeline": pipeline,
                 }
-            self.best_ = max(self.candidate_results_, key=lambda c: self.candidate_results_[c]["inner_auc"])
+            self.best_ = max(self.candidate_results_, key=lambda c: _finite(self.candidate_results_[c]["inner_score"]))
             best = self.candidate_results_[self.best_]
             self.best_params_ = best["params"]
-            self.best_score_ = best["inner_auc"]
+            self.best_score_ = best["inner_score"]
             self.best_estimator_ = clone(best["pipeline"]).set_params(**best["params"]).fit(X_arr, y_arr)
             self.candidate_estimators_ = {self.best_: self.best_estimator_}
             if self.refit_candidates:
@@ -233,9 +281,20 @@ class CandidateSearch(ClassifierMixin, BaseEstimator):
         self.inner_folds_ = n_inner
         return self
 
+    def predict_outcome(self, X) -> np.ndarray:
+        """The task's prediction (binary: P(class 1); multiclass: class probabilities; continuous: the value;
+        survival: risk and survival probabilities)."""
+        with threadpool_limits(limits=1):
+            return (self.task or task_for()).predict(self.best_estimator_, np.asarray(X, dtype=float))
+
     def predict_proba(self, X):
         with threadpool_limits(limits=1):
             return self.best_estimator_.predict_proba(np.asarray(X, dtype=float))
 
     def predict(self, X):
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+        with threadpool_limits(limits=1):
+            return self.best_estimator_.predict(np.asarray(X, dtype=float))
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else -np.inf

@@ -1,11 +1,20 @@
-"""XX"""
+"""The patients x features matrix with the outcome and the covariates: what the modelling procedure reads.
+
+``labels.csv`` is read under the study (``study.py``) into table ``labels``; extracted features (table
+``features``) and imported feature tables (``imported_features``) become one wide matrix (table
+``feature_matrix``); :func:`cohort_data` joins it with the typed outcome and the coded covariates for one cohort.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
+import numpy as np
 import pandas as pd
 
-from radiomics_assets.paths import DataRoot, patient_key
+from radiomics_assets.modelling.study import CLINICAL_PREFIX, Study, load_outcomes, load_study
+from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse, write_derived_table
 
 
@@ -32,32 +41,14 @@ def wide_matrix(features_long: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def load_labels(root: DataRoot, label_column: str = "label", group_column: str = "group") -> pd.DataFrame:
-    """``labels.csv`` -> (patient_id, label 0/1, label_name, cohort, group). Two class names map to 0/1 in sorted
-    order. ``group`` is the optional ``group_column`` (patients sharing it stay in one CV fold), empty if absent."""
-    if not root.labels_csv.exists():
-        raise FileNotFoundError(f"{root.labels_csv}: labels file not found")
-    raw = pd.read_csv(root.labels_csv, dtype=str)
-    if "patient_id" not in raw or label_column not in raw:
-        raise ValueError(f"{root.labels_csv}: needs columns 'patient_id' and {label_column!r}, has {list(raw)}")
-    raw = raw.dropna(subset=[label_column])
-    names = sorted(raw[label_column].str.strip().unique())
-    if len(names) != 2:
-        raise ValueError(f"{root.labels_csv}: column {label_column!r} must hold two classes, found {names}")
-    split = raw["cohort"].fillna("train").str.strip().str.lower() if "cohort" in raw else "train"
-    table = pd.DataFrame(
-        {
-            "patient_id": raw.patient_id.map(patient_key),
-            "label": raw[label_column].str.strip().map({names[0]: 0, names[1]: 1}).astype(int),
-            "label_name": raw[label_column].str.strip(),
-            "cohort": split,
-            "group": raw[group_column].fillna("").str.strip() if group_column in raw else "",
-        }
-    )
-    bad = sorted(set(table.cohort) - {"train", "test"})
-    if bad:
-        raise ValueError(f"{root.labels_csv}: column 'cohort' must hold train or test, found {bad}")
-    return table
+def load_labels(
+    root: DataRoot, label_column: str = "label", group_column: str = "group", study: Study | None = None
+) -> pd.DataFrame:
+    """``labels.csv`` under ``study`` (default: ``study.yaml`` of ``root``, else a two-class ``label_column``) ->
+    one row per patient: patient_id, cohort, group, the typed outcome (``label``, ``label_name``; survival
+    ``time``, ``event``; NaN where missing) and the covariates (``clinical__<name>``)."""
+    study = study or load_study(root, label_column)
+    return load_outcomes(root, study, group_column).table
 
 
 def store_labels(warehouse: Warehouse, table: pd.DataFrame) -> None:
@@ -88,7 +79,7 @@ def build_feature_matrix(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFra
     ``missing_blocks`` (patient_id, block, handling) saying whether it is imputed or the block is excluded
     (see ``MIN_BLOCK_COVERAGE``); labelled patients without any features are listed there too.
     """
-    features_long = warehouse.query("SELECT * FROM features")
+    features_long = all_feature_rows(warehouse)
     wide = wide_matrix(features_long)
     labels = warehouse.query("SELECT patient_id, label FROM labels").set_index("patient_id")
     gaps = []
@@ -141,23 +132,92 @@ def missing_data_summary(warehouse: Warehouse, max_listed: int = 30) -> dict:
     return {"policy": policy, "gaps": groups}
 
 
-def _labelled(warehouse: Warehouse, cohort: str) -> tuple[pd.DataFrame, pd.Series]:
+def all_feature_rows(warehouse: Warehouse) -> pd.DataFrame:
+    """Extracted features (table ``features``) and imported feature tables (``imported_features``) in one long
+    layout: imported columns become blocks ``TABLE__<source>`` like a modality and ROI of their own."""
+    from radiomics_assets.ingest.feature_tables import imported_feature_rows
+
+    columns = ["patient_id", "modality", "roi", "image_type", "feature_class", "feature", "value"]
+    extracted = warehouse.query(f"SELECT {', '.join(columns)} FROM features")
+    imported = imported_feature_rows(warehouse)
+    if imported.empty:
+        return extracted
+    if extracted.empty:
+        return imported[columns]
+    return pd.concat([extracted, imported[columns]], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class CohortData:
+    """One cohort's design matrix and outcome, aligned by patient."""
+
+    X: pd.DataFrame
+    """Radiomics feature columns, then ``clinical__<name>`` covariates (categorical ones as integer codes)."""
+    y: np.ndarray
+    """The task's outcome (``tasks.Task.target``)."""
+    outcomes: pd.DataFrame
+    """The rows of table ``labels`` of these patients (same order)."""
+
+
+def clinical_codes(labels: pd.DataFrame, study: Study) -> dict[str, list[str]]:
+    """Category -> code (its position) of every categorical covariate, from every patient of ``labels.csv``
+    (a fixed coding, not learned from outcomes; one-hot encoding happens inside the folds)."""
+    codes = {}
+    for name in study.covariates.categorical:
+        column = labels.get(CLINICAL_PREFIX + name)
+        codes[name] = sorted({str(v) for v in column.dropna()}) if column is not None else []
+    return codes
+
+
+def clinical_design(outcomes: pd.DataFrame, study: Study, codes: dict[str, list[str]]) -> pd.DataFrame:
+    """The covariate columns as floats: numeric as they are, categorical as codes (unknown or missing: NaN)."""
+    design = pd.DataFrame(index=outcomes.index)
+    for name in study.covariates.numeric:
+        design[CLINICAL_PREFIX + name] = pd.to_numeric(outcomes.get(CLINICAL_PREFIX + name), errors="coerce")
+    for name in study.covariates.categorical:
+        lookup = {category: float(i) for i, category in enumerate(codes.get(name, []))}
+        values = outcomes.get(CLINICAL_PREFIX + name)
+        design[CLINICAL_PREFIX + name] = [lookup.get(str(v), np.nan) if pd.notna(v) else np.nan for v in values]
+    return design.astype(float)
+
+
+def cohort_data(warehouse: Warehouse, study: Study, task, cohort: str = "train") -> CohortData:
+    """Patients of ``cohort`` (train or test) that have features and an outcome: X (features + covariates), y.
+
+    ``task`` (``tasks.Task``) turns the outcome rows into ``y``."""
     matrix = warehouse.query("SELECT * FROM feature_matrix").set_index("patient_id")
     labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")
     split = labels["cohort"] if "cohort" in labels else pd.Series("train", index=labels.index)
-    in_cohort = matrix.index.isin(split[split == cohort].index)
-    labelled = matrix[matrix.label.notna() & in_cohort]
-    return labelled.drop(columns="label"), labelled.label.astype(int)
+    has_outcome = labels["label"].notna()
+    if study.task.value == "survival" and "time" in labels:
+        has_outcome &= labels["time"].notna()
+    wanted = labels.index[has_outcome & (split == cohort)]
+    keys = [k for k in matrix.index if k in set(wanted)]
+    features = matrix.loc[keys].drop(columns=[c for c in ("label",) if c in matrix])
+    outcomes = labels.loc[keys]
+    X = features
+    if study.has_covariates:
+        X = features.join(clinical_design(outcomes, study, clinical_codes(labels, study)))
+    return CohortData(X=X, y=task.target(outcomes), outcomes=outcomes)
 
 
-def training_set(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.Series]:
-    """Labelled patients of the training cohort (``cohort=train``, or every labelled patient without the column)."""
-    return _labelled(warehouse, "train")
+def training_set(warehouse: Warehouse, study: Study | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Patients of the training cohort (``cohort=train``, or every patient without the column) with features and
+    an outcome: (X, y)."""
+    data = cohort_data(warehouse, study or Study(), _task(study), "train")
+    return data.X, data.y
 
 
-def external_test_set(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.Series]:
-    """Labelled patients of the held-out test cohort (``cohort=test``): never used for choice or fitting."""
-    return _labelled(warehouse, "test")
+def external_test_set(warehouse: Warehouse, study: Study | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Patients of the held-out test cohort (``cohort=test``) with an outcome: never used for choice or fitting."""
+    data = cohort_data(warehouse, study or Study(), _task(study), "test")
+    return data.X, data.y
+
+
+def _task(study: Study | None):
+    from radiomics_assets.modelling.tasks import task_for
+
+    return task_for(study)
 
 
 def label_groups(warehouse: Warehouse) -> pd.Series:
@@ -166,6 +226,13 @@ def label_groups(warehouse: Warehouse) -> pd.Series:
     return labels["group"].fillna("").astype(str) if "group" in labels else pd.Series("", index=labels.index)
 
 
-def unlabelled_set(warehouse: Warehouse) -> pd.DataFrame:
+def unlabelled_set(warehouse: Warehouse, study: Study | None = None) -> pd.DataFrame:
+    """Patients with features but no outcome (scored by ``predictions``), with their covariates when the study has
+    them (from labels.csv rows whose outcome is empty; absent covariates are imputed by the Pipeline)."""
     matrix = warehouse.query("SELECT * FROM feature_matrix").set_index("patient_id")
-    return matrix[matrix.label.isna()].drop(columns="label")
+    features = matrix[matrix.label.isna()].drop(columns="label")
+    if study is None or not study.has_covariates:
+        return features
+    labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")
+    outcomes = labels.reindex(features.index)
+    return features.join(clinical_design(outcomes, study, clinical_codes(labels, study)))

@@ -9,8 +9,10 @@ Layout under ``<data root>/models/``:
 - the top-level files are always the *current* model's: ``predictions``, ``selected_features`` and
   ``validation_report`` read them, so they use the promoted model without knowing about versions.
 
-Regression rule: the new model's cross-validated AUC is compared with the current model's; more than
-``margin`` below it is a regression. Policy ``warn`` promotes anyway (the check warns); ``block`` keeps the
+Regression rule: the new model's cross-validated primary metric (binary: AUC; multiclass: macro AUC; continuous:
+R²; survival: Harrell's c-index; higher is better for each) is compared with the current model's; more than
+``margin`` below it is a regression. Models of another outcome type or metric are not compared (the first model of
+a new study is promoted). Policy ``warn`` promotes anyway (the check warns); ``block`` keeps the
 new model as a candidate and restores the current one. ``promote`` makes any kept version current
 (rollback or accepting a candidate by hand): ``radiomics-assets models promote <version>``.
 """
@@ -33,20 +35,33 @@ _REGISTRY_FILES = {HISTORY, CURRENT}
 @dataclass(frozen=True)
 class Decision:
     version: str
-    cv_auc: float
+    cv_value: float
+    """The new model's cross-validated primary metric."""
     previous_version: str | None
-    previous_auc: float | None
+    previous_value: float | None
     margin: float
     policy: str
     regressed: bool
     promoted: bool
     current_version: str
+    metric: str = "auc"
+
+    @property
+    def cv_auc(self) -> float:
+        """The name of earlier, binary-only releases."""
+        return self.cv_value
+
+    @property
+    def previous_auc(self) -> float | None:
+        return self.previous_value
 
     def summary(self) -> str:
-        if self.previous_auc is None:
-            return f"first model {self.version} (CV AUC {self.cv_auc:.3f}) promoted"
+        label = f"CV {self.metric}"
+        if self.previous_value is None:
+            return f"first model {self.version} ({label} {self.cv_value:.3f}) promoted"
         change = (
-            f"CV AUC {self.cv_auc:.3f} vs {self.previous_auc:.3f} of {self.previous_version} (margin {self.margin})"
+            f"{label} {self.cv_value:.3f} vs {self.previous_value:.3f} of {self.previous_version} "
+            f"(margin {self.margin})"
         )
         if not self.regressed:
             return f"{self.version} promoted: {change}"
@@ -55,9 +70,18 @@ class Decision:
         return f"{self.version} kept as a candidate, {self.previous_version} stays current (policy block): {change}"
 
 
+def card_metric(card: dict) -> tuple[str, float]:
+    """(name, value) of the cross-validated primary metric a model card reports (binary cards of earlier
+    releases: the AUC)."""
+    primary = card.get("primary_metric") or card["cv_estimate"].get("primary_metric")
+    if primary:
+        return str(primary["name"]), float(primary["value"])
+    return "auc", float(card["cv_estimate"]["auc"])
+
+
 def card_auc(card: dict) -> float:
-    """The cross-validated AUC a model card reports (nested-CV estimate of the chosen candidate)."""
-    return float(card["cv_estimate"]["auc"])
+    """The card's cross-validated primary metric value (the AUC for a binary outcome)."""
+    return card_metric(card)[1]
 
 
 def current_version(models_dir: Path) -> str | None:
@@ -98,17 +122,31 @@ def register(models_dir: Path, card: dict, margin: float = 0.05, policy: str = "
         shutil.copy2(path, folder / path.name)
     (folder / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
 
-    new_auc = card_auc(card)
+    metric, new_value = card_metric(card)
     previous = current_version(models_dir)
-    previous_auc = card_auc(load_card(models_dir, previous)) if previous else None
-    regressed = previous_auc is not None and new_auc < previous_auc - margin
+    previous_value = None
+    if previous:
+        previous_card = load_card(models_dir, previous)
+        previous_metric, value = card_metric(previous_card)
+        same_study = previous_metric == metric and previous_card.get("task", "binary") == card.get("task", "binary")
+        previous_value = value if same_study else None
+    regressed = previous_value is not None and new_value < previous_value - margin
     promoted = not (regressed and policy == "block")
     if promoted:
         _set_current(models_dir, version)
     else:
         _restore_top_level(models_dir, previous)  # training overwrote them; the current model keeps serving
     decision = Decision(
-        version, new_auc, previous, previous_auc, margin, policy, regressed, promoted, version if promoted else previous
+        version,
+        new_value,
+        previous,
+        previous_value,
+        margin,
+        policy,
+        regressed,
+        promoted,
+        version if promoted else previous,
+        metric,
     )
     _append_history(
         models_dir,
@@ -118,6 +156,8 @@ def register(models_dir: Path, card: dict, margin: float = 0.05, policy: str = "
             "model": card.get("model"),
             "trained_at": card.get("trained_at"),
             **asdict(decision),
+            "cv_auc": decision.cv_value,  # the key of earlier releases: the primary metric's value
+            "previous_auc": decision.previous_value,
         },
     )
     return decision
@@ -137,6 +177,7 @@ def promote(models_dir: Path, version: str) -> None:
             "event": "promoted",
             "version": version,
             "previous_version": previous,
+            "cv_value": card_auc(load_card(models_dir, version)),
             "cv_auc": card_auc(load_card(models_dir, version)),
         },
     )

@@ -4,29 +4,58 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu, rankdata
+from scipy.stats import chi2, kruskal, mannwhitneyu, rankdata, spearmanr
 from sklearn.base import BaseEstimator
-from sklearn.ensemble import ExtraTreesClassifier
-from sklearn.feature_selection import RFE, SelectorMixin, f_classif, mutual_info_classif
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+from sklearn.feature_selection import (
+    RFE,
+    SelectorMixin,
+    f_classif,
+    f_regression,
+    mutual_info_classif,
+    mutual_info_regression,
+)
+from sklearn.linear_model import LassoCV, LogisticRegression
 from sklearn.pipeline import Pipeline
 
 
-def rank_features(X: pd.DataFrame, y: pd.Series, max_correlation: float = 0.95) -> pd.DataFrame:
+def _univariate(values: np.ndarray, y: np.ndarray, outcome: str) -> tuple[float, float]:
+    """(p-value, effect) of one feature against the outcome: binary Mann-Whitney p and AUC; multiclass
+    Kruskal-Wallis p (no single effect); continuous Spearman p and rho; survival Cox score-test p and Harrell's C."""
+    if outcome == "survival":
+        from radiomics_assets.modelling.tasks.survival import cox_score_statistics, feature_concordance
+
+        column = values[:, None]
+        return float(chi2.sf(cox_score_statistics(column, y)[0], 1)), float(feature_concordance(column, y)[0])
+    if outcome == "continuous":
+        rho, p = spearmanr(values, y)
+        return float(p), float(rho)
+    if outcome == "multiclass":
+        groups = [values[y == c] for c in np.unique(y)]
+        return float(kruskal(*groups).pvalue), float("nan")
+    a, b = values[y == 1], values[y == 0]
+    u, p = mannwhitneyu(a, b, alternative="two-sided")
+    return float(p), float(u / (len(a) * len(b)))
+
+
+def rank_features(X: pd.DataFrame, y, outcome: str = "binary", max_correlation: float = 0.95) -> pd.DataFrame:
     """Filter selection on the whole labelled cohort, for reporting only (the model selects inside CV).
 
-    Drops near-constant features, then ranks by Mann-Whitney U p-value and drops any feature correlated
-    above ``max_correlation`` with a better-ranked one.
+    Drops near-constant features, then ranks by a univariate p-value (binary Mann-Whitney, multiclass
+    Kruskal-Wallis, continuous Spearman, survival Cox score test) and drops any feature correlated above
+    ``max_correlation`` with a better-ranked one. Column ``auc`` is the univariate effect: AUC (binary),
+    Spearman rho (continuous), Harrell's C (survival), empty (multiclass).
     """
+    y = np.asarray(y)
     rows = []
     for name in X.columns:
-        values = X[name]
-        if values.nunique(dropna=True) <= 1:
+        values = X[name].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        if len(np.unique(values[present])) <= 1:
             rows.append({"feature": name, "p_value": np.nan, "auc": np.nan, "status": "constant"})
             continue
-        a, b = values[y == 1].dropna(), values[y == 0].dropna()
-        u, p = mannwhitneyu(a, b, alternative="two-sided")
-        rows.append({"feature": name, "p_value": float(p), "auc": float(u / (len(a) * len(b))), "status": "kept"})
+        p, effect = _univariate(values[present], y[present], outcome)
+        rows.append({"feature": name, "p_value": p, "auc": effect, "status": "kept"})
     ranked = pd.DataFrame(rows).sort_values("p_value", na_position="last").reset_index(drop=True)
     kept: list[str] = []
     corr = X.corr(method="spearman").abs()
@@ -68,57 +97,101 @@ class NearZeroVariance(SelectorMixin, BaseEstimator):
         return self.support_
 
 
-from radiomics_assets.modelling.settings import SELECTION_METHODS  # noqa: E402 - beside its users below
+FILTER_METHODS = ("anova", "mannwhitney", "mutual_info", "cox", "concordance")
+"""Univariate rankings, each followed by the |Spearman| redundancy filter."""
 
-FILTER_METHODS = ("anova", "mannwhitney", "mutual_info")
+SELECTION_METHODS_BY_OUTCOME = {
+    "binary": ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"),
+    "multiclass": ("anova", "mutual_info", "rfe", "l1", "tree"),
+    "continuous": ("anova", "mutual_info", "l1", "tree"),
+    "survival": ("cox", "concordance"),
+}
+"""Selection methods per outcome type; the first is the default. ``anova`` is the F test of a class difference
+(binary, multiclass) or of a linear relation (continuous); ``cox`` the univariate Cox score test and
+``concordance`` |Harrell's C - 0.5| of each feature alone (survival)."""
 
 
 class Selector(SelectorMixin, BaseEstimator):
     """Keeps the ``k`` best features by one configurable method; a Pipeline step, so it is refitted per fold.
 
-    Filter methods (``anova`` F, ``mannwhitney`` |AUC - 0.5|, ``mutual_info``) walk the ranking and skip any
-    feature whose |Spearman| correlation with an already kept one exceeds ``max_correlation``. ``rfe`` is
-    recursive feature elimination with a balanced logistic regression (wrapper); ``l1`` ranks by the
-    coefficients of an L1 logistic regression and ``tree`` by extra-trees importances (embedded).
+    Filter methods (``anova`` F, ``mannwhitney`` |AUC - 0.5|, ``mutual_info``; survival ``cox`` and
+    ``concordance``) walk the ranking and skip any feature whose |Spearman| correlation with an already kept one
+    exceeds ``max_correlation``. ``rfe`` is recursive feature elimination with a balanced logistic regression
+    (wrapper); ``l1`` ranks by the coefficients of an L1 model and ``tree`` by extra-trees importances (embedded).
+    ``outcome`` (an ``OutcomeType`` value) picks the classification, regression or survival form of a method.
+    ``k = 0`` keeps none: the inner CV may choose a clinical-only model inside a combined one.
     """
 
-    def __init__(self, method: str = "anova", k: int = 10, max_correlation: float = 0.95, random_state: int = 0):
+    def __init__(
+        self,
+        method: str = "anova",
+        k: int = 10,
+        max_correlation: float = 0.95,
+        random_state: int = 0,
+        outcome: str = "binary",
+    ):
         self.method = method
         self.k = k
         self.max_correlation = max_correlation
         self.random_state = random_state
+        self.outcome = outcome
 
     def _scores(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        outcome = getattr(self, "outcome", "binary")  # models pickled before outcome types were binary
+        allowed = SELECTION_METHODS_BY_OUTCOME.get(outcome, ())
+        if self.method not in allowed:
+            raise ValueError(
+                f"selection method {self.method!r} does not apply to a {outcome} outcome; choose one of {list(allowed)}"
+            )
+        if outcome == "survival":
+            from radiomics_assets.modelling.tasks.survival import cox_score_statistics, feature_concordance
+
+            scores = cox_score_statistics(X, y) if self.method == "cox" else np.abs(feature_concordance(X, y) - 0.5)
+            return np.nan_to_num(scores)
+        regression = outcome == "continuous"
         if self.method == "anova":
-            return np.nan_to_num(f_classif(X, y)[0])
+            return np.nan_to_num((f_regression if regression else f_classif)(X, y)[0])
         if self.method == "mannwhitney":
             ranks = rankdata(X, axis=0)
             n1, n0 = int((y == 1).sum()), int((y == 0).sum())
             auc = (ranks[y == 1].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
             return np.abs(auc - 0.5)
         if self.method == "mutual_info":
-            return mutual_info_classif(X, y, random_state=self.random_state)
+            info = mutual_info_regression if regression else mutual_info_classif
+            return info(X, y, random_state=self.random_state)
         if self.method == "rfe":
             estimator = LogisticRegression(class_weight="balanced", C=0.5, max_iter=5000)
             rfe = RFE(estimator, n_features_to_select=min(self.k, X.shape[1]), step=0.2).fit(X, y)
             return 1.0 / rfe.ranking_
         if self.method == "l1":
+            if regression:
+                return np.abs(LassoCV(cv=3, random_state=self.random_state).fit(X, y).coef_)
             l1 = LogisticRegression(
-                l1_ratio=1.0, solver="liblinear", C=0.5, class_weight="balanced", random_state=self.random_state
+                l1_ratio=1.0,
+                solver="liblinear" if len(np.unique(y)) == 2 else "saga",
+                C=0.5,
+                class_weight="balanced",
+                max_iter=5000,
+                random_state=self.random_state,
             ).fit(X, y)
-            return np.abs(l1.coef_[0])
+            return np.abs(l1.coef_).max(axis=0)
         if self.method == "tree":
-            trees = ExtraTreesClassifier(n_estimators=100, class_weight="balanced", random_state=self.random_state)
+            if regression:
+                trees = ExtraTreesRegressor(n_estimators=100, random_state=self.random_state)
+            else:
+                trees = ExtraTreesClassifier(n_estimators=100, class_weight="balanced", random_state=self.random_state)
             return trees.fit(X, y).feature_importances_
-        raise ValueError(f"unknown selection method {self.method!r}; choose one of {SELECTION_METHODS}")
+        raise ValueError(f"unknown selection method {self.method!r}; choose one of {list(allowed)}")
 
     def fit(self, X, y):
         X, y = np.asarray(X, dtype=float), np.asarray(y)
-        self.scores_ = self._scores(X, y)
+        k = max(0, min(self.k, X.shape[1]))
+        self.scores_ = self._scores(X, y) if k else np.zeros(X.shape[1])
         order = np.argsort(-self.scores_, kind="stable")
-        k = max(1, min(self.k, X.shape[1]))
         kept: list[int] = []
-        if self.method in FILTER_METHODS and self.max_correlation < 1:
+        if k == 0:
+            pass
+        elif self.method in FILTER_METHODS and self.max_correlation < 1:
             ranks = rankdata(X, axis=0)
             for j in order:
                 if kept:
@@ -137,10 +210,34 @@ class Selector(SelectorMixin, BaseEstimator):
     def _get_support_mask(self):
         return self.support_
 
+    def transform(self, X):
+        return np.asarray(X)[:, self.support_]  # also when nothing is kept (k = 0), without a warning
 
-def _variable_columns(pipeline: Pipeline, columns: list[str]) -> np.ndarray:
-    """Input names that reach ``select``: through the robustness subset (if any) and the near-zero-variance filter."""
+
+def _radiomics_part(pipeline: Pipeline, columns: list[str]) -> tuple[Pipeline | None, np.ndarray, list[str]]:
+    """The radiomics steps and the names of their input columns, and the covariate columns (always used).
+
+    A radiomics-only Pipeline is flat; with covariates its ``prepare`` step holds a ``radiomics`` branch (absent
+    for a clinical-only model) beside the clinical ones."""
     names = np.asarray(columns)
+    prepare = pipeline.named_steps.get("prepare")
+    if prepare is None:
+        return pipeline, names, []
+    branches = {name: (transformer, cols) for name, transformer, cols in prepare.transformers_}
+    clinical = [
+        str(names[i])
+        for name, (_, cols) in branches.items()
+        if name.startswith("clinical")
+        for i in np.atleast_1d(cols)
+    ]
+    if "radiomics" not in branches:
+        return None, np.asarray([], dtype=str), clinical
+    transformer, cols = branches["radiomics"]
+    return transformer, names[cols], clinical
+
+
+def _variable_columns(pipeline: Pipeline, names: np.ndarray) -> np.ndarray:
+    """Input names that reach ``select``: through the robustness subset (if any) and the near-zero-variance filter."""
     robust = pipeline.named_steps.get("robust")
     if robust is not None and robust != "passthrough":
         names = names[robust.get_support()]
@@ -150,10 +247,19 @@ def _variable_columns(pipeline: Pipeline, columns: list[str]) -> np.ndarray:
 
 
 def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
-    """Input feature names that survive the robustness subset, ``near_zero_variance`` and ``select``."""
-    return list(_variable_columns(pipeline, columns)[pipeline.named_steps["select"].get_support()])
+    """Input feature names the model uses: radiomics features that survive the robustness subset,
+    ``near_zero_variance`` and ``select``, then every covariate column."""
+    radiomics, names, clinical = _radiomics_part(pipeline, columns)
+    if radiomics is None:
+        return clinical
+    kept = _variable_columns(radiomics, names)[radiomics.named_steps["select"].get_support()]
+    return [str(c) for c in kept] + clinical
 
 
 def selection_scores(pipeline: Pipeline, columns: list[str]) -> dict[str, float]:
-    kept = _variable_columns(pipeline, columns)
-    return {str(f): float(s) for f, s in zip(kept, pipeline.named_steps["select"].scores_, strict=True)}
+    """Selection score of every radiomics feature that reached ``select`` (covariates are not selected)."""
+    radiomics, names, _ = _radiomics_part(pipeline, columns)
+    if radiomics is None:
+        return {}
+    kept = _variable_columns(radiomics, names)
+    return {str(f): float(s) for f, s in zip(kept, radiomics.named_steps["select"].scores_, strict=True)}

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MODEL_FAMILIES = ("logreg", "random_forest", "svm", "gradient_boosting", "linear", "coxnet")
+"""Every model family some outcome type fits (``tasks.<type>.model_families`` says which, and the default order)."""
 MODELS = ("logreg", "random_forest", "svm", "gradient_boosting")
-SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree")
+"""The binary (and multiclass) candidate families."""
+SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree", "cox", "concordance")
+"""Every selection method (``selection.SELECTION_METHODS_BY_OUTCOME`` says which apply to which outcome type)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,11 +17,12 @@ class ModellingSettings:
     """Candidates, selection and cross-validation scheme; keyword-only, so no two numbers can swap places."""
 
     seed: int = 0
-    models: tuple[str, ...] = MODELS
-    """Candidate model families; the inner CV of every outer training set chooses among them."""
-    selection_methods: tuple[str, ...] = ("anova",)
-    """Feature selection methods inside the Pipeline (some of :data:`SELECTION_METHODS`); with several, each
-    model family x method pair is a candidate of the inner CV."""
+    models: tuple[str, ...] = ()
+    """Candidate model families; the inner CV of every outer training set chooses among them. Empty = every
+    family of the outcome type (binary: logreg, random_forest, svm, gradient_boosting)."""
+    selection_methods: tuple[str, ...] = ()
+    """Feature selection methods inside the Pipeline; with several, each model family x method pair is a candidate
+    of the inner CV. Empty = the outcome type's default (binary: anova; survival: cox)."""
     folds: int = 5
     """Outer cross-validation folds (fewer when the smallest class has fewer patients or groups)."""
     repeats: int = 2
@@ -27,7 +32,7 @@ class ModellingSettings:
     standardise: bool = True
     """Z-score each feature inside the Pipeline (fitted on the training folds); off suits tree models only."""
     permutations: int = 9
-    """Label permutations of the permutation test of the whole procedure (0 = no test); p >= 1 / (1 + permutations)
+    """Outcome permutations of the permutation test of the whole procedure (0 = no test); p >= 1 / (1 + permutations)
     (19 are needed for a p-value that can reach 0.05)."""
     group_column: str = "group"
     """Optional labels.csv column: patients sharing a value (e.g. lesions of one person) stay in one fold."""
@@ -40,12 +45,12 @@ class ModellingSettings:
     """Processes that fit outer folds / permutations in parallel (1 = in this process)."""
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.models if m not in MODELS]
-        if not self.models or unknown:
-            raise ValueError(f"candidate models must be some of {list(MODELS)}, got {list(self.models)}")
+        unknown = [m for m in self.models if m not in MODEL_FAMILIES]
+        if unknown:
+            raise ValueError(f"candidate models must be some of {list(MODEL_FAMILIES)}, got {list(self.models)}")
         bad = [s for s in self.selection_methods if s not in SELECTION_METHODS]
-        if not self.selection_methods or bad:
-            raise ValueError(f"unknown selection method(s) {bad or '(none)'}; choose some of {list(SELECTION_METHODS)}")
+        if bad:
+            raise ValueError(f"unknown selection method(s) {bad}; choose some of {list(SELECTION_METHODS)}")
         if self.folds < 2 or self.repeats < 1 or self.inner_folds < 2:
             raise ValueError(
                 f"cross-validation needs folds >= 2, inner_folds >= 2 and repeats >= 1, got {self.folds}, "
@@ -58,10 +63,31 @@ class ModellingSettings:
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "selection_methods", tuple(dict.fromkeys(self.selection_methods)))
 
+    def candidates_for(self, task) -> list[tuple[str, str]]:
+        """(model family, selection method) pairs the inner CV chooses among, for ``task`` (a ``tasks.Task``);
+        a family or method the outcome type cannot use is an error naming it."""
+        models = self.models or task.model_families
+        methods = self.selection_methods or task.selection_methods[:1]
+        wrong = [m for m in models if m not in task.model_families]
+        if wrong:
+            raise ValueError(
+                f"candidate model(s) {wrong} do not fit a {task.kind} outcome; choose some of "
+                f"{list(task.model_families)}"
+            )
+        wrong = [s for s in methods if s not in task.selection_methods]
+        if wrong:
+            raise ValueError(
+                f"selection method(s) {wrong} do not apply to a {task.kind} outcome; choose some of "
+                f"{list(task.selection_methods)}"
+            )
+        return [(m, s) for m in models for s in methods]
+
     @property
     def candidates(self) -> list[tuple[str, str]]:
-        """(model family, selection method) pairs the inner CV chooses among."""
-        return [(m, s) for m in self.models for s in self.selection_methods]
+        """The binary candidates (kept for callers without a study)."""
+        from radiomics_assets.modelling.tasks import task_for
+
+        return self.candidates_for(task_for())
 
 
 DEFAULT_SETTINGS = ModellingSettings()

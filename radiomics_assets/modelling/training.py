@@ -1,8 +1,9 @@
 """The model fitted and saved with its card; the selection table; the one scoring path for new patients.
 
-``train_model`` validates the whole procedure (outer CV, permutation test), then fits the same procedure on all
-training patients: that fit is the saved model. ``score`` is the only place a saved model turns features into
-probabilities (the ``predictions`` asset, external validation and the ``predict`` CLI all call it).
+``train_model`` validates the whole procedure (outer CV, permutation test; with ``predictors: compare`` also the
+clinical-only and radiomics-only procedures on the same splits), then fits the same procedure on all training
+patients: that fit is the saved model. ``score`` is the only place a saved model turns features into predictions
+(the ``predictions`` asset, external validation and the ``predict`` CLI all call it).
 """
 
 from __future__ import annotations
@@ -22,25 +23,32 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from radiomics_assets.modelling.duplicates import Groups, patient_groups
-from radiomics_assets.modelling.matrix import MIN_BLOCK_COVERAGE, label_groups, training_set, unlabelled_set
+from radiomics_assets.modelling.estimators import ColumnRoles
+from radiomics_assets.modelling.matrix import (
+    MIN_BLOCK_COVERAGE,
+    clinical_codes,
+    cohort_data,
+    label_groups,
+    unlabelled_set,
+)
 from radiomics_assets.modelling.robustness import robustness_table
 from radiomics_assets.modelling.selection import rank_features, selected_columns, selection_scores
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.spacing import TrainingSpacing, training_spacing
+from radiomics_assets.modelling.study import CLINICAL_PREFIX, OutcomeType, Predictors, Study, load_study
+from radiomics_assets.modelling.tasks import Task, task_for
+from radiomics_assets.modelling.tasks.binary import THRESHOLD
 from radiomics_assets.modelling.validation import (
     CrossValidation,
+    PredictorComparison,
     compare_candidates,
+    compare_predictors,
     cross_validate,
     fit_final,
-    metrics,
     permutation_test,
 )
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse, write_derived_table
-
-THRESHOLD = 0.5
-"""Probability at or above which a patient is called positive, fixed in advance (never tuned on the data):
-the classifiers are class-balanced, so 0.5 is their natural operating point."""
 
 PERTURBATIONS = "feature_perturbations"
 ROBUSTNESS_ASSET = "feature_robustness"
@@ -63,10 +71,21 @@ class SavedModel:
     selection: str
     standardise: bool
     best_params: dict = field(default_factory=dict)
-    inner_auc: float = float("nan")
+    inner_score: float = float("nan")
+    """The chosen candidate's inner-CV primary metric on all training patients."""
     pixel_spacing: dict[str, TrainingSpacing] = field(default_factory=dict)
     """Modality -> spacing kind and in-plane spacing range of the training series (``predict`` checks a new image
     against it). Models saved before it existed lack the attribute: read it with ``getattr``."""
+    task: Task | None = None
+    """The outcome task the model predicts (binary for models saved before outcome types: see :func:`task_of`)."""
+    study: Study | None = None
+    clinical_codes: dict[str, list[str]] = field(default_factory=dict)
+    """Categorical covariate -> its categories in code order (new patients are coded the same way)."""
+
+
+def task_of(saved: SavedModel) -> Task:
+    """The saved model's task; binary for models pickled before outcome types existed."""
+    return getattr(saved, "task", None) or task_for()
 
 
 @dataclass
@@ -77,6 +96,12 @@ class ValidationResult:
     permutation: dict
     groups: Groups
     settings: ModellingSettings
+    study: Study = field(default_factory=Study)
+    comparison: PredictorComparison | None = None
+    """With ``predictors: compare``: clinical-only, radiomics-only and combined on the same splits."""
+    comparison_cvs: dict[str, CrossValidation] = field(default_factory=dict)
+    excluded_outcomes: list[dict] = field(default_factory=list)
+    """Patients of labels.csv without an outcome value (not analysed), with the reason."""
 
 
 def load_model(root: DataRoot) -> SavedModel:
@@ -95,11 +120,20 @@ def load_validation(root: DataRoot) -> ValidationResult:
 
 
 def score(saved: SavedModel, X: pd.DataFrame) -> np.ndarray:
-    """Probability of class 1 per row of ``X``; columns reindexed to ``saved.feature_columns`` (absent = missing,
-    imputed by the Pipeline with the training median; extra columns are ignored)."""
+    """The task's prediction per row of ``X`` (binary: probability of class 1; multiclass: class probabilities;
+    continuous: the value; survival: risk, then survival probabilities); columns reindexed to
+    ``saved.feature_columns`` (absent = missing, imputed by the Pipeline with the training median or most frequent
+    category; extra columns are ignored)."""
     if len(X) == 0:
         return np.empty(0)
-    return saved.pipeline.predict_proba(X.reindex(columns=saved.feature_columns).to_numpy(dtype=float))[:, 1]
+    return task_of(saved).predict(saved.pipeline, X.reindex(columns=saved.feature_columns).to_numpy(dtype=float))
+
+
+def prediction_columns(saved: SavedModel, X: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Columns of table ``predictions`` for the rows of ``X`` (binary: probability and predicted_label;
+    multiclass: predicted_class and probability_<class>; continuous: predicted_value; survival: risk and
+    survival_at_<horizon>)."""
+    return task_of(saved).prediction_table(score(saved, X), saved)
 
 
 def params_hashes(warehouse: Warehouse, patient_ids: list[str]) -> dict[str, str]:
@@ -131,31 +165,109 @@ def load_perturbations(warehouse: Warehouse) -> pd.DataFrame:
         ) from error
 
 
-def _training_data(root: DataRoot, settings: ModellingSettings):
-    warehouse = Warehouse(root.warehouse)
-    X, y = training_set(warehouse)
-    groups = patient_groups(warehouse, list(X.index), y, label_groups(warehouse), settings.duplicate_max_distance)
+@dataclass
+class TrainingData:
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray
+    group_info: Groups
+    perturbations: pd.DataFrame | None
+    codes: dict[str, list[str]]
+
+
+def _outcome_keys(task: Task, outcomes: pd.DataFrame) -> pd.Series:
+    """patient_id -> the outcome compared within a duplicate group (a class code, a value, or time/event)."""
+    if task.kind == OutcomeType.survival:
+        return outcomes["time"].astype(str) + "/" + outcomes["event"].astype(int).astype(str)
+    if task.kind == OutcomeType.continuous:
+        return outcomes["label"].astype(float)
+    return outcomes["label"].astype(int)
+
+
+def training_data(warehouse: Warehouse, study: Study, task: Task, settings: ModellingSettings) -> TrainingData:
+    """The training cohort's design matrix (features + coded covariates), outcome and CV groups."""
+    data = cohort_data(warehouse, study, task, "train")
+    X, y = data.X, data.y
+    keys = _outcome_keys(task, data.outcomes)
+    groups = patient_groups(warehouse, list(X.index), keys, label_groups(warehouse), settings.duplicate_max_distance)
     keep = ~X.index.isin(groups.excluded)
-    kept_groups = groups.group[keep]
     perturbations = load_perturbations(warehouse) if settings.robustness_icc_threshold > 0 else None
-    return warehouse, X[keep], y[keep], kept_groups, groups, perturbations
+    labels = warehouse.query("SELECT * FROM labels")
+    codes = clinical_codes(labels, study) if study.has_covariates else {}
+    return TrainingData(X[keep], y[keep], groups.group[keep], groups, perturbations, codes)
 
 
-def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict]:
+def predictor_columns(X: pd.DataFrame, predictors: Predictors) -> list[str]:
+    """The columns a predictor set uses: radiomics features, covariates (``clinical__``) or both."""
+    clinical = [c for c in X.columns if str(c).startswith(CLINICAL_PREFIX)]
+    radiomics = [c for c in X.columns if c not in set(clinical)]
+    if predictors == Predictors.clinical:
+        return clinical
+    if predictors == Predictors.radiomics:
+        return radiomics
+    return radiomics + clinical
+
+
+def _model_predictors(study: Study) -> Predictors:
+    """What the kept model uses: ``compare`` keeps the combined model."""
+    return Predictors.both if study.predictors == Predictors.compare else study.predictors
+
+
+def _validate(data: TrainingData, settings: ModellingSettings, study: Study, task: Task, timings: dict):
+    """Outer CV of the kept predictor set (and, with ``compare``, of the other two on the same splits)."""
+    started = time.perf_counter()
+    sets = [_model_predictors(study)]
+    if study.predictors == Predictors.compare:
+        sets = [Predictors.both, Predictors.clinical, Predictors.radiomics]
+    cvs = {}
+    for predictors in sets:
+        columns = predictor_columns(data.X, predictors)
+        if not columns:
+            raise ValueError(f"predictors {predictors.value!r}: no such columns in the feature matrix")
+        X = data.X[columns]
+        roles = ColumnRoles.of(X.columns, study.covariates.categorical)
+        cvs[predictors.value] = cross_validate(
+            X,
+            data.y,
+            settings,
+            data.groups,
+            data.perturbations,
+            with_candidates=predictors == sets[0],
+            task=task,
+            roles=roles,
+            predictors=predictors.value,
+        )
+    timings["outer_cv"] = time.perf_counter() - started
+    comparison = compare_predictors(cvs, n_bootstrap=1000, seed=settings.seed) if len(cvs) == 3 else None
+    return cvs, comparison
+
+
+def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None = None) -> tuple[Path, dict]:
     """Validate the whole procedure on the training cohort, then fit it on all of it.
 
-    Writes ``models/model.pkl`` (a :class:`SavedModel`), ``models/model_card.json`` and ``models/cv_results.pkl``
-    (a :class:`ValidationResult`, for the report).
+    ``study`` (default: ``study.yaml`` of ``root``) says the outcome type and the predictors. Writes
+    ``models/model.pkl`` (a :class:`SavedModel`), ``models/model_card.json`` and ``models/cv_results.pkl`` (a
+    :class:`ValidationResult`, for the report).
     """
+    study = study or load_study(root)
+    task = task_for(study)
     started = time.perf_counter()
-    warehouse, X, y, groups, group_info, perturbations = _training_data(root, settings)
+    warehouse = Warehouse(root.warehouse)
+    data = training_data(warehouse, study, task, settings)
+    if getattr(task, "classes", None) == ():
+        task.classes = _class_names(warehouse, study)
     timings = {"groups": time.perf_counter() - started}
-    cv = cross_validate(X, y, settings, groups, perturbations)
-    timings["outer_cv"] = time.perf_counter() - started - sum(timings.values())
-    permutation = permutation_test(cv, X, settings, groups, perturbations)
-    timings["permutation_test"] = time.perf_counter() - started - sum(timings.values())
-    final = fit_final(X, y, settings, groups, perturbations)
-    timings["final_fit"] = time.perf_counter() - started - sum(timings.values())
+    cvs, comparison = _validate(data, settings, study, task, timings)
+    kept = _model_predictors(study)
+    cv = cvs[kept.value]
+    X = data.X[predictor_columns(data.X, kept)]
+    roles = ColumnRoles.of(X.columns, study.covariates.categorical)
+    mark = time.perf_counter()
+    permutation = permutation_test(cv, X, settings, data.groups, data.perturbations, roles)
+    timings["permutation_test"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    final = fit_final(X, data.y, settings, data.groups, data.perturbations, task=task, roles=roles)
+    timings["final_fit"] = time.perf_counter() - mark
     chosen = final.candidate_results_[final.best_]
     root.models.mkdir(parents=True, exist_ok=True)
     path = root.models / "model.pkl"
@@ -171,65 +283,121 @@ def train_model(root: DataRoot, settings: ModellingSettings) -> tuple[Path, dict
         selection=chosen["selection"],
         standardise=settings.standardise,
         best_params=dict(final.best_params_),
-        inner_auc=float(final.best_score_),
+        inner_score=float(final.best_score_),
         pixel_spacing=series_spacing(warehouse, list(X.index)),
+        task=task,
+        study=study,
+        clinical_codes=data.codes,
     )
     saved.model_id = hashlib.sha256(pickle.dumps(saved)).hexdigest()[:12]
     path.write_bytes(pickle.dumps(saved))
+    excluded = _excluded_outcomes(root, study, settings)
+    result = ValidationResult(cv, permutation, data.group_info, settings, study, comparison, cvs, excluded)
     with open(root.models / "cv_results.pkl", "wb") as fh:
-        pickle.dump(ValidationResult(cv, permutation, group_info, settings), fh)
-    headline = metrics(cv, n_bootstrap=0)
+        pickle.dump(result, fh)
+    card = model_card(saved, result, final, data, timings)
+    (root.models / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    return path, card
+
+
+def _class_names(warehouse: Warehouse, study: Study) -> tuple[str, ...]:
+    """Multiclass: the class names in code order (``study.yaml`` ``classes`` or sorted names)."""
+    if study.outcome.classes:
+        return study.outcome.classes
+    labels = warehouse.query("SELECT DISTINCT label, label_name FROM labels WHERE label IS NOT NULL ORDER BY label")
+    return tuple(str(n) for n in labels.label_name)
+
+
+def _excluded_outcomes(root: DataRoot, study: Study, settings: ModellingSettings) -> list[dict]:
+    from radiomics_assets.modelling.study import load_outcomes
+
+    try:
+        return load_outcomes(root, study, settings.group_column).excluded
+    except (OSError, ValueError):
+        return []
+
+
+def model_card(saved: SavedModel, result: ValidationResult, final, data: TrainingData, timings: dict) -> dict:
+    """``models/model_card.json``: what the model is, what it was trained on and how well it validated."""
+    cv, task, study = result.cv, task_of(saved), result.study
+    primary = task.primary(cv, n_bootstrap=0, seed=0).as_dict()
+    per_fold = task.fold_scores(cv.y, cv.repeat_predictions, cv.fold_of)
     comparison = compare_candidates(cv, n_bootstrap=0)
-    features_used = selected_columns(final.best_estimator_, list(X.columns))
+    features_used = selected_columns(final.best_estimator_, saved.feature_columns)
+    name = task.primary_metric
+    cv_estimate = {
+        "primary_metric": primary,
+        name: primary["value"],
+        f"{name}_per_fold": [float(v) for v in per_fold],
+        f"{name}_fold_sd": float(np.nanstd(per_fold, ddof=1)) if len(per_fold) > 1 else float("nan"),
+        "permutation_p_value": result.permutation["p_value"],
+        "scheme": cv.scheme,
+        "chosen_per_outer_fold": cv.chosen,
+    }
+    if task.kind == OutcomeType.binary:
+        per_repeat = per_fold.reshape(len(cv.repeat_predictions), -1)
+        cv_estimate["auc_per_repeat"] = [float(np.nanmean(row)) for row in per_repeat]
+        cv_estimate["auc_pooled"] = float(task.score(cv.y, cv.probabilities))
     card = {
         "model_id": saved.model_id,
-        "trained_at": trained_at,
+        "trained_at": saved.trained_at,
+        "task": task.kind.value,
+        "study": study_summary(study),
+        "primary_metric": primary,
         "model": final.best_,
-        "selection": chosen["selection"],
-        "standardise": settings.standardise,
-        "threshold": THRESHOLD,
-        "training_cohort": {"n_patients": len(y), "n_positive": int(y.sum()), "n_negative": int((y == 0).sum())},
-        "excluded_conflicting_labels": group_info.excluded,
-        "n_features_in": int(X.shape[1]),
+        "selection": saved.selection,
+        "standardise": saved.standardise,
+        "predictors": _model_predictors(study).value,
+        "training_cohort": task.cohort_summary(data.y),
+        "excluded_conflicting_labels": data.group_info.excluded,
+        "excluded_no_outcome": len(result.excluded_outcomes),
+        "n_features_in": len(saved.feature_columns),
         "features_used": features_used,
         "selection_frequency": {f: cv.selection_frequency.get(f, 0.0) for f in features_used},
         "missing_data": f"median imputation inside the Pipeline; blocks below {MIN_BLOCK_COVERAGE:.0%} coverage "
         "excluded (table missing_blocks)",
         "best_params": dict(final.best_params_),
-        "inner_cv_auc": float(final.best_score_),
+        "inner_cv_score": float(final.best_score_),
         "params_hashes": saved.params_hashes,
         "pixel_spacing": {m: asdict(s) for m, s in saved.pixel_spacing.items()},
-        "cv_estimate": {
-            "auc": headline["auc"],
-            "auc_per_repeat": headline["auc_per_repeat"],
-            "auc_fold_sd": headline["auc_fold_sd"],
-            "auc_pooled": headline["auc_pooled"],
-            "permutation_p_value": permutation["p_value"],
-            "scheme": cv.scheme,
-            "chosen_per_outer_fold": cv.chosen,
-        },
+        "cv_estimate": cv_estimate,
         "candidates": {
-            name: {"auc": c["auc"], "auc_fold_sd": c["auc_fold_sd"], "brier": c["brier"]}
-            for name, c in comparison.items()
+            candidate: {k: c[k] for k in (name, f"{name}_fold_sd", "brier") if k in c}
+            for candidate, c in comparison.items()
         },
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "library_versions": {
-            lib: version(lib)
-            for lib in (
-                "scikit-learn",
-                "numpy",
-                "pandas",
-                "scipy",
-                "pyradiomics",
-                "pyradiomics-bhklab",
-                "SimpleITK",
-                "duckdb",
-            )
-            if _installed(lib)
-        },
+        "library_versions": library_versions(),
     }
-    (root.models / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
-    return path, card
+    if task.kind == OutcomeType.binary:
+        card["threshold"] = saved.threshold
+    if result.comparison is not None:
+        card["comparison"] = result.comparison.as_dict()
+    return card
+
+
+def study_summary(study: Study) -> dict:
+    """The study as JSON: outcome, covariates, predictors and where it was read from."""
+    return {
+        "source": study.source,
+        "outcome": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(study.outcome).items()},
+        "covariates": {"numeric": list(study.covariates.numeric), "categorical": list(study.covariates.categorical)},
+        "predictors": study.predictors.value,
+    }
+
+
+def library_versions() -> dict[str, str]:
+    libraries = (
+        "scikit-learn",
+        "scikit-survival",
+        "numpy",
+        "pandas",
+        "scipy",
+        "pyradiomics",
+        "pyradiomics-bhklab",
+        "SimpleITK",
+        "duckdb",
+    )
+    return {lib: version(lib) for lib in libraries if _installed(lib)}
 
 
 def _installed(lib: str) -> bool:
@@ -243,10 +411,13 @@ def _installed(lib: str) -> bool:
 def feature_selection_table(warehouse: Warehouse, root: DataRoot) -> pd.DataFrame:
     """Table ``selected_features``: the univariate reference ranking of every feature, with the final model's
     selection (and score) and how often the outer-fold fits selected each feature."""
-    X, y = training_set(warehouse)
-    ranked = rank_features(X, y)
+    stored = load_validation(root)
     saved = load_model(root)
-    cv = load_validation(root).cv
+    study = getattr(stored, "study", None) or Study()
+    data = cohort_data(warehouse, study, task_of(saved), "train")
+    radiomics = [c for c in data.X.columns if not str(c).startswith(CLINICAL_PREFIX)]
+    ranked = rank_features(data.X[radiomics], data.y, task_of(saved).kind.value)
+    cv = stored.cv
     chosen = set(selected_columns(saved.pipeline, saved.feature_columns))
     scores = selection_scores(saved.pipeline, saved.feature_columns)
     ranked["selected"] = ranked.feature.isin(chosen)
@@ -262,15 +433,16 @@ def feature_selection_table(warehouse: Warehouse, root: DataRoot) -> pd.DataFram
 def predict_unlabelled(root: DataRoot) -> pd.DataFrame:
     """Scores of the saved model for patients with features but no label; table ``predictions``."""
     warehouse = Warehouse(root.warehouse)
-    X = unlabelled_set(warehouse)
     saved = load_model(root)
-    p = score(saved, X)
+    X = unlabelled_set(warehouse, getattr(saved, "study", None))
+    columns = prediction_columns(saved, X) if len(X) else {}
+    task = task_of(saved)
     table = pd.DataFrame(
         {
             "patient_id": pd.Series(list(X.index), dtype=str),
-            "probability": np.asarray(p, dtype=float),
-            "predicted_label": (np.asarray(p, dtype=float) >= saved.threshold).astype(int),
-            "threshold": saved.threshold,
+            "task": task.kind.value,
+            **{name: np.asarray(values) for name, values in columns.items()},
+            "threshold": saved.threshold if task.kind == OutcomeType.binary else np.nan,
             "model": saved.model,
             "model_id": saved.model_id,
             "model_trained_at": saved.trained_at,
