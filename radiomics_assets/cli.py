@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -284,7 +285,8 @@ def cmd_models(args) -> int:
     for version in registry.versions(models_dir):
         card = registry.load_card(models_dir, version)
         mark = "*" if version == current else " "
-        print(f"{mark} {version}  {card.get('model', '?'):<18} CV AUC {registry.card_auc(card):.3f}")
+        metric, value = registry.card_metric(card)
+        print(f"{mark} {version}  {card.get('model', '?'):<18} CV {metric} {value:.3f}")
     return 0
 
 
@@ -355,6 +357,80 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _previous_copy(path: Path) -> Path | None:
+    """A hidden copy of ``path`` (mtime kept, so the folder's fingerprint is the same once it is put back)."""
+    if not path.is_file():
+        return None
+    kept = path.with_name(f".{path.name}.previous")
+    shutil.copy2(path, kept)
+    return kept
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    from radiomics_assets.ingest.feature_tables import file_sha256
+
+    return a.resolve() == b.resolve() or file_sha256(a) == file_sha256(b)
+
+
+def cmd_import_features(args) -> int:
+    """Copy a feature table made elsewhere into ``<data root>/feature_tables/`` and import it as a feature source
+    (see README "Bring your own features"); on a refused table the folder is left as it was."""
+    from radiomics_assets.errors import FileInputError
+    from radiomics_assets.ingest.feature_tables import (
+        ImportOptions,
+        import_feature_table,
+        read_feature_table,
+        sidecar_path,
+        write_import_options,
+    )
+    from radiomics_assets.paths import DataRoot
+
+    root = DataRoot(_data_dir(args))
+    source = Path(args.file)
+    destination = root.feature_tables / source.name
+    options = ImportOptions(id_column=args.id_column, exclude=tuple(args.exclude), source=args.name)
+    try:
+        # Validated before it is copied: a table the import refuses must not land in the folder the sensor watches.
+        read_feature_table(source, id_column=options.id_column, exclude=options.exclude)
+        if destination.exists() and not _same_file(source, destination) and not args.replace:
+            raise FileInputError(
+                f"{destination} exists and differs from {source}; fix: add --replace to import the new file in its "
+                "place, or rename the file"
+            )
+    except FileInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    kept = [_previous_copy(destination), _previous_copy(sidecar_path(destination))]
+    try:
+        if not destination.exists() or not _same_file(source, destination):
+            partial = destination.with_name(f".{destination.name}.partial")  # hidden: the sensor ignores it
+            shutil.copyfile(source, partial)
+            partial.replace(destination)  # whole, at once
+        write_import_options(destination, options)  # the folder import (asset, sensor) reads it the same way
+        result = import_feature_table(
+            root, destination, id_column=options.id_column, exclude=options.exclude, source=options.source
+        )
+    except FileInputError as error:
+        for path, previous in zip((destination, sidecar_path(destination)), kept, strict=True):
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                previous.replace(path)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for previous in kept:
+        if previous is not None:
+            previous.unlink()
+    print(
+        f"imported {result.source}: {result.n_patients} patients, {result.n_features} features, "
+        f"{result.n_missing_values} missing values, sha256 {result.sha256[:12]} ({destination})"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radiomics-assets", description=__doc__)
     parser.add_argument("--data-dir", help=f"data root (default ${DATA_DIR_ENV} or ./data)")
@@ -408,6 +484,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", help="US parameter file (default $RADIOMICS_PARAMS_FILE or <params dir>/us.yaml)")
     p.add_argument("--picture-dir", help="where <image stem>_mask.png goes (default <data root>/reports/predictions)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = sub.add_parser(
+        "import-features",
+        help="import a feature table made elsewhere (CSV, .csv.gz or Parquet: an id column + numeric columns)",
+        description="Copy FILE into <data root>/feature_tables/ (options in FILE.import.yaml beside it) and import it "
+        "as a feature source: its columns enter the feature matrix as block TABLE__<source>.",
+    )
+    p.set_defaults(func=cmd_import_features)
+    p.add_argument("file", metavar="FILE", help="the feature table (.csv, .csv.gz or .parquet), one row per patient")
+    p.add_argument("--id-column", default="patient_id", help="the column of patient IDs (default patient_id)")
+    p.add_argument(
+        "--exclude",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COL",
+        help="columns to leave out: names or shell patterns, e.g. Image Mask 'diagnostics_*'",
+    )
+    p.add_argument("--name", help="the source name (default: the file name without suffix, reduced to A-Za-z0-9_-)")
+    p.add_argument("--replace", action="store_true", help="overwrite a different file of the same name in the folder")
+    p.add_argument("--data-dir", default=argparse.SUPPRESS, help="data root (also accepted before the command)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -80,6 +80,12 @@ class DataRoot:
         return self.path / "masks"
 
     @property
+    def feature_tables(self) -> Path:
+        """Feature tables made elsewhere (``*.csv``, ``*.csv.gz``, ``*.parquet``, each with an optional
+        ``<name>.import.yaml``), imported as feature sources by the ``imported_features`` asset and its sensor."""
+        return self.path / "feature_tables"
+
+    @property
     def models(self) -> Path:
         return self.path / "models"
 

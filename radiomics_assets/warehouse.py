@@ -35,6 +35,12 @@ SCHEMA = {
         patient_id VARCHAR NOT NULL, series_uid VARCHAR NOT NULL, roi VARCHAR NOT NULL, name VARCHAR NOT NULL,
         value VARCHAR""",
     "labels": "patient_id VARCHAR NOT NULL, label INTEGER, label_name VARCHAR",
+    "imported_features": """
+        patient_id VARCHAR NOT NULL, source VARCHAR NOT NULL, feature VARCHAR NOT NULL, value DOUBLE,
+        source_hash VARCHAR, imported_at TIMESTAMP""",
+    "feature_sources": """
+        source VARCHAR NOT NULL, file VARCHAR, sha256 VARCHAR, id_column VARCHAR, excluded VARCHAR,
+        n_patients INTEGER, n_features INTEGER, n_missing_values BIGINT, imported_at TIMESTAMP""",
 }
 
 ADDED_COLUMNS = {

@@ -156,7 +156,7 @@ def test_cohort_assets_in_a_dagster_run(warehouse_root):
     assert 0 < metrics["permutation_p_value"] <= 1 and metrics["groups"]["groups"] == []
     assert {"calibration_slope", "calibration_intercept", "decision_curve"} <= set(metrics)
     assert "held-out test cohort" in page and "probability is &ge; 0.5" in page
-    assert "15 positive and\n15 negative" in page and "3-fold x 2" in page
+    assert "30 patients (15 positive, 15 negative)" in page and "3-fold x 2" in page
     assert "TRN-007" in page and "MR__GTV" in page and NO_FEATURES in page
     assert "CT__GTV__original__firstorder__f00" in page or "PT__GTV__original__firstorder__f03" in page
 

@@ -71,7 +71,16 @@ def test_instance_settings_and_operator_facing_definitions():
     assert settings["run_monitoring"]["enabled"] is True
 
     graph = defs.resolve_asset_graph()
-    writers = {"studies", "roi_masks", "features", "labels", "feature_matrix", "selected_features", "predictions"}
+    writers = {
+        "studies",
+        "roi_masks",
+        "features",
+        "imported_features",
+        "labels",
+        "feature_matrix",
+        "selected_features",
+        "predictions",
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.owners == ["team:radiomics"], key

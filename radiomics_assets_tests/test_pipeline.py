@@ -142,5 +142,7 @@ def test_definitions_list_every_asset_sensor_and_schedule():
         "predictions",
         "dicom_exports",
         "feature_robustness",
+        "imported_features",
     }
     assert repo.get_sensor_def("inbox_sensor") and repo.get_schedule_def("weekly_retrain")
+    assert repo.get_sensor_def("feature_tables_sensor") and repo.get_job("import_feature_tables")

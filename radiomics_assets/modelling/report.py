@@ -238,7 +238,7 @@ def write_report(
         )
     params = ", ".join(f"{k} = {v}" for k, v in metrics.get("best_params", {}).items()) or "n/a"
     versions = ", ".join(f"{k} {v}" for k, v in metrics.get("library_versions", {}).items()) or "n/a"
-    counts = ", ".join(f"{k.replace('n_', '')} {v}" for k, v in metrics.get("cohort", {}).items() if k != "n_patients")
+    counts = _counts_text(metrics.get("cohort", {}))
     (out_dir / "report.html").write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>radiomics_assets validation report</title>
 <style>body{{font-family:sans-serif;max-width:64em;margin:2em auto;line-height:1.4}}
@@ -291,6 +291,21 @@ procedure by a paired bootstrap of patients on the same out-of-fold predictions.
         "report_path": out_dir / "report.html",
         "plot_png": _first_image(body),
     }
+
+
+def _counts_text(cohort: dict) -> str:
+    """``15 positive, 15 negative`` / ``120 events, 80 censored`` / ``G1 20, G2 18, G3 22`` / ``mean 1.2, SD 0.4``."""
+    parts = []
+    for key, value in cohort.items():
+        if key == "n_patients":
+            continue
+        if isinstance(value, dict):
+            parts += [f"{name} {n}" for name, n in value.items()]
+        elif isinstance(value, float):
+            parts.append(f"{key.replace('n_', '')} {value:.3g}")
+        else:
+            parts.append(f"{value} {key.replace('n_', '')}")
+    return ", ".join(parts)
 
 
 def _first_image(body: str) -> str:

@@ -472,8 +472,9 @@ class BinaryTask(Task):
         p = np.asarray(cv.repeat_predictions, dtype=float).mean(axis=0)
         return (
             "<p>Threshold metrics, calibration and the decision curve use each patient's out-of-fold probability "
-            f"averaged over the repeats; a patient is called positive when it is &ge; {metrics['threshold']}, fixed in "
-            "advance (not tuned).</p>"
+            "averaged over the repeats. Threshold: a patient is called positive when the predicted probability is "
+            f"&ge; {metrics['threshold']}, fixed in advance (not tuned); it sets accuracy, precision, recall, "
+            "specificity, F1 and the confusion matrix.</p>"
             + headline_table(metrics)
             + plots(cv.y, p, metrics, "out-of-fold")
             + f"<p>{calibration_text(metrics)}</p>"
