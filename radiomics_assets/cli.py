@@ -131,6 +131,37 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_synth_study(args) -> int:
+    """A synthetic feature study with a known signal (``synth_tables``): feature table, labels.csv, study.yaml."""
+    from radiomics_assets.synth_tables import FEATURE_TABLE, SyntheticStudy, oracle_metric, write_study
+
+    root = _data_dir(args)
+    try:
+        spec = SyntheticStudy(
+            outcome=args.outcome,
+            n_patients=args.patients,
+            n_features=args.features,
+            n_informative=min(3, args.features),
+            effect=args.effect,
+            covariates=not args.no_covariates,
+            seed=args.seed,
+        )
+        write_study(spec, root, overwrite=args.overwrite)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    table = root / "feature_tables" / FEATURE_TABLE
+    clinical = "" if args.no_covariates else " + clinical age, sex, stage (predictors: compare)"
+    print(f"wrote a synthetic {args.outcome} study: {spec.n_patients} patients, {spec.n_features} features")
+    print(f"  features: {table} (informative: the first {spec.n_informative}, effect {spec.effect:g})")
+    print(f"  labels:   {root / 'labels.csv'}{clinical}")
+    print(f"  study:    {root / 'study.yaml'}")
+    print(f"{oracle_metric(spec)}")
+    print(f"next:\n  radiomics-assets --data-dir {root} import-features {table}")
+    print(f"  radiomics-assets --data-dir {root} run")
+    return 0
+
+
 def _accept_maskless(root: Path):
     """Mask-less images are patients when seeded or with automated segmentation on (as the resource decides)."""
     from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
@@ -454,6 +485,26 @@ def main(argv: list[str] | None = None) -> int:
         sub.choices[name].add_argument(
             "--verbose", action="store_true", help="Dagster's event log on the terminal too (always in logs/run-*.log)"
         )
+    p = sub.add_parser(
+        "synth-study",
+        help="write a synthetic feature study with a known signal (feature table, labels.csv, study.yaml)",
+        description="Write <data root>/feature_tables/synthetic.csv, labels.csv and study.yaml: features feat_000.. "
+        "of which the first 3 carry the signal, an outcome of the chosen type and (by default) clinical columns.",
+    )
+    p.set_defaults(func=cmd_synth_study)
+    p.add_argument("--outcome", required=True, choices=["binary", "multiclass", "continuous", "survival"])
+    p.add_argument("--patients", type=int, default=200)
+    p.add_argument("--features", type=int, default=100)
+    p.add_argument(
+        "--effect",
+        type=float,
+        default=1.0,
+        help="radiomics signal strength (0: none; with --no-covariates a null study)",
+    )
+    p.add_argument("--no-covariates", action="store_true", help="no clinical columns (age, sex, stage)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing labels.csv, study.yaml, feature table")
+    p.add_argument("--data-dir", default=argparse.SUPPRESS, help="data root (also accepted before the command)")
     p = sub.add_parser("labels-from-folders", help="write labels.csv from class folder names (BUSI layout)")
     p.set_defaults(func=cmd_labels_from_folders)
     p.add_argument("--classes", nargs=2, default=["benign", "malignant"], help="the two class folder names")

@@ -169,3 +169,11 @@ def test_png_pairs_broken_png_and_size_mismatch(root):
     assert len(notes) == 1 and "normal (5).png" in notes[0]
     assert cli_main(["--data-dir", str(root), "labels-from-folders"]) == 0
     assert (root / "labels.csv").read_text().splitlines()[0] == "patient_id,label"
+    # study.yaml beside it makes malignant the positive class explicitly (not by sort order)
+    from radiomics_assets.modelling.study import load_outcomes, load_study
+    from radiomics_assets.paths import DataRoot
+
+    study = load_study(DataRoot(root))
+    assert study.outcome.positive == "malignant" and "labels-from-folders" in (root / "study.yaml").read_text()
+    outcomes = load_outcomes(DataRoot(root), study)
+    assert outcomes.classes == ("benign", "malignant") and outcomes.table.label.sum() == 3
