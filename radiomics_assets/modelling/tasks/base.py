@@ -212,6 +212,31 @@ class Task(ABC):
         return PrimaryMetric(self.primary_metric, float(value), float(low), float(high), self.chance_level)
 
 
+def bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(n_bootstrap, n) how often each patient is drawn: the resamples of :meth:`Task.bootstrap` (same seed, same
+    draws), so figures of different procedures on the same patients compare paired."""
+    draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
+    flat = (draws + np.arange(n_bootstrap)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
+
+
+def jsonable(value):
+    """Figures as plain Python (dicts, lists, float, int, bool) for ``metrics.json``."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return float(value)
+    return value
+
+
 def interval(values: np.ndarray) -> tuple[float, float]:
     """The 95 % percentile interval of bootstrap values (NaN when there are none)."""
     values = np.asarray(values, dtype=float)

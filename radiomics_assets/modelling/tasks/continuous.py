@@ -30,7 +30,7 @@ from sklearn.svm import SVR
 
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
-from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, interval
+from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
 
 MODEL_FAMILIES = ("linear", "random_forest", "svm", "gradient_boosting")
 
@@ -108,14 +108,6 @@ def repeat_r2(y: np.ndarray, repeat_predictions: np.ndarray) -> np.ndarray:
     return np.asarray([r2(y, p) for p in np.asarray(repeat_predictions, dtype=float)], dtype=float)
 
 
-def bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(n_bootstrap, n) how often each patient is drawn: the resamples of ``Task.bootstrap`` (same seed, same
-    draws), so two candidates on the same patients compare paired."""
-    draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
-    flat = (draws + np.arange(n_bootstrap)[:, None] * n).ravel()
-    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
-
-
 def bootstrap_repeat_r2(y: np.ndarray, repeat_predictions: np.ndarray, n_bootstrap: int, seed: int = 0) -> np.ndarray:
     """The mean over repeats of the out-of-fold R² on patient resamples (fold models held fixed), vectorised: a
     resample's sums of squares are its draw counts times each patient's squared errors. Resamples of one value
@@ -171,20 +163,6 @@ def _summary(y: np.ndarray) -> dict:
         "mean": float(y.mean()) if len(y) else float("nan"),
         "sd": float(y.std(ddof=1)) if len(y) > 1 else float("nan"),
     }
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value)
-    return value
 
 
 def value_bins(y: np.ndarray, quantiles: int = 5, min_bin: int = MIN_BIN) -> np.ndarray:
@@ -386,7 +364,7 @@ class ContinuousTask(Task):
                 "prediction averaged over the repeats."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def external_metrics(self, y: np.ndarray, prediction: np.ndarray, seed: int = 0, n_bootstrap: int = 1000) -> dict:
         y = np.asarray(y, dtype=float)
@@ -410,7 +388,7 @@ class ContinuousTask(Task):
                 "CI: percentile bootstrap of its patients."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def report_html(self, metrics: dict, cv) -> str:
         mean_prediction = np.asarray(cv.repeat_predictions, dtype=float).mean(axis=0)

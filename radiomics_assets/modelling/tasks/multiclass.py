@@ -28,7 +28,7 @@ from sklearn.metrics import roc_curve
 
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
-from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, interval
+from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
 from radiomics_assets.modelling.tasks.binary import PARAM_GRIDS as BINARY_GRIDS
 from radiomics_assets.modelling.tasks.binary import classifier
 
@@ -85,14 +85,6 @@ def _row_mean(values: np.ndarray) -> np.ndarray:
     counts = finite.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, np.where(finite, values, 0.0).sum(axis=1) / counts, np.nan)
-
-
-def bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(n_bootstrap, n) how often each patient is drawn: the resamples of ``Task.bootstrap`` (same seed, same
-    draws), so figures of different tasks or candidates on the same patients compare paired."""
-    draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
-    flat = (draws + np.arange(n_bootstrap)[:, None] * n).ravel()
-    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
 
 
 def weighted_class_auc(score: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -165,22 +157,6 @@ def class_figures(y: np.ndarray, probabilities: np.ndarray, names: tuple[str, ..
         "macro_f1": float(np.mean(f1[present])) if present.any() else float("nan"),
         "confusion_matrix": {"labels": list(names), "matrix": matrix.tolist()},
     }
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value)
-    return value
 
 
 # --- figures ---------------------------------------------------------------------------------------------------
@@ -416,7 +392,7 @@ class MulticlassTask(Task):
                 "probability averaged over the repeats; the pooled macro AUC mixes fold models (information only)."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def external_metrics(self, y: np.ndarray, prediction: np.ndarray, seed: int = 0, n_bootstrap: int = 1000) -> dict:
         y = np.asarray(y, dtype=int)
@@ -443,7 +419,7 @@ class MulticlassTask(Task):
                 "class of highest predicted probability."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def report_html(self, metrics: dict, cv) -> str:
         pooled = np.asarray(cv.repeat_predictions, dtype=float).mean(axis=0)

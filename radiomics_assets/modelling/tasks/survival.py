@@ -29,7 +29,7 @@ from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_es
 
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
-from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, interval
+from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
 
 MODEL_FAMILIES = ("coxnet", "random_forest", "gradient_boosting")
 
@@ -177,13 +177,6 @@ def uno_c(y_train: np.ndarray, y: np.ndarray, risk: np.ndarray, tau: float) -> f
         return float("nan")
     event, time = event_time(y)
     return concordance(event, time, risk, weights)
-
-
-def bootstrap_weights(n: int, n_bootstrap: int, seed: int) -> np.ndarray:
-    """Resamples x patients draw counts; the same draws as ``Task.bootstrap`` (same seed, same patients)."""
-    draws = np.random.default_rng(seed).integers(0, n, (n_bootstrap, n))
-    flat = (draws + n * np.arange(n_bootstrap)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_bootstrap * n).reshape(n_bootstrap, n).astype(float)
 
 
 def fold_concordance(
@@ -533,22 +526,6 @@ def _figures_table(m: dict, *, external: bool = False) -> str:
     return table(rows)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value)
-    return value
-
-
 # --- the task --------------------------------------------------------------------------------------------------
 
 
@@ -734,7 +711,7 @@ class SurvivalTask(Task):
                 "averaged over the repeats (across fold models: information)."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def external_metrics(self, y: np.ndarray, prediction: np.ndarray, seed: int = 0, n_bootstrap: int = 1000) -> dict:
         event, time = event_time(y)
@@ -800,7 +777,7 @@ class SurvivalTask(Task):
                 "from this cohort; the Kaplan-Meier reference of the integrated Brier score is the training cohort's."
             ),
         }
-        return _jsonable(figures)
+        return jsonable(figures)
 
     def report_html(self, metrics: dict, cv) -> str:
         unit = metrics.get("unit") or ""
