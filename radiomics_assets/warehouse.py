@@ -72,23 +72,34 @@ class Warehouse:
 
     def replace_patient(self, patient_id: str, frames: dict[str, pd.DataFrame]) -> None:
         """Replace every row of ``patient_id`` in each named table by the given frame, atomically."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table, frame in frames.items():
-                    con.execute(f"DELETE FROM {table} WHERE patient_id = ?", [patient_id])
-                    if len(frame):
-                        con.register("incoming", frame)
-                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                        con.unregister("incoming")
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+        with self.connect() as con, transaction(con):
+            for table, frame in frames.items():
+                con.execute(f"DELETE FROM {table} WHERE patient_id = ?", [patient_id])
+                insert_frame(con, table, frame)
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect() as con:
             return con.execute(sql, params or []).df()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction: committed when the block ends, rolled back (and the error raised) when it fails."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Insert a frame's rows by column name (never by position: another column order would swap values)."""
+    if len(frame):
+        con.register("incoming", frame)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+        con.unregister("incoming")
 
 
 def write_derived_table(warehouse: Warehouse, table: str, frame: pd.DataFrame) -> None:

@@ -35,7 +35,7 @@ import yaml
 from radiomics_assets.errors import FileInputError, InputError
 from radiomics_assets.failure_log import FIX_SEPARATOR
 from radiomics_assets.paths import DataRoot, patient_key
-from radiomics_assets.warehouse import Warehouse
+from radiomics_assets.warehouse import Warehouse, insert_frame, transaction
 
 log = logging.getLogger(__name__)
 
@@ -511,18 +511,10 @@ def _store(
 ) -> None:
     """Replace every row of ``source`` (and of the ``replaced`` sources) in both tables, in one transaction: a
     failed write leaves the previous import as it was."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for table, frame in (("imported_features", values), ("feature_sources", provenance)):
             con.execute(f"DELETE FROM {table} WHERE list_contains(?, source)", [[source, *replaced]])
-            if len(frame):
-                con.register("incoming", frame)
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                con.unregister("incoming")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+            insert_frame(con, table, frame)
 
 
 def _delete_sources(con: duckdb.DuckDBPyConnection, sources: Iterable[str]) -> None:

@@ -80,6 +80,16 @@ class CrossValidation:
         return self.score
 
 
+def _checked_target(task: Task, y) -> np.ndarray:
+    """``y`` as an array (binary: int codes), checked large enough, with the task's evaluation points fixed."""
+    y_arr = np.asarray(y)
+    if task.kind.value == "binary":
+        y_arr = y_arr.astype(int)
+    task.check_size(y_arr)
+    task.prepare(y_arr)
+    return y_arr
+
+
 def split_seed(seed: int, repeat: int, y: np.ndarray, task: Task | None = None) -> int:
     """The shuffle seed of one outer repeat: the configured seed, the repeat and the outcomes themselves.
 
@@ -161,11 +171,7 @@ def cross_validate(
     ``task`` (binary when None) gives models, strata and metrics; ``roles`` marks the covariate columns.
     """
     task = task or task_for()
-    y_arr = np.asarray(y)
-    if task.kind.value == "binary":
-        y_arr = y_arr.astype(int)
-    task.check_size(y_arr)
-    task.prepare(y_arr)
+    y_arr = _checked_target(task, y)
     groups = np.asarray(X.index if groups is None else groups)
     folds, splits = outer_splits(y_arr, groups, settings, task)
     results = Parallel(n_jobs=settings.n_jobs)(
@@ -345,9 +351,5 @@ def fit_final(
 ) -> CandidateSearch:
     """The same procedure on all training patients: the model that is saved and serves."""
     task = task or task_for()
-    y_arr = np.asarray(y)
-    if task.kind.value == "binary":
-        y_arr = y_arr.astype(int)
-    task.check_size(y_arr)
-    task.prepare(y_arr)
+    y_arr = _checked_target(task, y)
     return CandidateSearch(settings, perturbations, task=task, roles=roles).fit(X, y_arr, groups)
