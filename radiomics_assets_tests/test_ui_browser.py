@@ -144,7 +144,9 @@ def test_validation_report_shows_rounded_metrics_and_the_roc_plot(ui):
     page, base, root, _, shots = ui
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     page.goto(f"{base}/assets/validation_report")
-    auc_row = page.locator("tr", has=page.get_by_text("auc", exact=True)).first
+    # The row labelled "auc" (the "primary_metric" row holds the text "auc" as its value).
+    label_auc = page.locator("td:first-child").get_by_text("auc", exact=True)
+    auc_row = page.locator("tr", has=label_auc).first
     assert auc_row.inner_text().split()[-1] == f"{round(metrics['auc'], 3):g}", auc_row.inner_text()
     dialog = _markdown_dialog(page, "roc")
     width, height = _image_size(dialog)
