@@ -89,7 +89,7 @@ def stop_cluster(processes: list[subprocess.Popen]) -> None:
 
 def reset(root: Path) -> None:
     """Remove what a run produced, so the next round does the same work again."""
-    for name in ("radiomics.duckdb", "radiomics.duckdb.lock", "volumes", "masks"):
+    for name in ("radiomics.duckdb", ".radiomics", "volumes", "masks"):  # .radiomics: the working store
         path = root / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -38,7 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--permutations", type=int, default=20)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="+", default=[], choices=MODELS, help="candidate families (default: the default procedure)"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
@@ -53,7 +55,7 @@ def main() -> None:
     y = labels.reindex(X.index).to_numpy()
     settings = ModellingSettings(models=tuple(args.models), folds=args.folds, repeats=args.repeats, n_jobs=1)
     print(
-        f"{len(y)} patients ({int(y.sum())} positive), {X.shape[1]} features; candidates {args.models}; "
+        f"{len(y)} patients ({int(y.sum())} positive), {X.shape[1]} features; candidates {args.models or 'default'}; "
         f"{args.folds}-fold x {args.repeats}; {args.permutations} permutations"
     )
     started = time.perf_counter()

@@ -49,6 +49,9 @@ from radiomics_assets.masks.ultrasound import (
 )
 
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi_sample"
+# The sample holds one Doppler image (malignant (196).png), which the pipeline refuses by default; the figures in
+# the README use its luma, as they did before colour images were detected. Set here, so the runs inherit it.
+os.environ.setdefault("RADIOMICS_COLOUR_IMAGES", "luminance")
 CLASSES = ("benign", "malignant")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -41,6 +42,31 @@ def step_failure_messages(result) -> list[str]:
             else:
                 messages.append(f"{event.step_key}: {text}")
     return messages
+
+
+def log_failed_run(root: Path, result) -> None:
+    """The failed run's line in ``<data root>/logs/failures.log`` (as the run-failure sensor writes for runs the
+    daemon launches; the run carries :data:`failure_log.LOGGED_BY_TAG`, so the sensor skips it), and the notify
+    command of ``$RADIOMICS_FAILURE_NOTIFY_COMMAND`` if set."""
+    from radiomics_assets import failure_log
+    from radiomics_assets.defs.partitions import partition_range
+
+    failures = [event for event in result.all_events if event.is_step_failure]
+    errors = failure_log.run_errors((event.step_key, event.event_specific_data.error) for event in failures)
+    run = result.dagster_run
+    record = failure_log.run_record(
+        run.run_id,
+        run.job_name,
+        partition_range(run.tags),
+        [event.step_key for event in failures],
+        errors or ["run failed"],
+    )
+    line = failure_log.append(root / "logs" / "failures.log", record)
+    command = os.environ.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", "")
+    if command:
+        problem = failure_log.notify(command, line)
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
 
 
 class RunEventLog:
@@ -172,6 +198,7 @@ def _accept_maskless(root: Path):
 def cmd_run(args) -> int:
     from radiomics_assets.batch.workers import start_workers_early, worker_pool
     from radiomics_assets.dagster_home import prepare_dagster_home
+    from radiomics_assets.failure_log import LOGGED_BY_TAG
     from radiomics_assets.ingest.manifests import write_manifests
     from radiomics_assets.paths import DataRoot
 
@@ -212,11 +239,12 @@ def cmd_run(args) -> int:
         result = ingest.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last},
+            tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last, LOGGED_BY_TAG: "radiomics-assets run"},
             **events.follow(instance),
         )
         if not result.success:
             failed += step_failure_messages(result)
+            log_failed_run(root, result)
     display.finish_stage()
     locations = {
         "features": f"{root / 'radiomics.duckdb'} (table 'features')",
@@ -227,7 +255,11 @@ def cmd_run(args) -> int:
         return 1 if failed else 0
     cohort_job = defs.resolve_job_def("retrain_cohort")
     display.start_stage("cohort assets", len(cohort_job.asset_layer.executable_asset_keys))
-    cohort = cohort_job.execute_in_process(instance=instance, raise_on_error=False, **events.follow(instance))
+    cohort = cohort_job.execute_in_process(
+        instance=instance, raise_on_error=False, tags={LOGGED_BY_TAG: "radiomics-assets run"}, **events.follow(instance)
+    )
+    if not cohort.success:
+        log_failed_run(root, cohort)
     display.finish_stage()
     metrics = None
     if cohort.success:
@@ -339,6 +371,85 @@ def cmd_send_exports(args) -> int:
         print(f"FAILED {path.parent.name}/{path.name}: {why}", file=sys.stderr)
     print(f"sent {len(result.sent)} of {len(files)} files to {args.ae_title}@{args.host}:{args.port}")
     return 1 if result.failed else 0
+
+
+def cmd_export(args) -> int:
+    """The patients' DICOM-SEG and SR, written as the UI's ``dicom_exports`` does (``exports/<patient>/``, the
+    same code and settings), then copied to ``--out DIR/<patient>/``."""
+    from radiomics_assets.defs.resources import RadiomicsConfig
+    from radiomics_assets.errors import InputError
+    from radiomics_assets.exports import export_patient, exports_dir
+    from radiomics_assets.failure_log import with_fix
+    from radiomics_assets.paths import DataRoot, patient_key
+
+    root = DataRoot(_data_dir(args))
+    radiomics = RadiomicsConfig.from_env()
+    settings = radiomics.export_settings()
+    if args.deidentified:
+        settings = dataclasses.replace(settings, deidentify=True)
+    out = Path(args.out).resolve()
+    problems = 0
+    for given in args.patients:
+        key = patient_key(given)
+        try:
+            outcome = export_patient(root, key, settings)
+        except Exception as exc:  # noqa: BLE001 - one patient's failure must not stop the others
+            why = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            print(f"FAILED {with_fix(f'{key} dicom_exports: {why}')}")
+            problems += 1
+            continue
+        if outcome.skipped:
+            print(f"{key}: nothing exported: {outcome.skipped}")
+            problems += 1
+            continue
+        target = out / key
+        if target != exports_dir(root, key).resolve():
+            shutil.rmtree(target, ignore_errors=True)  # a re-export replaces the patient's earlier files
+            target.mkdir(parents=True)
+            for path in outcome.files:
+                shutil.copy2(path, target / path.name)
+            if outcome.deidentified:
+                (target / "deidentified").mkdir()
+                for path in outcome.deidentified:
+                    shutil.copy2(path, target / "deidentified" / path.name)
+        left_out = f", {len(outcome.non_finite)} non-finite values left out" if outcome.non_finite else ""
+        copies = f", {len(outcome.deidentified)} de-identified copies" if outcome.deidentified else ""
+        print(
+            f"{key}: {outcome.segmentations} SEG, {outcome.reports} SR ({outcome.measurements} measurements"
+            f"{left_out}){copies} -> {target}"
+        )
+    return 1 if problems else 0
+
+
+def cmd_status(args) -> int:
+    """Each patient ok / failed (problem and fix) / no mask, the last run and the model in service."""
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.status import last_run_line, patient_statuses, status_lines
+
+    root = DataRoot(_data_dir(args))
+    print("\n".join(status_lines(root, last_run_line(_recent_runs(root.path)))))
+    return 1 if any(status.state == "failed" for status in patient_statuses(root)) else 0
+
+
+def _recent_runs(root: Path) -> list[tuple[str, str, str, float | None]]:
+    """(job, status, run id, start time) of the newest run in the data root's Dagster instance, if it has one."""
+    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster")
+    if not (home / "dagster.yaml").exists():  # no run was ever made here: do not create an instance to say so
+        return []
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dagster import DagsterInstance
+
+    from radiomics_assets.dagster_home import PG_URL_ENV, postgres_url
+
+    try:
+        if postgres_url(os.environ):  # a PostgreSQL instance file reads the composed URL, as `run` puts it
+            os.environ[PG_URL_ENV] = postgres_url(os.environ)
+        with DagsterInstance.get() as instance:
+            records = instance.get_run_records(limit=1)
+    except Exception as exc:  # noqa: BLE001 - the patients' status does not depend on the instance being reachable
+        print(f"note: the Dagster instance in {home} cannot be read ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return []
+    return [(r.dagster_run.job_name, r.dagster_run.status.value, r.dagster_run.run_id, r.start_time) for r in records]
 
 
 def _pixel_pair(text: str) -> tuple[int, int]:
@@ -525,6 +636,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ae-title", required=True, help="the called AE title of the node")
+    p = sub.add_parser("export", help="write the patients' DICOM-SEG and SR (as the UI's dicom_exports) to a folder")
+    p.set_defaults(func=cmd_export)
+    p.add_argument("patients", nargs="+", metavar="PATIENT", help="patient keys (or PatientIDs)")
+    p.add_argument("--out", required=True, help="folder to copy them to, one subfolder per patient")
+    p.add_argument("--deidentified", action="store_true", help="also de-identified copies (as export_deidentified)")
+    p.add_argument("--data-dir", default=argparse.SUPPRESS, help="data root (also accepted before the command)")
+    p = sub.add_parser("status", help="each patient ok / failed (problem and fix) / no mask; last run; model")
+    p.set_defaults(func=cmd_status)
+    p.add_argument("--data-dir", default=argparse.SUPPRESS, help="data root (also accepted before the command)")
     p = sub.add_parser("predict", help="score one PNG or DICOM US image with the promoted model")
     p.set_defaults(func=cmd_predict)
     p.add_argument("image", help="a PNG or single-frame DICOM US image")

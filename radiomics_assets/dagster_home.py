@@ -26,6 +26,19 @@ PSYCOPG2_SCHEME = "postgresql+psycopg2"
 PG_PART_ENVS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 
 
+NUX_OFF = """nux:
+  # No "Join the Dagster community" pop-up on first visit: it covers the page an operator opened.
+  enabled: false
+"""
+"""Appended to both shipped files in the release that turned the pop-up off; a copy of an earlier shipped file
+(the same text without it) is still a shipped file, so it is replaced rather than kept as hand-edited."""
+
+
+def _shipped_texts() -> set[str]:
+    texts = {SQLITE_INSTANCE_YAML.read_text(), POSTGRES_INSTANCE_YAML.read_text()}
+    return texts | {text.removesuffix(NUX_OFF) for text in texts}
+
+
 def postgres_url(environ: Mapping[str, str]) -> str:
     """``DAGSTER_PG_URL``, else one composed from the ``DAGSTER_PG_*`` parts (user and password URL-quoted),
     else "" (no PostgreSQL configured). Raises ValueError naming the missing variables if the parts are partial."""
@@ -70,7 +83,7 @@ def prepare_dagster_home(home: Path, environ: MutableMapping[str, str] | None = 
     wanted = instance_yaml_for(env)
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    shipped = {SQLITE_INSTANCE_YAML.read_text(), POSTGRES_INSTANCE_YAML.read_text()}
+    shipped = _shipped_texts()
     if not target.exists() or (target.read_text() in shipped and target.read_text() != wanted.read_text()):
         shutil.copy(wanted, target)
     return target

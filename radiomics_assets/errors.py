@@ -38,3 +38,11 @@ class ExtractionError(InputError):
 
 class PredictionError(InputError):
     """A single image cannot be scored: no model is trained, or it was trained on another modality or feature set."""
+
+
+class WarehouseBusyError(RuntimeError):
+    """The pipeline's working feature store stayed locked by another process for longer than the lock timeout.
+
+    Not an input problem: the patient's input is fine and a re-run succeeds once the holder (named in the message,
+    with its process id) is gone. Only the partitions whose write timed out fail.
+    """

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -50,7 +51,8 @@ KNOWN_PROBLEMS = (
         "move this patient's seed in seeds.csv inside the lesion (patient coordinates, mm)",
     ),
     KnownProblem(
-        r"not a DICOM file|unreadable DICOM|incomplete DICOM header|unreadable RTSTRUCT|unreadable DICOM-SEG",
+        r"not a DICOM file|unreadable DICOM|incomplete DICOM header|unreadable RTSTRUCT|unreadable DICOM-SEG"
+        r"|pixel data unreadable",
         "copy the file again from its source (it is truncated or corrupt), or remove it from the inbox",
     ),
     KnownProblem(
@@ -80,14 +82,35 @@ KNOWN_PROBLEMS = (
     KnownProblem(r"multi-component image", "convert the image to one channel (greyscale) before dropping it in"),
     KnownProblem(r"multi-component mask", "convert the mask to a single-channel label image"),
     KnownProblem(
-        r"empty mask|is empty on series",
+        r"empty mask|is empty on series|ROI '.*' is empty",
         "draw the lesion in the mask (or remove the patient: a mask without lesion gives no features)",
     ),
     KnownProblem(
         r"parameter file not found|invalid PyRadiomics parameter file|no parameter file for modality",
         "fix or add the PyRadiomics parameter file (RADIOMICS_PARAMS_DIR holds one <modality>.yaml each)",
     ),
+    KnownProblem(
+        r"no RTSTRUCT or DICOM-SEG in .* automated segmentation is off|no mask file beside it",
+        "add the patient's RTSTRUCT/DICOM-SEG (or <id>_mask file) to the inbox, or set auto_segmentation "
+        "(RADIOMICS_AUTO_SEGMENTATION) and, for seeded methods, a seed in seeds.csv",
+    ),
+    KnownProblem(
+        r"has a contour at slice index .* outside the image",
+        "the RTSTRUCT was drawn on another series: add that series to the inbox, or re-export the contours on this "
+        "series from the planning system",
+    ),
+    KnownProblem(
+        r"grey levels, more than the maximum",
+        "check the series' units and the parameter file's binWidth for this modality (RADIOMICS_PARAMS_DIR), or "
+        "raise max_grey_levels (RADIOMICS_MAX_GREY_LEVELS)",
+    ),
     KnownProblem(r"labels file not found", "write labels.csv (patient_id,label) in the data root"),
+    KnownProblem(
+        r"feature store busy",
+        "close or stop the process named (notebooks should open radiomics.duckdb read-only, e.g. with "
+        "radiomics_assets.open_features(), never the working store in .radiomics/), then re-run the patient; "
+        "a long write of another pipeline process: raise RADIOMICS_WAREHOUSE_LOCK_TIMEOUT",
+    ),
 )
 """Known problems, first match wins (a corrupt file first: it also makes its series look incomplete).
 Messages that already say their fix (``resample_masks_to_image``, ``auto_segmentation``, "delete it to rescan")
@@ -96,20 +119,100 @@ need no entry."""
 FIX_SEPARATOR = "; fix: "
 
 
+INLINE_FIX_VERBS = frozenset(
+    "add choose convert correct delete export give move raise re-export remove rename resample set use".split()
+)
+"""First words of a fix a message already ends with (``...: a cine loop of 12 frames; choose one in ...``)."""
+
+
 def fix_hint(message: str) -> str | None:
-    """What fixes the problem ``message`` describes, when it is a known one."""
+    """What fixes the problem ``message`` describes: a known problem's fix, else the fix the message itself ends
+    with (a last ``; <verb> ...`` clause, e.g. the PET and ultrasound checks write their own), else None."""
     for problem in KNOWN_PROBLEMS:
         if re.search(problem.pattern, message):
             return problem.fix
+    if FIX_SEPARATOR in message:
+        return message.rsplit(FIX_SEPARATOR, 1)[1].strip() or None
+    last = message.rsplit("; ", 1)[-1].strip() if "; " in message else ""
+    if last and last.split(" ", 1)[0].lower().rstrip(",") in INLINE_FIX_VERBS:
+        return last
     return None
 
 
 def with_fix(message: str) -> str:
     """``message`` with its fix appended (``<message>; fix: <hint>``) when known; unchanged if it already has it."""
     hint = fix_hint(message)
-    if hint is None or FIX_SEPARATOR in message:
+    if hint is None or FIX_SEPARATOR in message or hint in message:
         return message
     return f"{message}{FIX_SEPARATOR}{hint}"
+
+
+LOGGED_BY_TAG = "radiomics/failure_logged_by"
+"""Run tag of runs whose failure the launching process logs itself (``radiomics-assets run``); the run-failure
+sensor skips them, so a daemon on the same instance does not log them twice."""
+
+
+def run_errors(step_failures) -> list[str]:
+    """``<step>: <problem>[; fix: <hint>]`` for each failed step, one entry per failed patient (the batch step's
+    message has a line each). ``step_failures``: (step key, Dagster error info) pairs."""
+    return [
+        f"{step}: {with_fix(line)}"
+        for step, error in step_failures
+        if error is not None
+        for line in domain_error_message(error).splitlines()
+    ]
+
+
+def run_record(run_id: str, job: str, partition: str | None, failed_steps: list[str], errors: list[str]) -> dict:
+    """The one line of a failed run, the same whether the sensor or the headless CLI writes it."""
+    return {
+        "logged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": run_id,
+        "job": job,
+        "partition": partition,
+        "failed_steps": failed_steps,
+        "errors": errors,
+    }
+
+
+@dataclass(frozen=True)
+class PatientFailure:
+    """One failed patient read back from a log line: ``<step>: <patient> <stage>: <problem>[; fix: <hint>]``."""
+
+    logged_at: str
+    patient: str
+    stage: str
+    problem: str
+    fix: str
+
+
+_PATIENT_ERROR = re.compile(
+    r"^(?P<step>[\w.]+): (?P<patient>[A-Za-z0-9_-]+) (?P<stage>studies|roi_masks|features|dicom_exports): "
+    r"(?P<message>.*)$",
+    re.S,
+)
+
+
+def patient_failures(log_path: Path) -> list[PatientFailure]:
+    """Every failed patient in the log, oldest first (lines that are not JSON, or errors of other steps, skipped)."""
+    log_path = Path(log_path)
+    if not log_path.exists():
+        return []
+    found = []
+    for text in log_path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        for error in record.get("errors") or []:
+            matched = _PATIENT_ERROR.match(str(error))
+            if matched:
+                problem, _, fix = matched["message"].partition(FIX_SEPARATOR)
+                fix = fix or fix_hint(problem) or ""
+                found.append(
+                    PatientFailure(str(record.get("logged_at", "")), matched["patient"], matched["stage"], problem, fix)
+                )
+    return found
 
 
 def append(log_path: Path, record: dict) -> str:

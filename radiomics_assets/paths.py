@@ -44,6 +44,16 @@ def patient_key(patient_id: str) -> str:
     return f"{stem}-{digest}"
 
 
+WORKING_FOLDER = ".radiomics"
+
+
+def working_store(published: str | Path) -> Path:
+    """The pipeline's private working copy of the published DuckDB file ``published``: same name, in the hidden
+    folder ``.radiomics`` beside it (the same file system, so a published copy can be renamed into place)."""
+    published = Path(published)
+    return published.parent / WORKING_FOLDER / published.name
+
+
 def data_root(data_dir: str | Path | None = None) -> DataRoot:
     """The one resolution of the data root: ``data_dir`` when given, else ``$RADIOMICS_DATA_DIR``, else ``data/``
     in the project (read when called, so a run uses the environment it was started with)."""
@@ -67,7 +77,14 @@ class DataRoot:
 
     @property
     def warehouse(self) -> Path:
+        """The published feature store that readers open (read-only); the pipeline writes :attr:`working_warehouse`
+        and replaces this file with a copy after each change (see ``warehouse.py``)."""
         return self.path / "radiomics.duckdb"
+
+    @property
+    def working_warehouse(self) -> Path:
+        """The pipeline's private DuckDB file (``.radiomics/radiomics.duckdb``); nothing else should open it."""
+        return working_store(self.warehouse)
 
     @property
     def volumes(self) -> Path:

@@ -116,13 +116,33 @@ def _palette_png(indices: np.ndarray, palette: np.ndarray) -> bytes:
     )
 
 
+LESION_WINDOW_MARGIN = 0.5
+"""The window reaches this fraction of the lesion's own 1st-99th percentile range beyond it on each side, so the
+lesion's edge against its surroundings stays visible."""
+
+
+def grey_window(plane: np.ndarray, lesion: np.ndarray) -> tuple[float, float]:
+    """(low, high) of the grey scale: the lesion's 1st to 99th percentile widened by :data:`LESION_WINDOW_MARGIN`,
+    within the shown region's 1st to 99th percentile. A window over the whole region put a soft-tissue lesion
+    between air and bone into a few grey levels (a CT lesion of 20-60 HU was one flat grey)."""
+    if not plane.size:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(plane, [1, 99]))
+    if lesion.sum() >= 4:
+        inside_low, inside_high = (float(v) for v in np.percentile(plane[lesion], [1, 99]))
+        margin = LESION_WINDOW_MARGIN * (inside_high - inside_low)
+        low, high = max(low, inside_low - margin), min(high, inside_high + margin)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
 def mask_outline_png(image: sitk.Image, mask: sitk.Image | Sequence[sitk.Image], *, size_px: int = 160) -> bytes:
     """PNG bytes of the mask outline(s) over the image's middle lesion slice (or the 2D image).
 
     ``mask`` is one mask or several on the image's grid (non-zero = inside); each gets its outline colour
     (:data:`OUTLINE_COLOURS`). The picture shows the lesion's bounding box with as much context again on each
-    side (at least 20 mm), with square pixels in millimetres, its longer side ``size_px`` pixels. Grey levels
-    span the 1st to 99th percentile of the shown region, so CT (HU), MR, PET (SUV) and ultrasound all show.
+    side (at least 20 mm), with square pixels in millimetres, its longer side ``size_px`` pixels. Grey levels are
+    windowed by percentiles (:func:`grey_window`) on the lesion, so CT (HU), MR, PET (SUV) and ultrasound all show
+    the lesion's texture, not only the air-to-bone range of its surroundings.
     """
     masks = [mask] if isinstance(mask, sitk.Image) else list(mask)
     if not masks:
@@ -135,7 +155,7 @@ def mask_outline_png(image: sitk.Image, mask: sitk.Image | Sequence[sitk.Image],
     scale = size_px / max(height_mm, width_mm)
     shape = (max(1, round(height_mm * scale)), max(1, round(width_mm * scale)))
 
-    low, high = np.percentile(plane, [1, 99]) if plane.size else (0.0, 1.0)
+    low, high = grey_window(plane, np.logical_or.reduce(planes))
     grey = np.clip((plane - low) / (high - low if high > low else 1.0), 0, 1)
     indices = _resize_nearest(np.round(grey * (GREY_LEVELS - 1)).astype(np.uint8), shape)
     for number, each in enumerate(planes):

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 import yaml
 from matplotlib.path import Path as Polygon
@@ -27,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 HU_INTERCEPT = -1024.0
 CONTOUR_VERTICES = 120
 
@@ -361,6 +363,75 @@ def write_rtstruct(patient: SyntheticPatient, ct_slices: list[Dataset], path: Pa
     ds.RTROIObservationsSequence = Sequence([observation])
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+def shifted(patient: SyntheticPatient, shift_mm: tuple[float, float, float]) -> SyntheticPatient:
+    """The same patient on a grid moved by ``shift_mm`` (the origin and every contour point), e.g. an MR acquired
+    in its own frame of reference: the voxels, and so the rasterised lesion, are the same."""
+    origin = tuple(float(o + d) for o, d in zip(patient.origin_mm, shift_mm, strict=True))
+    contours = {k: points + np.asarray(shift_mm, dtype=float) for k, points in patient.contours_mm.items()}
+    return replace(patient, origin_mm=origin, contours_mm=contours)
+
+
+def write_mr_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[Dataset]:
+    """One axial MR slice per file (MR Image Storage, its own study, series and frame of reference from ``seed``):
+    the patient's values shifted to non-negative signal, no rescale; returns the written datasets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = _uid(seed, patient.patient_id, "mr-study")
+    series_uid = _uid(seed, patient.patient_id, "mr-series")
+    frame_uid = _uid(seed, patient.patient_id, "mr-frame")
+    stored = np.clip(np.rint(patient.hu - HU_INTERCEPT), 0, 4095).astype(np.uint16)
+    written = []
+    for k in range(stored.shape[0]):
+        ds = _axial_slice(patient, k, MR_IMAGE_STORAGE, _uid(seed, patient.patient_id, "mr", k), study_uid, frame_uid)
+        ds.Modality = "MR"
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = 3
+        ds.SeriesDescription = "synthetic T1"
+        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.MagneticFieldStrength = 1.5
+        ds.PixelData = stored[k].tobytes()
+        ds.save_as(folder / f"MR_{k + 1:04d}.dcm", enforce_file_format=True)
+        written.append(ds)
+    return written
+
+
+def add_roi(path: Path, name: str, contours_mm: list[np.ndarray], frame_uid: str | None = None) -> int:
+    """Add an ROI of CLOSED_PLANAR ``contours_mm`` (none: an empty structure) to the RTSTRUCT at ``path``, on
+    ``frame_uid`` (default the structure set's own); returns its ROI number."""
+    ds = pydicom.dcmread(path)
+    number = max(int(r.ROINumber) for r in ds.StructureSetROISequence) + 1
+    roi = Dataset()
+    roi.ROINumber = number
+    roi.ReferencedFrameOfReferenceUID = frame_uid or ds.FrameOfReferenceUID
+    roi.ROIName = name
+    roi.ROIGenerationAlgorithm = "MANUAL"
+    ds.StructureSetROISequence.append(roi)
+    roi_contour = Dataset()
+    roi_contour.ROIDisplayColor = [0, 255, 0]
+    roi_contour.ReferencedROINumber = number
+    items = []
+    for points in contours_mm:
+        contour = Dataset()
+        contour.ContourGeometricType = "CLOSED_PLANAR"
+        contour.NumberOfContourPoints = len(points)
+        contour.ContourData = [f"{v:.6g}" for v in np.asarray(points).ravel()]
+        items.append(contour)
+    if items:
+        roi_contour.ContourSequence = Sequence(items)
+    ds.ROIContourSequence.append(roi_contour)
+    observation = Dataset()
+    observation.ObservationNumber = number
+    observation.ReferencedROINumber = number
+    observation.RTROIInterpretedType = "GTV"
+    observation.ROIInterpreter = ""
+    ds.RTROIObservationsSequence.append(observation)
+    ds.save_as(path, enforce_file_format=True)
+    return number
 
 
 def cohort_labels(config: SynthConfig) -> list[int]:

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from radiomics_assets.errors import DicomInputError
+from radiomics_assets.errors import DicomInputError, FileInputError
 from radiomics_assets.ingest import ingest_studies, scan_inbox
 from radiomics_assets.ingest.dicom_us import read_us_image
-from radiomics_assets.ingest.file_pairs import png_array
+from radiomics_assets.ingest.file_pairs import COLOUR_ENV, png_array
 from radiomics_assets.masks import AutoSegmentation, MaskOptions, build_masks
 from radiomics_assets.paths import DataRoot
 from radiomics_assets_tests.conftest import write_us
@@ -23,7 +23,8 @@ def _colour_image(rows=40, columns=60):
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "RGB", "YBR_FULL_422"])
-def test_us_image_grey_levels_and_spacing(tmp_path, photometric):
+def test_us_image_grey_levels_and_spacing(tmp_path, photometric, monkeypatch):
+    monkeypatch.setenv(COLOUR_ENV, "luminance")  # random colour pixels: a colour image, converted when set
     rgb = _colour_image()
     if photometric == "YBR_FULL_422":  # 4:2:2 shares a colour between two pixels: give each pair one colour
         rgb[:, 1::2] = rgb[:, ::2]
@@ -34,20 +35,32 @@ def test_us_image_grey_levels_and_spacing(tmp_path, photometric):
     grey = sitk.GetArrayFromImage(image)[0]
     if photometric == "MONOCHROME2":
         np.testing.assert_array_equal(grey, rgb[..., 0])
-    elif photometric == "RGB":  # the same numbers as the PNG reader gives for the same pixels
+    elif photometric == "RGB":  # the same numbers as the PNG reader gives for the same pixels: the rounded luma
         sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp_path / "same.png"))
-        np.testing.assert_allclose(grey, png_array(tmp_path / "same.png", "image"), atol=1e-3)
+        np.testing.assert_array_equal(grey, png_array(tmp_path / "same.png", "image"))
+        np.testing.assert_array_equal(grey, np.rint(rgb @ LUMA))
+        monkeypatch.delenv(COLOUR_ENV)
+        with pytest.raises(FileInputError, match=r"us.dcm: colour image \(9\d.\d% of pixels"):
+            read_us_image(path)
     else:  # luminance survives the YBR round trip up to rounding
         assert np.abs(grey - rgb @ LUMA).max() < 1.5 and np.abs(grey - rgb @ LUMA).mean() < 0.6
 
 
-def test_cine_loop_needs_a_frame_and_bad_calibration_fails_naming_the_file(tmp_path):
+def test_grey_stored_as_rgb_or_ybr_is_read_exactly(tmp_path):
+    grey, _ = speckled_lesion(shape=(40, 60))
+    for photometric in ("RGB", "YBR_FULL_422", "MONOCHROME2"):
+        path = write_us(tmp_path / f"{photometric}.dcm", np.stack([grey] * 3, axis=-1), photometric=photometric)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(read_us_image(path))[0], grey)
+
+
+def test_cine_loop_needs_a_frame_and_bad_calibration_fails_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(COLOUR_ENV, "luminance")
     loop = np.stack([_colour_image() // (k + 1) for k in range(3)])
     path = write_us(tmp_path / "loop.dcm", loop, photometric="RGB")
     with pytest.raises(DicomInputError, match=r"loop.dcm: a cine loop of 3 frames; choose one in .*us_frames.csv"):
         read_us_image(path)
     frame = sitk.GetArrayFromImage(read_us_image(path, frame=2))[0]
-    np.testing.assert_allclose(frame, loop[2] @ LUMA, atol=1e-3)
+    np.testing.assert_array_equal(frame, np.rint(loop[2] @ LUMA))
     with pytest.raises(DicomInputError, match="frame 3 chosen, but the file has 3"):
         read_us_image(path, frame=3)
     mm = write_us(tmp_path / "mm.dcm", _colour_image(), units=(4, 4))  # 4 = seconds: not a B-mode calibration

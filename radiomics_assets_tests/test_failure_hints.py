@@ -92,3 +92,27 @@ def test_failure_sensor_line_and_ui_metadata_carry_the_fix(tmp_path, monkeypatch
     assert error.endswith(
         "; fix: copy the file again from its source (it is truncated or corrupt), or remove it from the inbox"
     ), error
+
+
+def test_every_broken_input_of_the_corpus_has_a_fix(tmp_path):
+    """Each failure of the bad-input corpus (test_bad_input.CASES, run for real) comes with a non-empty fix; so do
+    messages whose fix is written in their own last clause (PET, ultrasound, cine loops)."""
+    from radiomics_assets_tests.test_bad_input import CASES, COHORT
+
+    fixes = {}
+    for breakage, stage, _ in CASES:
+        root = tmp_path / breakage.__name__
+        write_cohort(COHORT, root)
+        breakage(root)
+        (outcome,) = run_patients(["SYN-0002"], {"studies", "roi_masks"}, _settings(root, roi_pattern="GTV.*"), 1)
+        assert outcome.failed_stage == stage, outcome.error
+        fixes[breakage.__name__] = failure_log.fix_hint(outcome.error)
+    assert all(fixes.values()), fixes
+    assert fixes["truncated_pixels"].startswith("copy the file again from its source")
+    assert fixes["empty_roi"].startswith("draw the lesion in the mask")
+    assert fixes["contour_outside_image"].startswith("the RTSTRUCT was drawn on another series")
+
+    inline = "x.dcm: a cine loop of 12 frames; choose one in <data root>/frames.csv (patient_id,frame)"
+    assert failure_log.fix_hint(inline) == "choose one in <data root>/frames.csv (patient_id,frame)"
+    assert failure_log.with_fix(inline) == inline  # the fix is there already: not repeated
+    assert failure_log.fix_hint("SYN-0001 features: ValueError: bad thing; at step 3") is None

@@ -114,7 +114,8 @@ def _png(path, array):
 
 def _busi_like(folder, name, rng, shape=(60, 70)):
     folder.mkdir(parents=True, exist_ok=True)
-    _png(folder / f"{name}.png", rng.integers(0, 255, (*shape, 3)))
+    grey = rng.integers(0, 255, (*shape, 1))
+    _png(folder / f"{name}.png", np.repeat(grey, 3, axis=-1))  # grey stored as RGB, as BUSI stores it
     mask = np.zeros(shape, np.uint8)
     mask[10:30, 10:30] = 255
     _png(folder / f"{name}_mask.png", mask)

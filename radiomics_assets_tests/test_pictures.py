@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from radiomics_assets.defs.partitions import patients
-from radiomics_assets.pictures import OUTLINE_COLOURS, lesion_slice_index, mask_outline_png
+from radiomics_assets.pictures import OUTLINE_COLOURS, grey_window, lesion_slice_index, mask_outline_png
 from radiomics_assets.synth import SynthConfig, write_cohort
 
 
@@ -105,3 +105,23 @@ def test_roi_masks_metadata_carries_one_picture_per_series_and_rounded_volume(tm
     assert len(png) < 8_000
     picture = _rgb(png)
     assert max(picture.shape[:2]) == 160 and np.all(picture == OUTLINE_COLOURS[0], axis=-1).sum() > 50
+
+
+def test_grey_window_follows_the_lesion_so_its_texture_shows():
+    # A CT slice: air (-1000 HU) and bone (+1000 HU) around a soft-tissue lesion whose texture spans 20..60 HU.
+    rng = np.random.default_rng(3)
+    hu = np.full((1, 80, 80), -1000.0, dtype=np.float32)
+    hu[0, :, 40:] = 1000.0
+    hu[0, 10:70, 10:70] = 0.0
+    lesion = np.zeros(hu.shape, dtype=bool)
+    lesion[0, 30:50, 30:50] = True
+    hu[lesion] = rng.uniform(20, 60, int(lesion.sum()))
+    image = _volume(hu, spacing=(1.0, 1.0, 1.0))
+    picture = _rgb(mask_outline_png(image, _mask_like(image, lesion)))[..., 0]
+    # The lesion (20 mm) plus 20 mm each side is 60 mm: rows/columns 20..40 of 60 are lesion, 160 px square.
+    scale = 160 / 60
+    inside = picture[int(24 * scale) : int(36 * scale), int(24 * scale) : int(36 * scale)]
+    assert len(np.unique(inside)) >= 20  # the texture, in many grey levels (a whole-region window gave 2)
+    assert 60 < inside.mean() < 200  # mid-grey, neither black nor white
+    low, high = grey_window(hu[0], lesion[0])
+    assert 0 <= low < 21 and 59 < high <= 80, (low, high)  # 20..60 HU widened by half its range, within the slice

@@ -115,7 +115,8 @@ def add_screen_save(ct_folder: Path) -> Path:
 
 
 def add_enhanced_ct(ct_folder: Path) -> Path:
-    """An Enhanced CT object (one file, frames with per-frame functional groups not written here)."""
+    """An Enhanced CT object without its functional groups: its frames cannot be placed (real ones are read, see
+    test_real_exports_three)."""
     path = ct_folder.parent / "ENHANCED" / "ENHANCED_CT.dcm"
     ds = _like(ct_folder / "CT_0001.dcm", path, SOPClassUID=ENHANCED_CT, ImagePositionPatient=None)
     ds.NumberOfFrames = 2
@@ -146,7 +147,7 @@ def test_non_volumetric_objects_and_identical_copies_are_skipped_with_their_reas
     assert all(f.path.is_relative_to(folder) for f in patient.all_files()) and not patient.conflicts
     skipped = patient.skipped
     assert "secondary capture" in skipped[dose] and "screen save" in skipped[screen]
-    assert "enhanced multi-frame not supported" in skipped[enhanced]
+    assert "multi-frame image whose frames cannot be placed: no functional groups" in skipped[enhanced]
     assert all("localizer series" in skipped[p] and "not parallel" in skipped[p] for p in scout)
     copies = [p for p in skipped if p.is_relative_to(inbox / "export_2")]
     assert len(copies) == COHORT.slices + 1 + 5  # the CT, the RTSTRUCT and the five odd objects, each once more
@@ -218,7 +219,7 @@ def _build_corpus(inbox: Path) -> dict:
             r"CT_STUDY/CT/DOSE_REPORT\.dcm: secondary capture",
             r"CT_STUDY/CT/SCOUT_AP\.dcm: localizer",
             r"CT_STUDY/CT/SCREEN_SAVE\.dcm: derived secondary image without slice geometry",
-            r"CT_STUDY/ENHANCED/ENHANCED_CT\.dcm: enhanced multi-frame not supported",
+            r"CT_STUDY/ENHANCED/ENHANCED_CT\.dcm: multi-frame image whose frames cannot be placed",
             r"second_copy/CT/CT_0001\.dcm: identical copy of .*CT_STUDY/CT/CT_0001\.dcm",
         ],
     }

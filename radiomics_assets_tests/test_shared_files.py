@@ -14,6 +14,7 @@ from radiomics_assets_tests.conftest import SHARED_DATA
 
 BUSI = SHARED_DATA / "busi_sample"
 PHANTOM = SHARED_DATA / "ibsi_phantom" / "ct_phantom"
+DOPPLER = patient_key("malignant (196)")
 
 
 def _link_busi(inbox):
@@ -37,13 +38,18 @@ def test_busi_sample_gives_2d_features_per_lesion_image(tmp_path, monkeypatch):
         job = defs.resolve_job_def("ingest_patient")
         for key in keys:
             result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+            if key == DOPPLER:  # the one colour (Doppler) image of the sample is refused by default, named
+                assert not result.success
+                (message,) = step_failure_messages(result)
+                assert "malignant (196).png: colour image (1.0% of pixels have channels more than 16" in message
+                continue
             assert result.success, (key, step_failure_messages(result))
     with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
         rows = con.execute(
             "SELECT patient_id, modality, count(*) FILTER (feature_class = 'shape2D') AS shape2d, "
             "count(*) FILTER (feature_class = 'shape') AS shape3d, count(*) AS n FROM features GROUP BY ALL"
         ).df()
-    assert sorted(rows.patient_id) == sorted(keys)
+    assert sorted(rows.patient_id) == sorted(set(keys) - {DOPPLER})
     assert set(rows.modality) == {"US"}
     assert (rows.shape2d > 0).all() and (rows.shape3d == 0).all() and (rows.n > 50).all()
 

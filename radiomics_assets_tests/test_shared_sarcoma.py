@@ -11,6 +11,7 @@ from radiomics import featureextractor
 from radiomics_assets.definitions import defs
 from radiomics_assets.defs.partitions import patients
 from radiomics_assets.features import PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.features.extraction import foreground_normalised
 from radiomics_assets.features.speedups import stock_pyradiomics
 from radiomics_assets.hashing import file_hash
 from radiomics_assets_tests.conftest import SHARED_DATA
@@ -66,7 +67,8 @@ def one_sarcoma_patient(tmp_path, monkeypatch):
 
 
 def test_sarcoma_features_equal_pyradiomics_run_directly(one_sarcoma_patient):
-    """Every stored feature equals PyRadiomics' own extractor on the stored volume and mask with the same params."""
+    """Every stored feature equals PyRadiomics' own extractor on the stored volume and mask with the same params
+    (MR's ``normalize`` done over the foreground, ``extraction.foreground_normalised``, as the pipeline does)."""
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patients.name, ["STS_002"])
         result = defs.resolve_job_def("ingest_patient").execute_in_process(partition_key="STS_002", instance=instance)
@@ -83,9 +85,12 @@ def test_sarcoma_features_equal_pyradiomics_run_directly(one_sarcoma_patient):
         rows = stored[(stored.series_uid == target.series_uid) & (stored.roi == target.roi)]
         ours = {f"{r.image_type}_{r.feature_class}_{r.feature}": r.value for r in rows.itertuples()}
         with stock_pyradiomics():  # the reference is PyRadiomics as installed, without our speed-ups
-            direct = featureextractor.RadiomicsFeatureExtractor(str(params[target.modality])).execute(
-                target.volume_path, target.mask_path
-            )
+            extractor = featureextractor.RadiomicsFeatureExtractor(str(params[target.modality]))
+            image = sitk.ReadImage(target.volume_path)
+            if extractor.settings.get("normalize"):  # MR: z-scored over the foreground first (issue 24), not by it
+                image = foreground_normalised(image, extractor.settings)
+                extractor.settings["normalize"] = False
+            direct = extractor.execute(image, sitk.ReadImage(target.mask_path))
         expected = {k: float(np.asarray(v)) for k, v in direct.items() if not k.startswith("diagnostics_")}
         assert len(expected) > 100
         assert set(ours) == set(expected), f"{target.modality}: feature names differ"

@@ -117,7 +117,7 @@ def test_labels_errors_name_the_file_and_the_column(tmp_path):
     with pytest.raises(StudyError, match=r"column 'event' must hold 1 \(event\) or 0 \(censored\)"):
         load_outcomes(root, load_study(root))
     root = _root(tmp_path, "patient_id,label\nP1,1\nP1,0\n")
-    with pytest.raises(StudyError, match=r"patient\(s\) \['P1'\] appear more than once"):
+    with pytest.raises(StudyError, match=r"patient\(s\) appear more than once with different values: P1 \(lines 2, 3"):
         load_outcomes(root, load_study(root))
     root = _root(tmp_path, "patient_id,label\nP1,a\nP2,b\nP3,c\n")
     with pytest.raises(StudyError, match=r"must hold two classes.*type: multiclass"):

@@ -33,7 +33,7 @@ from radiomics_assets.batch.workers import (
     resolve_dask_scheduler,
     resolve_workers,
 )
-from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError
+from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError, WarehouseBusyError
 from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
 from radiomics_assets.paths import DataRoot
@@ -42,8 +42,9 @@ from radiomics_assets.warehouse import Warehouse
 STAGES = ("studies", "roi_masks", "features")
 
 
-EXPECTED_ERRORS = (InputError,)
-"""Input problems whose message already names the file; anything else is reported with its type."""
+EXPECTED_ERRORS = (InputError, WarehouseBusyError)
+"""Input problems whose message already names the file, and a busy feature store (its message names the holder);
+anything else is reported with its type."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
     import SimpleITK as sitk
 
     from radiomics_assets.features.extraction import ExtractionTarget, extract
+    from radiomics_assets.ingest.file_pairs import png_bits
 
     target = ExtractionTarget(
         patient_id=key,
@@ -153,6 +155,8 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
         roi=mask_row["roi"],
         image=sitk.ReadImage(series_row["volume_path"]),
         mask=sitk.ReadImage(mask_row["mask_path"]),
+        data_bits=png_bits(series_row.get("units")) if str(series_row["series_uid"]).startswith("file-") else None,
+        source=str(series_row.get("source_path") or ""),
     )
     try:
         rows, diagnostics = extract(target, settings.params[target.modality], max_grey_levels=settings.max_grey_levels)
@@ -260,7 +264,11 @@ class _Batch:
         if "features" in done:
             frames.update(features=outcome.features, diagnostics=outcome.diagnostics)
         if frames:
-            self.warehouse.replace_patient(outcome.key, frames)
+            try:
+                self.warehouse.replace_patient(outcome.key, frames)
+            except WarehouseBusyError as exc:  # only this patient's write waited too long; the others go on
+                earlier = f" (and {outcome.failed_stage}: {outcome.error})" if outcome.error else ""
+                return outcome.fail(done[0], f"{exc}{earlier}")
         outcome.done_stages.extend(done)
         return outcome
 

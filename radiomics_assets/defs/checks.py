@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from radiomics_assets.defs.display import rounded
 from radiomics_assets.features import feature_count_mismatches, non_finite_features, small_rois
 from radiomics_assets.modelling.registry import Decision
 
@@ -34,7 +35,10 @@ def _evaluation(key: str, name: str, problems: list[str], severity=dg.AssetCheck
         partition=key,
         passed=not problems,
         severity=severity,
-        metadata={"problems": len(problems), "details": dg.MetadataValue.json(problems[:50])},
+        metadata={
+            "problems": len(problems),
+            "details": dg.MetadataValue.md("\n".join(f"- {problem}" for problem in problems[:50]) or "none"),
+        },
     )
 
 
@@ -55,8 +59,8 @@ def primary_metric_not_regressed(decision: Decision) -> dg.AssetCheckResult:
         description=decision.summary(),
         metadata={
             "metric": decision.metric,
-            "new_value": decision.cv_value,
-            "previous_value": decision.previous_value,
+            "new_value": rounded(decision.cv_value),
+            "previous_value": rounded(decision.previous_value),
             "previous_version": decision.previous_version or "",
             "margin": decision.margin,
             "policy": decision.policy,

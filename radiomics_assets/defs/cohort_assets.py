@@ -8,6 +8,7 @@ import dagster as dg
 
 from radiomics_assets import modelling
 from radiomics_assets.defs.checks import PRIMARY_METRIC_NOT_REGRESSED, primary_metric_not_regressed
+from radiomics_assets.defs.display import metadata_value
 from radiomics_assets.defs.resources import DUCKDB_WRITES, RadiomicsConfig
 from radiomics_assets.modelling import registry
 
@@ -30,6 +31,7 @@ def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "predictors": study.predictors.value,
         "test_patients": int((with_outcome.cohort == "test").sum()),
         "patients_in_a_labels_csv_group": int((table.group != "").sum()),
+        "notes": "; ".join(outcomes.notes) or "none",  # e.g. duplicate rows merged (issue 24)
     }
     if study.task.value in ("binary", "multiclass"):
         counts = with_outcome.label_name.value_counts().sort_index()
@@ -62,6 +64,10 @@ def feature_matrix(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "missing_values_imputed": int(values.isna().sum().sum()),
         "patients_with_missing_values": int(values.isna().any(axis=1).sum()),
         "patients_missing_a_block": int(gaps.patient_id.nunique()),
+        # baseline and follow-up studies: how many patients had several, and which the timepoint rule used
+        "patients_with_several_timepoints": int(
+            radiomics.warehouse().query("SELECT count(DISTINCT patient_id) AS n FROM timepoints").n.iloc[0]
+        ),
         "missing_blocks": dg.MetadataValue.md(
             gap_table.to_markdown(index=False) if len(gaps) else "every patient has every modality/ROI block"
         ),
@@ -79,7 +85,7 @@ def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     path, card = modelling.train_model(root, radiomics.modelling_settings(), radiomics.study())
     # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
     decision = registry.register(root.models, card, radiomics.auc_regression_margin, radiomics.on_auc_regression)
-    card_metadata = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in card.items()}
+    card_metadata = {key: metadata_value(value) for key, value in card.items()}
     metadata = {
         "path": dg.MetadataValue.path(str(path.parent / decision.version / path.name)),
         **card_metadata,

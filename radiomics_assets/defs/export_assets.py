@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from radiomics_assets import __version__
 from radiomics_assets.defs.partitions import MAX_PATIENTS_PER_RUN, patients
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.errors import InputError
@@ -31,18 +30,14 @@ def _export_specs() -> list[dg.AssetSpec]:
 )
 def dicom_exports_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig):
     """Export every patient partition of the run; a patient that fails fails alone."""
-    from radiomics_assets.exports import ExportSettings, Producer, export_patient
+    from radiomics_assets.exports import export_patient
 
     keys = context.partition_keys
     if not radiomics.export_dicom:
         for key in keys:
             yield dg.AssetMaterialization("dicom_exports", partition=key, metadata={"exports": "off"})
         return
-    settings = ExportSettings(
-        params=radiomics.params(),
-        producer=Producer(software_version=__version__),
-        deidentify=radiomics.export_deidentified,
-    )
+    settings = radiomics.export_settings()
     failures = []
     for key in keys:
         try:

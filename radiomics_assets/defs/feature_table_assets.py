@@ -93,7 +93,11 @@ def _cursor(text: str | None) -> dict:
 
 
 @dg.sensor(
-    job_name=IMPORT_FEATURE_TABLES_JOB, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+    job_name=IMPORT_FEATURE_TABLES_JOB,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches feature_tables/: an `import_feature_tables` run once its tables changed and then stayed "
+    "unchanged for inbox_settle_seconds.",
 )
 def feature_tables_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig) -> dg.SensorResult:
     """Requests an import run when the files of ``feature_tables/`` (tables and sidecars: names, sizes, times)

@@ -5,15 +5,14 @@ import base64
 import dagster as dg
 
 from radiomics_assets import failure_log
-from radiomics_assets.batch import PatientOutcome, run_patients
+from radiomics_assets.batch import STAGES, PatientOutcome, run_patients
 from radiomics_assets.defs.checks import FEATURE_CHECKS, feature_check_evaluations
 from radiomics_assets.defs.partitions import MAX_PATIENTS_PER_RUN, patients
-from radiomics_assets.defs.resources import CONFIGURED, DUCKDB_WRITES, RadiomicsConfig
+from radiomics_assets.defs.resources import DUCKDB_WRITES, RadiomicsConfig
 from radiomics_assets.features import params_version
 
-FEATURES_CODE_VERSION = params_version(CONFIGURED.params())
-"""Hash of the configured parameter files: editing one marks every partition stale in the UI; a run configured
-with other files (launchpad) records its own version, so its partitions show stale against the configured one."""
+# No hand-set code version on `features`: without data versions Dagster showed every partition "Unsynced" (issue 25).
+# The parameter set a partition was extracted with is in its metadata (`params_version`) and in every row.
 
 
 def _patient_specs() -> list[dg.AssetSpec]:
@@ -45,7 +44,6 @@ def _patient_specs() -> list[dg.AssetSpec]:
             partitions_def=patients,
             skippable=True,
             deps=["roi_masks"],
-            code_version=FEATURES_CODE_VERSION,
             description="PyRadiomics features per (series, ROI) in the long `features` table (diagnostics in "
             "`diagnostics`); a re-run replaces exactly that patient's rows.",
         ),
@@ -80,7 +78,7 @@ def _mask_pictures_markdown(outcome: PatientOutcome) -> str:
     return "\n\n".join(parts)
 
 
-def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: dict[str, int], code_version: str):
+def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: dict[str, int], params: str):
     """The UI's view of one patient: a materialisation (with metadata) per stage that succeeded, and checks."""
     key = outcome.key
     if "studies" in outcome.done_stages:
@@ -100,6 +98,12 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: 
             "voxels": int(masks.voxel_count.sum()),
             "volume_ml": round(float(masks.volume_ml.sum()), 1),
         }
+        if outcome.series is not None:
+            # A series without any ROI gets no features: say so instead of leaving it to be noticed (issue 24).
+            bare = outcome.series[~outcome.series.series_uid.isin(set(masks.series_uid))]
+            metadata["series_without_roi"] = (
+                ", ".join(f"{r.modality} {r.series_uid}" for r in bare.itertuples()) or "none"
+            )
         if outcome.pictures or outcome.picture_problems:
             metadata["mask_outlines"] = dg.MetadataValue.md(_mask_pictures_markdown(outcome))
         yield dg.AssetMaterialization("roi_masks", partition=key, metadata=metadata)
@@ -111,16 +115,31 @@ def _patient_events(outcome: PatientOutcome, radiomics: RadiomicsConfig, usual: 
             "series": int(rows.series_uid.nunique()),
             "rois": int(rows.roi.nunique()),
             "params_hash": ", ".join(sorted(rows.params_hash.unique())),
+            "params_version": params,
             "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".4g")),
         }
-        tags = {"dagster/code_version": code_version}
-        yield dg.AssetMaterialization("features", partition=key, metadata=metadata, tags=tags)
+        yield dg.AssetMaterialization("features", partition=key, metadata=metadata)
         yield from feature_check_evaluations(key, rows, outcome.masks, usual, radiomics.min_roi_voxels)
 
 
 def _failure_line(outcome: PatientOutcome) -> str:
     """``<patient> <stage>: <problem naming the file>[; fix: <hint>]``, one line (the CLI and the log read it)."""
     return failure_log.with_fix(f"{outcome.key} {outcome.failed_stage}: {outcome.error}".replace("\n", " "))
+
+
+def _failure_observations(outcome: PatientOutcome, stages: set[str]):
+    """The failed stage's problem and fix as an observation of each selected asset the patient did not reach, so the
+    partition's own page and the asset's Events tab show them (the UI shows a step failure only under its logs)."""
+    fix = failure_log.fix_hint(outcome.error) or "no known fix: the message names the file and the problem"
+    metadata = {
+        "failed": dg.MetadataValue.md(f"**{outcome.failed_stage}**: {outcome.error}"),
+        "fix": fix,
+        "stage": outcome.failed_stage,
+    }
+    for stage in STAGES[STAGES.index(outcome.failed_stage) :]:
+        if stage in stages:
+            description = f"failed at {outcome.failed_stage}: {outcome.error}{failure_log.FIX_SEPARATOR}{fix}"
+            yield dg.AssetObservation(stage, partition=outcome.key, description=description, metadata=metadata)
 
 
 def _failure_table(failures: list[PatientOutcome]) -> str:
@@ -149,16 +168,23 @@ def patient_batch(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig)
         context.log.warning("resample_masks_to_image is on: file masks on another grid are resampled (nearest)")
     failures = []
     usual = _usual_feature_counts(radiomics, context.partition_keys) if "features" in stages else {}
-    code_version = params_version(radiomics.params())
+    params = params_version(radiomics.params())
     settings = radiomics.patient_settings()
     batch = run_patients(
         context.partition_keys, stages, settings, radiomics.workers, dask_scheduler=radiomics.dask_scheduler
     )
     for outcome in batch:
-        yield from _patient_events(outcome, radiomics, usual, code_version)
+        yield from _patient_events(outcome, radiomics, usual, params)
         if outcome.error:
             failures.append(outcome)
             context.log.error(_failure_line(outcome))
+            yield from _failure_observations(outcome, stages)
+    # The checks were reported per partition above (evaluations); their op outputs are closed here, else Dagster
+    # logs "did not yield or return expected outputs" on every run.
+    selected = context.op_execution_context.selected_output_names
+    for name in context.assets_def.check_specs_by_output_name:
+        if name in selected:
+            yield dg.Output(None, output_name=name)
     if failures:
         # Patients that succeeded are already materialised; only the failed ones are marked failed.
         raise dg.Failure(

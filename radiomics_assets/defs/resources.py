@@ -23,8 +23,10 @@ DUCKDB_WRITES = "duckdb_writes"
 
 class CandidateModel(StrEnum):
     """A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type);
-    which ones fit depends on the study's outcome type (``linear``: continuous; ``coxnet``: survival)."""
+    which ones fit depends on the study's outcome type (``consensus``: binary, multiclass; ``linear``: continuous;
+    ``coxnet``: survival)."""
 
+    consensus = "consensus"
     logreg = "logreg"
     random_forest = "random_forest"
     svm = "svm"
@@ -72,10 +74,11 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
     = the local pool. Every worker must see the data root at the same path (README "Beyond one machine")."""
     candidate_models: list[CandidateModel] = []
-    """Candidate families; the inner CV of each outer training set (and of the final fit) chooses among them.
-    Empty = every family of the study's outcome type (binary and multiclass: logreg, random_forest, svm,
-    gradient_boosting; continuous: linear, random_forest, svm, gradient_boosting; survival: coxnet,
-    random_forest, gradient_boosting)."""
+    """Candidate families; with several, the inner CV of each outer training set (and of the final fit) chooses
+    among them. Empty = the study's default (binary and multiclass: consensus, the soft vote of a filtered logistic
+    regression and a random forest; with clinical covariates: logreg, random_forest, svm, gradient_boosting;
+    continuous: linear, random_forest, svm, gradient_boosting; survival: coxnet, random_forest,
+    gradient_boosting)."""
     selection_method: SelectionMethod = ""
     """Empty = the outcome type's default (anova; survival: cox). anova | mannwhitney | mutual_info | cox |
     concordance (filters, + correlation filter) | rfe | l1 | tree."""
@@ -170,6 +173,17 @@ class RadiomicsConfig(dg.ConfigurableResource):
 
     def warehouse(self) -> Warehouse:
         return Warehouse(self.data_root().warehouse)
+
+    def export_settings(self):
+        """How ``dicom_exports`` and ``radiomics-assets export`` write a patient's SEG and SR (the same settings)."""
+        from radiomics_assets import __version__
+        from radiomics_assets.exports import ExportSettings, Producer
+
+        return ExportSettings(
+            params=self.params(),
+            producer=Producer(software_version=__version__),
+            deidentify=self.export_deidentified,
+        )
 
     def mask_options(self) -> MaskOptions:
         auto = AutoSegmentation(

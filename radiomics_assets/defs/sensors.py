@@ -1,7 +1,6 @@
 """Sensors: new studies in the inbox become patient partitions and runs; every failed run gets a log line."""
 
 import json
-from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -55,7 +54,13 @@ def _seen_fingerprints(cursor: str | None) -> dict[str, str]:
         return {}
 
 
-@dg.sensor(job_name="ingest_patient", minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job_name="ingest_patient",
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches inbox/: each new patient becomes a partition of the patient assets and an `ingest_patient` "
+    "run once its files stopped changing (inbox_settle_seconds); a patient whose files changed runs again.",
+)
 def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig) -> dg.SensorResult:
     """Registers each patient of the inbox as a partition and requests its ingest run once its files are stable
     (the same on two ticks and older than ``inbox_settle_seconds``); re-runs a registered patient whose files
@@ -108,26 +113,28 @@ def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig
     )
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15)
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=15,
+    description="Writes one JSON line per failed run (patients, problems and fixes) to logs/failures.log and runs "
+    "RADIOMICS_FAILURE_NOTIFY_COMMAND with it, if set.",
+)
 def run_failure_log(context: dg.RunFailureSensorContext, radiomics: RadiomicsConfig) -> None:
     """Appends one JSON line per failed run to ``<data root>/logs/failures.log`` (and runs the notify command)."""
     run = context.dagster_run
+    if run.tags.get(failure_log.LOGGED_BY_TAG):  # a headless run logged its own failure
+        return
     failures = context.get_step_failure_events()
-    # One entry per failed patient (the batch step's message has a line each), with the fix where it is known.
-    errors = [
-        f"{event.step_key}: {failure_log.with_fix(line)}"
-        for event in failures
-        if event.event_specific_data and event.event_specific_data.error
-        for line in failure_log.domain_error_message(event.event_specific_data.error).splitlines()
-    ]
-    record = {
-        "logged_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_id": run.run_id,
-        "job": run.job_name,
-        "partition": partition_range(run.tags),
-        "failed_steps": [event.step_key for event in failures],
-        "errors": errors or [context.failure_event.message],
-    }
+    errors = failure_log.run_errors(
+        (event.step_key, event.event_specific_data.error) for event in failures if event.event_specific_data
+    )
+    record = failure_log.run_record(
+        run.run_id,
+        run.job_name,
+        partition_range(run.tags),
+        [event.step_key for event in failures],
+        errors or [context.failure_event.message],
+    )
     line = failure_log.append(radiomics.data_root().path / "logs" / "failures.log", record)
     if radiomics.failure_notify_command:
         problem = failure_log.notify(radiomics.failure_notify_command, line)

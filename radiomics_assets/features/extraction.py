@@ -11,7 +11,7 @@ import functools
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +67,10 @@ class ExtractionTarget:
     roi: str
     image: sitk.Image
     mask: sitk.Image
+    data_bits: int | None = None
+    """Bit depth of the data of a PNG image (``series.units``, ``file_pairs.png_bits``); None for other images."""
+    source: str = ""
+    """The input file the image was read from (``series.source_path``), named in refusals about its data."""
 
 
 def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None = None) -> dict[str, Path]:
@@ -109,6 +113,58 @@ def load_extractor(params_path: Path) -> featureextractor.RadiomicsFeatureExtrac
 @functools.lru_cache(maxsize=32)
 def _extractor_for(path: str, mtime_ns: int, size: int) -> featureextractor.RadiomicsFeatureExtractor:
     return featureextractor.RadiomicsFeatureExtractor(path)  # the file's version is part of the cache key
+
+
+@functools.lru_cache(maxsize=32)
+def _unnormalising_extractor_for(path: str, mtime_ns: int, size: int) -> featureextractor.RadiomicsFeatureExtractor:
+    extractor = featureextractor.RadiomicsFeatureExtractor(path)
+    extractor.settings["normalize"] = False  # done before, over the foreground (foreground_normalised)
+    return extractor
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (a 256-bin histogram over their range): the split of largest between-class
+    variance."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts).astype(np.float64)
+    total = weight[-1]
+    mean_below = np.cumsum(counts * centres) / np.maximum(weight, 1)
+    mean_all = float(np.sum(counts * centres)) / total
+    above = total - weight
+    mean_above = (mean_all * total - mean_below * weight) / np.maximum(above, 1)
+    between = weight * above * (mean_below - mean_above) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def foreground(array: np.ndarray) -> np.ndarray:
+    """The voxels normalisation is computed over: of the non-zero voxels, those above their Otsu threshold.
+
+    Zero voxels (padding around a larger field of view, the outside of a masked export) never count, and Otsu's
+    split of the rest keeps the air and noise around the body out; so the same anatomy gives the same statistics
+    whatever the field of view. Falls back to every non-zero voxel (then every voxel) when the split leaves fewer
+    than two."""
+    nonzero = array != 0
+    if nonzero.sum() < 2:
+        return np.ones(array.shape, dtype=bool)
+    kept = nonzero & (array > otsu_threshold(array[nonzero]))
+    return kept if kept.sum() >= 2 else nonzero
+
+
+def foreground_normalised(image: sitk.Image, settings: dict) -> sitk.Image:
+    """PyRadiomics' ``normalize`` (z-score, optional ``removeOutliers`` clipping, then ``normalizeScale``) with the
+    mean and standard deviation of :func:`foreground` instead of the whole image's (IBSI's re-segmentation of the
+    normalisation region): zero padding or a larger field of view no longer moves the features."""
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    inside = array[foreground(array)]
+    mean, sigma = float(inside.mean()), float(inside.std(ddof=1)) or 1.0
+    normalised = (array - mean) / sigma
+    if settings.get("removeOutliers") is not None:
+        outliers = float(settings["removeOutliers"])
+        normalised = np.clip(normalised, -outliers, outliers)
+    out = sitk.GetImageFromArray(normalised * float(settings.get("normalizeScale", 1)))
+    out.CopyInformation(image)
+    return out
 
 
 def split_feature_name(name: str) -> tuple[str, str, str]:
@@ -173,6 +229,33 @@ def check_grey_levels(
     )
 
 
+PNG_GREY_LEVELS = 256
+"""Most bins a fixed bin width may give over a PNG image's full data range: what an 8-bit image can hold. The shipped
+``us.yaml`` (bin width 5) gives 52 on 8-bit data but 820 on 12-bit data, where every texture feature would be on
+another scale than the 8-bit images it was written for."""
+
+
+def check_png_bit_depth(target: ExtractionTarget, extractor: featureextractor.RadiomicsFeatureExtractor) -> None:
+    """Refuse a fixed bin width that does not fit a PNG image's data range (e.g. 8-bit parameters on 12-bit data)."""
+    if not target.data_bits or target.data_bits <= 8:
+        return
+    settings = extractor.settings
+    if any(s and s.get("binCount") for s in [settings, *extractor.enabledImagetypes.values()]):
+        return
+    widths = [s["binWidth"] for s in [settings, *extractor.enabledImagetypes.values()] if s and s.get("binWidth")]
+    width = float(min(widths)) if widths else 25.0
+    levels = int(np.ceil(2**target.data_bits / width))
+    if levels <= PNG_GREY_LEVELS:
+        return
+    fitting = int(np.ceil(2**target.data_bits / PNG_GREY_LEVELS))
+    raise ExtractionError(
+        f"{target.source or target.series_uid} ({target.modality}), ROI {target.roi}: the image holds "
+        f"{target.data_bits}-bit data (values up to {2**target.data_bits - 1}) and the parameter file's bin width "
+        f"{width:g} gives up to {levels} grey levels, more than {PNG_GREY_LEVELS}: the parameters are for 8-bit "
+        f"images; convert the images to 8-bit, or use a parameter file with binWidth >= {fitting} or binCount"
+    )
+
+
 def extract(
     target: ExtractionTarget, params_path: Path, *, max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
 ) -> tuple[pd.DataFrame, dict]:
@@ -182,8 +265,15 @@ def extract(
     so a units/parameter mismatch fails this one extraction instead of exhausting memory.
     """
     extractor = load_extractor(params_path)
-    check_grey_levels(target, extractor, max_grey_levels=max_grey_levels)
-    result = extractor.execute(target.image, target.mask)
+    check_png_bit_depth(target, extractor)
+    image = target.image
+    if extractor.settings.get("normalize"):
+        # Normalised over the foreground, not the whole image (PyRadiomics'), so the field of view cannot move it.
+        image = foreground_normalised(image, extractor.settings)
+        path = Path(params_path).resolve()
+        extractor = _unnormalising_extractor_for(str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    check_grey_levels(replace(target, image=image), extractor, max_grey_levels=max_grey_levels)
+    result = extractor.execute(image, target.mask)
     diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
     diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = speedups.installed()
     provenance = {

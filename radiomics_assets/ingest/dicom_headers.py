@@ -75,6 +75,14 @@ class DicomFile:
     pixel_spacing: str = ""
     image_type: str = ""
     """ImageType as "ORIGINAL\\PRIMARY\\AXIAL" (upper case), to recognise localizers and derived images."""
+    issuer: str = ""
+    """IssuerOfPatientID (0010,0021): the hospital or system that assigned the PatientID; empty when absent."""
+    frames: str = ""
+    """NumberOfFrames of a multi-frame image ("" for a single frame)."""
+    frame_problem: str = ""
+    """Why a multi-frame image's frames cannot be placed in space (``multiframe.frame_geometry_problem``), or ""."""
+    study_date: str = ""
+    """StudyDate (YYYYMMDD): orders a patient's baseline and follow-up studies (``series.study_date``)."""
 
     @property
     def is_segmentation(self) -> bool:
@@ -141,11 +149,35 @@ def read_header(path: Path) -> DicomFile:
             rows_columns=f"{ds.Rows}\\{ds.Columns}" if "Rows" in ds and "Columns" in ds else "",
             pixel_spacing=_joined(ds, "PixelSpacing"),
             image_type=_image_type(ds),
+            issuer=str(getattr(ds, "IssuerOfPatientID", "") or "").strip(),
+            study_date=str(getattr(ds, "StudyDate", "") or "").strip(),
+            **_multiframe_fields(path, ds),
         )
     except DicomInputError:
         raise
     except Exception as exc:
         raise DicomInputError(f"{path}: unreadable DICOM header value ({type(exc).__name__}: {exc})") from exc
+
+
+def _multiframe_fields(path: Path, ds: pydicom.Dataset) -> dict[str, str]:
+    """``frames`` and ``frame_problem`` of a multi-frame image object; empty for anything else.
+
+    The frame geometry of an enhanced object lies in its functional groups, after the tags read so far: such a
+    file (rare) gets a second read up to its pixels, so that one that cannot form a volume is known (and listed)
+    when the inbox is scanned, not when its patient runs."""
+    frames = str(ds.get("NumberOfFrames", "") or "").strip()
+    enhanced = str(getattr(ds, "SOPClassUID", "")) in ENHANCED_MULTIFRAME_SOP_CLASSES
+    if not enhanced and frames in ("", "1"):
+        return {}
+    if str(ds.Modality).upper() not in IMAGE_MODALITIES - {"PT"}:
+        return {"frames": frames}
+    from radiomics_assets.ingest.multiframe import frame_geometry_problem
+
+    try:
+        full = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:
+        return {"frames": frames, "frame_problem": f"unreadable header ({type(exc).__name__}: {exc})"}
+    return {"frames": frames, "frame_problem": frame_geometry_problem(full) or ""}
 
 
 def _image_type(ds: pydicom.Dataset) -> str:
@@ -160,17 +192,25 @@ def non_volumetric_reason(header: DicomFile) -> str | None:
     """Why an image object cannot be a slice of a 3D volume (it is skipped with this note), or None.
 
     Secondary captures (dose reports, screen saves) have no patient geometry; localizers (scouts) are
-    projections; DERIVED\\SECONDARY images without position or orientation are screen saves; enhanced
-    multi-frame objects hold a whole series in one file, which this pipeline does not read yet.
+    projections; DERIVED\\SECONDARY images without position or orientation are screen saves; a multi-frame object
+    whose frames have no position (``frame_problem``) cannot be a volume, nor can a multi-frame PET (its SUV
+    conversion reads each slice's header).
     """
     image_type = header.image_type.split("\\") if header.image_type else []
     if header.sop_class_uid in SECONDARY_CAPTURE_SOP_CLASSES:
         return "secondary capture (a dose report or screen save), not an image volume"
-    if header.sop_class_uid in ENHANCED_MULTIFRAME_SOP_CLASSES:
-        return "enhanced multi-frame not supported (export the series as single-frame images)"
+    multiframe = header.sop_class_uid in ENHANCED_MULTIFRAME_SOP_CLASSES or header.frames not in ("", "1")
+    if header.modality == "PT" and multiframe:
+        return "multi-frame PET not supported (SUV needs each slice's header: export single-frame images)"
+    if header.frame_problem:
+        return f"multi-frame image whose frames cannot be placed: {header.frame_problem}"
     if "LOCALIZER" in image_type:
         return "localizer (scout) image, not a slice of a volume"
-    if image_type[:2] == ["DERIVED", "SECONDARY"] and not (header.image_position and header.image_orientation):
+    if (
+        image_type[:2] == ["DERIVED", "SECONDARY"]
+        and not multiframe
+        and not (header.image_position and header.image_orientation)
+    ):
         return "derived secondary image without slice geometry (a screen save), not a slice of a volume"
     return None
 
@@ -245,20 +285,44 @@ def _joined(ds: pydicom.Dataset, keyword: str) -> str:
         return ""
 
 
-def group_headers(headers: list[DicomFile], unreadable: dict[Path, str]) -> InboxScan:
+def patient_identity(patient_id: str, issuer: str, issuers_of_id: set[str], split: bool = False) -> str:
+    """What the patient key is made from: the PatientID, or ``<PatientID>_<issuer>`` when the inbox holds that
+    PatientID from several issuers (IssuerOfPatientID).
+
+    Two hospitals may assign the same PatientID to different people: with different issuers they are two
+    patients, never merged. The issuer joins the key only then, so the keys of every other patient (and the
+    PatientIDs in ``labels.csv``) stay the PatientID's own; files of that PatientID without an issuer keep the
+    plain key (a patient of their own). ``split`` says so for a PatientID known to be split when only a part of
+    the inbox is grouped (a patient's manifest)."""
+    if issuer and (split or len(issuers_of_id - {""}) > 1):
+        return f"{patient_id}_{issuer}"
+    return patient_id
+
+
+def group_headers(
+    headers: list[DicomFile], unreadable: dict[Path, str], *, split_ids: frozenset[str] = frozenset()
+) -> InboxScan:
     """Group read headers by patient and series; ``unreadable`` maps files whose header failed to the reason.
 
     Shared by the full inbox scan and the incremental inbox index, so both sort files the same way. Objects that
     cannot form a volume and identical copies are put in the patient's ``skipped`` (and ``ignored``) with the
     reason; two PatientIDs that give one key, or one SOP instance UID with two contents, are ``conflicts``.
+    ``split_ids``: PatientIDs whose files carry the issuer in their key whatever else ``headers`` holds
+    (:func:`patient_identity`).
     """
     patients: dict[str, PatientFiles] = {}
     ignored = dict(unreadable)
     ids_of_key: dict[str, dict[str, Path]] = {}
     by_key: dict[str, list[DicomFile]] = {}
+    issuers: dict[str, set[str]] = {}
+    for header in headers:
+        issuers.setdefault(header.patient_id, set()).add(header.issuer)
     for header in sorted(headers, key=lambda h: h.path):
-        key = patient_key(header.patient_id)
-        ids_of_key.setdefault(key, {}).setdefault(header.patient_id, header.path)
+        identity = patient_identity(
+            header.patient_id, header.issuer, issuers[header.patient_id], header.patient_id in split_ids
+        )
+        key = patient_key(identity)
+        ids_of_key.setdefault(key, {}).setdefault(identity, header.path)
         by_key.setdefault(key, []).append(header)
     for key, files in by_key.items():
         patient = patients[key] = PatientFiles(key=key)

@@ -19,7 +19,7 @@ import pydicom
 import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
-from radiomics_assets.ingest.dicom_headers import DicomFile
+from radiomics_assets.ingest.dicom_headers import ENHANCED_MULTIFRAME_SOP_CLASSES, DicomFile
 from radiomics_assets.ingest.pet_suv import suv_conversion
 
 MAX_SIDEWAYS_DRIFT_PIXELS = 0.1
@@ -38,6 +38,7 @@ class SeriesInfo:
     spacing_mm: tuple[float, float, float]
     origin_mm: tuple[float, float, float]
     first_file: Path
+    study_date: str = ""
 
 
 def _slice_geometry(files: list[DicomFile]) -> list[tuple[Path, np.ndarray, np.ndarray, tuple]]:
@@ -67,7 +68,22 @@ def _slice_geometry(files: list[DicomFile]) -> list[tuple[Path, np.ndarray, np.n
 
 def sorted_slice_files(files: list[DicomFile]) -> list[Path]:
     """Slice files in position order, after checking orientation, in-plane geometry and slice spacing."""
-    geometry = _slice_geometry(files)
+    return _ordered(_slice_geometry(files))
+
+
+def _frame_order(frames: list) -> list[str]:
+    """Frame names (``multiframe.Frame``) in position order, after the same checks as single-frame slices."""
+    geometry = [(f.name, f.position, f.orientation, (*f.size, *(round(v, 4) for v in f.spacing))) for f in frames]
+    return _ordered(geometry)
+
+
+def is_multiframe(file: DicomFile) -> bool:
+    return file.sop_class_uid in ENHANCED_MULTIFRAME_SOP_CLASSES or file.frames not in ("", "1")
+
+
+def _ordered(geometry: list[tuple]) -> list:
+    """The first item of each geometry row (path or frame name) in position order, after checking orientation,
+    in-plane geometry, slice spacing and tilt."""
     path0, _, orientation0, plane0 = geometry[0]
     for path, _, orientation, plane in geometry[1:]:
         if not np.allclose(orientation, orientation0, atol=1e-4):
@@ -135,6 +151,11 @@ def read_series_volume(files: list[DicomFile]) -> SeriesVolume:
     Reading in float matters: ITK's series reader otherwise takes the pixel type from the first slice, and when
     that slice's RescaleSlope is 1 every other slice's values are truncated to integers.
     """
+    if any(is_multiframe(f) for f in files):
+        from radiomics_assets.ingest.multiframe import read_frames_volume
+
+        image = read_frames_volume(sorted(f.path for f in files), _frame_order)
+        return SeriesVolume(image, "HU" if files[0].modality == "CT" else None, None)
     ordered = sorted_slice_files(files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in ordered])
@@ -179,9 +200,10 @@ def describe_series(files: list[DicomFile], image: sitk.Image) -> SeriesInfo:
         study_uid=first.study_uid,
         modality=first.modality,
         frame_of_reference_uid=first.frame_of_reference_uid,
-        n_slices=len(files),
+        n_slices=int(image.GetSize()[2]) if any(is_multiframe(f) for f in files) else len(files),
         size=tuple(int(v) for v in image.GetSize()),
         spacing_mm=tuple(float(v) for v in image.GetSpacing()),
         origin_mm=tuple(float(v) for v in image.GetOrigin()),
         first_file=min(f.path for f in files),
+        study_date=first.study_date,
     )

@@ -1,8 +1,10 @@
 """DICOM ultrasound images (Modality ``US``) as 2D patients: grey levels and physical pixel spacing.
 
 A B-mode image exported by an ultrasound machine is one frame (MONOCHROME2, RGB or YBR_FULL_422). It becomes a
-one-slice float32 volume as a PNG does: colour is converted to grey by luminance (0.299 R + 0.587 G + 0.114 B;
-YBR is first converted to RGB with pydicom's ``convert_color_space``). Unlike a PNG it has a physical pixel
+one-slice float32 volume as a PNG does (``file_pairs.grey_from_channels``): equal channels are the grey
+exactly, channels within noise give the rounded luma (0.299 R + 0.587 G + 0.114 B), a true-colour image fails
+unless ``RADIOMICS_COLOUR_IMAGES=luminance``; YBR is first converted to RGB with pydicom's
+``convert_color_space``. Unlike a PNG it has a physical pixel
 spacing, from the ``SequenceOfUltrasoundRegions``: PhysicalDeltaX/Y in cm (PhysicalUnitsX/YDirection = 3), stored
 in mm. Anything that would make the spacing a guess fails naming the file: no region sequence, units other than
 cm, regions with different spacings.
@@ -28,8 +30,6 @@ __all__ = ["FRAMES_FILE", "read_frame_choices", "read_us_image"]
 FRAMES_FILE = "us_frames.csv"
 CENTIMETRE = 3
 """PhysicalUnitsX/YDirection code for cm (DICOM PS3.3 C.8.5.5.1.15)."""
-LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-"""The PNG reader's weights (ITU-R BT.601), so DICOM and PNG images of one scanner give the same grey levels."""
 PHOTOMETRICS = ("MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422")
 
 
@@ -106,7 +106,12 @@ def read_us_image(path: Path, *, frame: int | None = None) -> sitk.Image:
         raise DicomInputError(f"{path}: unreadable pixel data ({type(exc).__name__}: {exc})") from exc
     if photometric.startswith("YBR"):
         pixels = convert_color_space(pixels, "YBR_FULL", "RGB")
-    grey = pixels.astype(np.float32) @ LUMINANCE if photometric != "MONOCHROME2" else pixels.astype(np.float32)
+    if photometric != "MONOCHROME2" and pixels.ndim == 3:
+        # The same rule as a PNG: equal channels give the grey exactly, else the rounded luma or a colour refusal.
+        from radiomics_assets.ingest.file_pairs import colour_setting, grey_from_channels
+
+        pixels, _ = grey_from_channels(path, pixels.astype(np.int64), colour_setting())
+    grey = pixels.astype(np.float32)
     if grey.ndim != 2:
         raise DicomInputError(f"{path}: expected one 2D frame, got pixel array shape {grey.shape}")
     image = sitk.GetImageFromArray(grey[None])

@@ -448,9 +448,11 @@ def _labelled_keys(root: DataRoot) -> tuple[set[str] | None, str | None]:
     """Patient keys of ``labels.csv`` (only its ``patient_id`` column is read), or None and why not."""
     if not root.labels_csv.is_file():
         return None, None
+    from radiomics_assets.modelling.study import read_table_csv  # the one labels.csv reader (BOM, `;`, spaces)
+
     try:
-        ids = pd.read_csv(root.labels_csv, dtype=str, usecols=["patient_id"], skipinitialspace=True).patient_id
-    except (ValueError, UnicodeDecodeError, OSError) as error:  # ValueError: no patient_id column, empty file
+        ids = read_table_csv(root.labels_csv)["patient_id"]
+    except (KeyError, ValueError, OSError) as error:  # StudyError is a ValueError; KeyError: no patient_id column
         return None, f"{root.labels_csv} not compared with the table ({_first_line(error)})"
     return {patient_key(i) for i in ids.dropna() if str(i).strip()}, None
 

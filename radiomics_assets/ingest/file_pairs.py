@@ -5,9 +5,11 @@ Layouts (any nesting under the inbox):
   ``{"modality": "MR"}``. Each non-zero mask label becomes an ROI ``label_<n>`` (a single ROI ``mask`` when the
   mask holds one label value). More mask files ``<id>_mask_<name>.nii.gz`` give ROIs ``<name>`` (``mask_<n>``
   for a number), or ``<name>_label_<n>`` for several label values.
-- ``<id>.png`` + ``<id>_mask.png`` (+ ``<id>_mask_1.png``, ...: merged by OR into one lesion mask), RGB converted
-  to grayscale, modality ``US``; the class folder (``benign``/``malignant``) can become the label. An image whose
-  masks are all empty (BUSI ``normal`` images) has no lesion to describe: it is skipped with a note.
+- ``<id>.png`` + ``<id>_mask.png`` (+ ``<id>_mask_1.png``, ...: merged by OR into one lesion mask), grey
+  stored as RGB/RGBA/palette read exactly, a colour image refused (or its luma, see ``read_png_grey``), masks
+  thresholded at half their maximum (``read_png_mask``), modality ``US``; the class folder
+  (``benign``/``malignant``) can become the label. An image whose masks are all empty (BUSI ``normal`` images)
+  has no lesion to describe: it is skipped with a note.
 
 The partition key is ``patient_key(<id>)``, e.g. ``benign (3).png`` -> ``benign_3-5ec15dc8`` (``paths.patient_key``).
 """
@@ -18,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +114,14 @@ def scan_file_pairs(
     return pairs, incomplete
 
 
+def pair_beside_dicom(path: Path, key: str) -> str:
+    """Why a file of an image/mask pair whose key is also a DICOM patient's is not used."""
+    return (
+        f"{path}: image/mask file named like DICOM patient {key!r}; not used (the patient is read from its DICOM "
+        "files): rename the file pair to make it a patient of its own"
+    )
+
+
 def _png_mask_is_empty(path: Path) -> bool:
     """Whether a PNG mask has no lesion pixel; an unreadable one is not judged here (the pipeline reports it)."""
     try:
@@ -154,35 +165,198 @@ def read_image_file(path: Path, what: str) -> sitk.Image:
         raise FileInputError(f"{path}: unreadable {what} ({first})") from exc
 
 
+COLOUR_ENV = "RADIOMICS_COLOUR_IMAGES"
+COLOUR_CHOICES = ("fail", "luminance")
+COLOUR_NOISE = 16
+"""A pixel whose channels differ by more than this (0-255 scale) is coloured: JPEG round trips and colour-managed
+screen grabs of grey images leave differences of a few levels, Doppler overlays and coloured annotations tens."""
+COLOUR_SHARE = 0.001
+"""An image with more than this share of coloured pixels is a colour image (one pixel in a thousand: a Doppler box
+or a coloured caliper mark, not JPEG noise)."""
+MASK_GREY_SHARE = 0.05
+"""A PNG mask with more than this share of its non-zero pixels neither 0 nor its maximum has been through lossy
+compression or smoothing: it is thresholded at half its maximum, with a warning."""
+LUMINANCE = np.array([0.299, 0.587, 0.114])
+"""ITU-R BT.601 luma weights, as Pillow's and OpenCV's grey conversions use."""
+
+
+@dataclass(frozen=True)
+class PngGrey:
+    """A PNG image as grey levels, and how they were obtained (stored in the ``series.units`` column)."""
+
+    array: np.ndarray
+    """2D float32 array of integer grey levels."""
+    description: str
+
+
+def colour_setting() -> str:
+    """What a true-colour PNG image becomes: ``fail`` (default) or ``luminance`` (BT.601 grey, with a warning);
+    ``$RADIOMICS_COLOUR_IMAGES``, read when called so a run uses the environment it was started with."""
+    value = os.environ.get(COLOUR_ENV, "").strip().lower() or "fail"
+    if value not in COLOUR_CHOICES:
+        raise FileInputError(f"{COLOUR_ENV}={value!r}: expected one of {list(COLOUR_CHOICES)}")
+    return value
+
+
+def png_header(path: Path) -> tuple[int, int, int | None]:
+    """(bit depth, colour type, significant bits from the ``sBIT`` chunk or None) of a PNG file.
+
+    The IHDR chunk says how the samples are stored; ``sBIT``, when the writer sets it, how many of those bits
+    hold data (a 12-bit scanner image in a 16-bit PNG has ``sBIT`` 12)."""
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 16)
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise FileInputError(f"{path}: unreadable image (not a PNG file: no PNG signature and IHDR header)")
+    depth, colour_type = data[24], data[25]
+    offset, sbit = 8, None
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"sBIT":
+            sbit = max(data[offset + 8 : offset + 8 + length] or b"\x00") or None
+        if kind in (b"IDAT", b"IEND"):
+            break
+        offset += 12 + length
+    return depth, colour_type, sbit
+
+
+def _png_samples(path: Path, what: str) -> np.ndarray:
+    """The stored samples, (rows, columns[, channels]) as integers; palette images expanded to RGB."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        # ITK reads grey, RGB, RGBA and palette PNGs but not grey + alpha; Pillow reads that one exactly.
+        from PIL import Image
+
+        try:
+            with Image.open(path) as pil:
+                if pil.mode not in ("LA", "La"):
+                    raise OSError(pil.mode)
+                return np.asarray(pil)[..., :1].astype(np.int64)
+        except OSError:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+            raise FileInputError(f"{path}: unreadable {what} ({first})") from exc
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise FileInputError(f"{path}: {what} has {array.dtype} samples, expected 8- or 16-bit integers")
+    return array.astype(np.int64)
+
+
+def grey_from_channels(
+    path: Path, channels: np.ndarray, colour: str, noise: int = COLOUR_NOISE
+) -> tuple[np.ndarray, str]:
+    """One grey channel from RGB: the channel itself when they are equal (exact), else rounded luminance."""
+    spread = channels.max(axis=-1) - channels.min(axis=-1)
+    if not spread.any():
+        return channels[..., 0], "grey stored as RGB (equal channels)"
+    # Rounded, never left fractional: a grey 215 that becomes 214.99998 falls into the bin below.
+    luminance = np.rint(channels @ LUMINANCE).astype(np.int64)
+    share = float((spread > noise).mean())
+    if share <= COLOUR_SHARE:
+        return luminance, f"grey from RGB (channels within noise, max difference {int(spread.max())}; rounded luma)"
+    problem = (
+        f"{path}: colour image ({share:.1%} of pixels have channels more than {noise} levels apart, e.g. a "
+        "Doppler overlay or coloured annotation)"
+    )
+    if colour == "fail":
+        raise FileInputError(
+            f"{problem}; radiomics needs a grey B-mode image: export it without colour, or set {COLOUR_ENV}=luminance "
+            "to use its BT.601 luma"
+        )
+    log.warning("%s: using its rounded BT.601 luma (%s=luminance)", problem, COLOUR_ENV)
+    return luminance, f"luma of a colour image ({share:.1%} coloured pixels; {COLOUR_ENV}=luminance)"
+
+
+def read_png_grey(path: Path, *, colour: str | None = None) -> PngGrey:
+    """A PNG image as integer grey levels on their stored scale, with a description of what was done.
+
+    Grey, grey + alpha, RGB, RGBA and palette PNGs: the alpha channel is ignored; equal channels give the grey
+    exactly; channels that differ within noise give the rounded BT.601 luma; a true-colour image fails or, with
+    ``colour="luminance"``, gives its luma with a warning (:func:`colour_setting`). 16-bit PNGs keep their values;
+    the description records the bit depth of the data (``sBIT``, else from the largest value), so a parameter file
+    for 0-255 grey levels is refused for them at extraction (see ``check_png_bit_depth``)."""
+    colour = colour or colour_setting()
+    depth, _, sbit = png_header(path)
+    samples = _png_samples(path, "image")
+    if samples.ndim == 3 and samples.shape[-1] == 1:
+        samples = samples[..., 0]
+    if samples.ndim == 3:
+        # the noise allowance is on the 8-bit scale: 257 times that on 16-bit samples
+        noise = COLOUR_NOISE * (257 if depth == 16 else 1)
+        grey, how = grey_from_channels(path, samples[..., :3], colour, noise) if samples.shape[-1] >= 3 else (None, "")
+        if grey is None:
+            grey, how = samples[..., 0], "grey + alpha"
+    else:
+        grey, how = samples, "grey"
+    if grey.ndim != 2:
+        raise FileInputError(f"{path}: expected a 2D image, got array shape {samples.shape}")
+    highest = int(grey.max()) if grey.size else 0
+    bits = sbit or max(8, highest.bit_length())
+    if depth == 16:
+        how = f"{how}; {bits}-bit data in a 16-bit PNG (maximum {highest})"
+    return PngGrey(grey.astype(np.float32), f"{how}; {bits}-bit" if depth != 16 else how)
+
+
+def png_bits(description: str) -> int | None:
+    """The data bit depth recorded by :func:`read_png_grey` in ``series.units``, or None for other series."""
+    if not isinstance(description, str):
+        return None
+    match = re.search(r"(\d+)-bit", description)
+    return int(match.group(1)) if match else None
+
+
+def read_png_mask(path: Path) -> np.ndarray:
+    """A PNG mask as a boolean array: pixels above half the mask's maximum (any channel).
+
+    Masks are 0/255 or 0/1 when drawn; one saved through JPEG holds values scattered between 0 and the maximum,
+    and thresholding those at > 0 grows the lesion by the compression halo. Half the maximum is the midpoint of
+    the two drawn values; a warning says when more than ``MASK_GREY_SHARE`` of the non-zero pixels are neither."""
+    samples = _png_samples(path, "mask")
+    if samples.ndim == 3:
+        samples = samples[..., : min(3, samples.shape[-1])].max(axis=-1)
+    if samples.ndim != 2:
+        raise FileInputError(f"{path}: expected a 2D mask, got array shape {samples.shape}")
+    highest = int(samples.max()) if samples.size else 0
+    if highest == 0:
+        return np.zeros(samples.shape, dtype=bool)
+    nonzero = samples > 0
+    between = float(((samples != highest) & nonzero).sum() / nonzero.sum())
+    if between > MASK_GREY_SHARE:
+        log.warning(
+            "%s: %.1f%% of the mask's non-zero pixels are neither 0 nor its maximum %d (lossy compression?): "
+            "thresholded at half the maximum",
+            path,
+            100 * between,
+            highest,
+        )
+    return samples * 2 > highest
+
+
 def png_array(path: Path, what: str) -> np.ndarray:
-    image = read_image_file(path, what)
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        channels = array[..., :3]
-        if what == "image":
-            array = (
-                channels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-                if channels.shape[-1] == 3
-                else channels[..., 0]
-            )
-        else:
-            array = channels.max(axis=-1)
-    if array.ndim != 2:
-        raise FileInputError(f"{path}: expected a 2D {what}, got array shape {array.shape}")
-    return array
+    """A PNG image as float32 grey levels (:func:`read_png_grey`), or a PNG mask as 0/1 (:func:`read_png_mask`)."""
+    if what == "mask":
+        return read_png_mask(path).astype(np.float32)
+    return read_png_grey(path).array
 
 
-def read_pair_image(pair: FilePair) -> sitk.Image:
-    """The image as float32; a PNG becomes a one-slice 3D volume (grayscale, 1 mm pixels)."""
+def read_pair_image_described(pair: FilePair) -> tuple[sitk.Image, str | None]:
+    """The image as float32 and, for a PNG, how its grey levels were obtained (``series.units``).
+
+    A PNG becomes a one-slice 3D volume (grey levels, 1 mm pixels)."""
     if pair.kind == "png":
-        image = sitk.GetImageFromArray(png_array(pair.image, "image")[None])
-        return sitk.Cast(image, sitk.sitkFloat32)
+        grey = read_png_grey(pair.image)
+        return sitk.Cast(sitk.GetImageFromArray(grey.array[None]), sitk.sitkFloat32), grey.description
     image = read_image_file(pair.image, "image")
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise FileInputError(f"{pair.image}: multi-component image, expected a scalar volume")
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
-    return sitk.Cast(image, sitk.sitkFloat32)
+    return sitk.Cast(image, sitk.sitkFloat32), None
+
+
+def read_pair_image(pair: FilePair) -> sitk.Image:
+    """The image as float32; a PNG becomes a one-slice 3D volume (grayscale, 1 mm pixels)."""
+    return read_pair_image_described(pair)[0]
 
 
 def labels_from_folders(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, header_or_error
-from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, scan_file_pairs
+from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, pair_beside_dicom, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries
 from radiomics_assets.paths import DataRoot
 
@@ -223,6 +223,11 @@ class InboxIndex:
             scan_file_pairs(self.inbox, accept_maskless=self.accept_maskless) if has_pairs else ({}, {})
         )  # skip a second walk
         for key, pair in pairs.items():
+            if key in patients:
+                # DICOM files and an image/mask pair with one key: the DICOM patient is read, the pair listed.
+                for path in pair.paths:
+                    incomplete[path] = pair_beside_dicom(path, key)
+                continue
             entry = patients.setdefault(key, PatientEntry(key=key, dicom=[], pair=None, files=[], unreadable={}))
             entry.pair = {
                 "kind": pair.kind,

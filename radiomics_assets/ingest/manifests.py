@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from radiomics_assets.ingest.dicom_headers import (
     read_headers,
     scan_inbox,
 )
-from radiomics_assets.ingest.file_pairs import FilePair, scan_file_pairs
+from radiomics_assets.ingest.file_pairs import FilePair, pair_beside_dicom, scan_file_pairs
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry, cached_header, cached_rows
-from radiomics_assets.paths import DataRoot
+from radiomics_assets.paths import DataRoot, patient_key
+
+log = logging.getLogger(__name__)
 
 
 def manifest_path(root: DataRoot, key: str) -> Path:
@@ -113,7 +116,16 @@ def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
         else:
             headers.append(cached_header(root.inbox / rel, row))
     fresh_headers, fresh_unreadable = read_headers(to_read)
-    return group_headers(headers + fresh_headers, {**unreadable, **fresh_unreadable})
+    headers += fresh_headers
+    # A PatientID split by issuer (a key with the issuer) stays split although the manifest holds one issuer only.
+    split = frozenset(
+        h.patient_id
+        for h in headers
+        if h.issuer
+        and patient_key(h.patient_id) != manifest.key
+        and patient_key(f"{h.patient_id}_{h.issuer}") == manifest.key
+    )
+    return group_headers(headers, {**unreadable, **fresh_unreadable}, split_ids=split)
 
 
 def manifest_file_pair(root: DataRoot, manifest: Manifest) -> FilePair | None:
@@ -164,6 +176,10 @@ def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
         scan = manifest_scan(root, manifest) if manifest.dicom else None
         pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
     dicom = scan.patients.get(key) if scan is not None else None
+    if dicom is not None and pair is not None:
+        for path in pair.paths:
+            log.warning("%s", pair_beside_dicom(path, key))
+        pair = None
     if dicom is None and pair is None:
         raise DicomInputError(f"no DICOM files or image/mask file pair for patient key {key!r} under {where}")
     return PatientInputs(key, dicom, pair, where)

@@ -15,7 +15,7 @@ from radiomics_assets.ingest.dicom_series import describe_series, read_series_vo
 from radiomics_assets.ingest.file_pairs import (
     file_series_uid,
     pair_modality,
-    read_pair_image,
+    read_pair_image_described,
 )
 from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
@@ -68,14 +68,17 @@ def _store_series(
 
 def _ingest_file_pair(root: DataRoot, inputs: PatientInputs, modality: str) -> pd.DataFrame:
     pair = inputs.pair
-    image = read_pair_image(pair)
+    image, grey = read_pair_image_described(pair)
     identity = {
         "study_uid": "",
         "series_uid": file_series_uid(pair.image),
         "modality": pair_modality(pair, modality),
         "frame_of_reference_uid": "",
+        "study_date": "",
     }
-    return pd.DataFrame([_store_series(root, inputs, image, identity, pair.image, image.GetSize()[2])])
+    # A PNG's units say how its grey levels were read (bit depth, RGB); extraction checks its parameters against them.
+    row = _store_series(root, inputs, image, identity, pair.image, image.GetSize()[2], (grey, None))
+    return pd.DataFrame([row])
 
 
 def _ultrasound_rows(root: DataRoot, inputs: PatientInputs, images: list) -> list[dict]:
@@ -95,6 +98,7 @@ def _ultrasound_rows(root: DataRoot, inputs: PatientInputs, images: list) -> lis
         "series_uid": header.series_uid,
         "modality": "US",
         "frame_of_reference_uid": header.frame_of_reference_uid,
+        "study_date": header.study_date,
     }
     return [_store_series(root, inputs, read_us_image(header.path, frame=frame), identity, header.path, 1)]
 
@@ -129,6 +133,7 @@ def ingest_studies(
             "series_uid": series_uid,
             "modality": info.modality,
             "frame_of_reference_uid": info.frame_of_reference_uid,
+            "study_date": info.study_date,
         }
         units = (volume.units, volume.suv_factor)
         rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices, units))

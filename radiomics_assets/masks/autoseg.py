@@ -11,7 +11,8 @@ that holds the seed is kept (the largest one when there is no seed).
 Seeds come from ``<data root>/seeds.csv``: ``patient_id,x,y,z[,modality]``, a point inside the lesion in patient
 coordinates (mm, DICOM LPS, as ImagePositionPatient). A row with a modality applies to series of that modality;
 a row without one to any series of the patient. For a 2D image (PNG, DICOM US) a row may instead give the pixel:
-``patient_id,x,y`` with ``z`` empty, x = pixel column and y = pixel row (0-based, as in an image viewer).
+``patient_id,x,y`` with ``z`` empty (or no ``z`` column at all, as in a file of 2D seeds only), x = pixel column and
+y = pixel row (0-based, as in an image viewer).
 """
 
 from __future__ import annotations
@@ -83,13 +84,13 @@ def read_seeds(path: Path) -> dict[str, list[Seed]]:
     seeds: dict[str, list[Seed]] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = {"patient_id", "x", "y", "z"} - set(reader.fieldnames or [])
+        missing = {"patient_id", "x", "y"} - set(reader.fieldnames or [])
         if missing:
-            raise SeedFileError(f"{path}: lacks column(s) {sorted(missing)}; expected patient_id,x,y,z[,modality]")
+            raise SeedFileError(f"{path}: lacks column(s) {sorted(missing)}; expected patient_id,x,y[,z][,modality]")
         for line, row in enumerate(reader, start=2):
             try:
                 key = patient_key(row["patient_id"])
-                if (row["z"] or "").strip():
+                if (row.get("z") or "").strip():
                     point, pixel = tuple(float(row[axis]) for axis in ("x", "y", "z")), None
                 else:
                     point, pixel = None, (_pixel(row["x"]), _pixel(row["y"]))

@@ -8,7 +8,7 @@ volumes the studies step stored (NRRD under the data root), so it can run in ano
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from radiomics_assets.masks.autoseg import (
 from radiomics_assets.masks.dicom_seg import frame_corners_mm, read_segmentation, segment_masks, select_segments
 from radiomics_assets.masks.file_masks import read_pair_masks
 from radiomics_assets.masks.pairing import image_series_for
-from radiomics_assets.masks.rtstruct import rasterise, read_structure_set, select_rois
+from radiomics_assets.masks.rtstruct import RoiContours, rasterise, read_structure_set, select_rois
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
 
 log = logging.getLogger(__name__)
@@ -82,24 +82,77 @@ class MaskOptions:
     """Segments image series that have no RTSTRUCT/SEG mask; off while ``auto.method`` is empty."""
 
 
+def _distinct_names(rt: Path, rois: list[RoiContours]) -> list[RoiContours]:
+    """ROIs of one structure set under names that stay distinct: two outlines both called ``GTV`` become
+    ``GTV (ROI 3)`` and ``GTV (ROI 4)`` (the ROI numbers), never one mask file written twice."""
+    counts: dict[str, int] = {}
+    for roi in rois:
+        counts[roi.name.casefold()] = counts.get(roi.name.casefold(), 0) + 1
+    out = []
+    for roi in rois:
+        if counts[roi.name.casefold()] > 1:
+            renamed = f"{roi.name} (ROI {roi.number})"
+            log.warning("%s: several ROIs are named %r; ROI %d is stored as %r", rt, roi.name, roi.number, renamed)
+            roi = replace(roi, name=renamed)
+        out.append(roi)
+    return out
+
+
 def _rtstruct_rows(
     root: DataRoot, key: str, series: pd.DataFrame, rt: DicomFile, roi_pattern: str, volumes: Volumes
 ) -> list[dict]:
+    """A mask row per matching ROI, each on a series of the ROI's own frame of reference.
+
+    An RTSTRUCT may hold ROIs drawn on different frames of reference (a GTV drawn on the MR in a structure set of
+    the planning CT): each ROI is placed on a series of its own frame, never on the grid of a series of another
+    one, or the patient fails naming the ROI. A matching ROI without contours, or whose contours cover no voxel,
+    is noted and left out, as long as another matching ROI has a mask."""
     structure_set = read_structure_set(rt.path)
     rois = select_rois(structure_set, roi_pattern)
     if not rois:
         names = [r.name for r in structure_set.rois]
         raise DicomInputError(f"{rt.path}: no ROI matches {roi_pattern!r} (ROIs present: {names})")
-    frame_uid = rois[0].frame_of_reference_uid or rt.frame_of_reference_uid
-    contours = [points for roi in rois for points in roi.contours_mm]
-    target = image_series_for(series, structure_set.referenced_series_uids, frame_uid, rt.path, planes_mm=contours)
-    image = stored_volume(target.volume_path, volumes)
-    rows = []
+    rois = _distinct_names(rt.path, rois)
+    empty = [roi for roi in rois if not roi.contours_mm]
+    by_frame: dict[str, list[RoiContours]] = {}
     for roi in rois:
-        mask = rasterise(roi, image, source=rt.path)
-        if not sitk.GetArrayViewFromImage(mask).any():
-            raise DicomInputError(f"{rt.path}: ROI {roi.name!r} is empty on series {target.series_uid}")
-        rows.append(_mask_row(root, key, target.series_uid, roi.name, "rtstruct", [rt.path], mask))
+        if roi.contours_mm:
+            by_frame.setdefault(roi.frame_of_reference_uid or rt.frame_of_reference_uid, []).append(roi)
+    frames_of_series = dict(zip(series.series_uid, series.frame_of_reference_uid, strict=True))
+    rows = []
+    for frame_uid, group in sorted(by_frame.items()):
+        referenced = structure_set.referenced_series_uids
+        if frame_uid:
+            # A series referenced under another frame of reference is not this ROI's: its coordinates differ.
+            listed = structure_set.series_by_frame.get(frame_uid, frozenset())
+            referenced = frozenset(uid for uid in referenced if frames_of_series.get(uid) in (frame_uid, "", None))
+            referenced = referenced | listed if listed else referenced
+        contours = [points for roi in group for points in roi.contours_mm]
+        names = ", ".join(repr(roi.name) for roi in group)
+        try:
+            target = image_series_for(series, referenced, frame_uid, rt.path, planes_mm=contours)
+        except DicomInputError as exc:
+            raise DicomInputError(f"{exc} (ROI {names})") from exc
+        if frame_uid and target.frame_of_reference_uid and target.frame_of_reference_uid != frame_uid:
+            raise DicomInputError(
+                f"{rt.path}: ROI {names} is drawn on frame of reference {frame_uid}, but the series it would be "
+                f"placed on ({target.series_uid}, {target.modality}) is on {target.frame_of_reference_uid}; add the "
+                "series the ROI was drawn on, or remove the ROI"
+            )
+        image = stored_volume(target.volume_path, volumes)
+        for roi in group:
+            mask = rasterise(roi, image, source=rt.path)
+            if not sitk.GetArrayViewFromImage(mask).any():
+                empty.append(roi)
+                continue
+            rows.append(_mask_row(root, key, target.series_uid, roi.name, "rtstruct", [rt.path], mask))
+    for roi in empty:
+        log.warning("%s: ROI %r has no contour inside a voxel; left out (patient %s)", rt.path, roi.name, key)
+    if not rows:
+        names = ", ".join(repr(roi.name) for roi in empty)
+        raise DicomInputError(
+            f"{rt.path}: ROI {names} is empty (no ROI matching {roi_pattern!r} has a contour enclosing a voxel centre)"
+        )
     return rows
 
 
@@ -194,6 +247,15 @@ def build_masks(
         raise DicomInputError(
             f"patient {key}: no RTSTRUCT or DICOM-SEG in {root.inbox}, and automated segmentation is off "
             "(set auto_segmentation, see README 'Accepted input layouts')"
+        )
+    with_roi = {row["series_uid"] for row in rows}
+    for bare in series[~series.series_uid.isin(with_roi)].itertuples():
+        # Not an error (a PET beside a contoured CT is common), but its series gets no features: say so.
+        log.warning(
+            "patient %s: %s series %s has no ROI (no RTSTRUCT, SEG or automated mask on it): no features",
+            key,
+            bare.modality,
+            bare.series_uid,
         )
     seen: dict[tuple[str, str], str] = {}
     for row in rows:

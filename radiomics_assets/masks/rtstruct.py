@@ -8,7 +8,7 @@ inside another is a hole (nested rings alternate). Contours of different planes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ class StructureSet:
     path: Path
     referenced_series_uids: frozenset[str]
     rois: list[RoiContours]
+    series_by_frame: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Referenced series UIDs listed under each ReferencedFrameOfReferenceSequence item's frame UID."""
 
 
 def read_structure_set(path: Path) -> StructureSet:
@@ -44,27 +46,45 @@ def read_structure_set(path: Path) -> StructureSet:
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise DicomInputError(f"{path}: unreadable RTSTRUCT ({type(exc).__name__}: {exc})") from exc
-    referenced = {
-        str(series.SeriesInstanceUID)
-        for frame in getattr(ds, "ReferencedFrameOfReferenceSequence", [])
-        for study in getattr(frame, "RTReferencedStudySequence", [])
-        for series in getattr(study, "RTReferencedSeriesSequence", [])
-    }
-    names = {
-        int(r.ROINumber): (str(r.ROIName), str(getattr(r, "ReferencedFrameOfReferenceUID", "")))
-        for r in getattr(ds, "StructureSetROISequence", [])
-    }
+    series_by_frame: dict[str, set[str]] = {}
+    for frame in getattr(ds, "ReferencedFrameOfReferenceSequence", []):
+        listed = series_by_frame.setdefault(str(getattr(frame, "FrameOfReferenceUID", "") or ""), set())
+        for study in getattr(frame, "RTReferencedStudySequence", []):
+            listed.update(str(series.SeriesInstanceUID) for series in getattr(study, "RTReferencedSeriesSequence", []))
+    referenced = set().union(*series_by_frame.values())
+    try:
+        names = {
+            int(r.ROINumber): (str(r.ROIName).strip(), str(getattr(r, "ReferencedFrameOfReferenceUID", "") or ""))
+            for r in getattr(ds, "StructureSetROISequence", [])
+        }
+        numbers = [int(item.ReferencedROINumber) for item in getattr(ds, "ROIContourSequence", [])]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomInputError(f"{path}: broken ROI numbering in the RTSTRUCT ({type(exc).__name__}: {exc})") from exc
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        # Two contour items for one ROI number: which outline is which structure cannot be told.
+        raise DicomInputError(f"{path}: ROI number(s) {repeated} have several ROIContourSequence items")
     rois = []
-    for roi_contour in getattr(ds, "ROIContourSequence", []):
-        number = int(roi_contour.ReferencedROINumber)
+    for number, roi_contour in zip(numbers, getattr(ds, "ROIContourSequence", []), strict=True):
         name, frame_uid = names.get(number, (f"ROI_{number}", ""))
-        contours = [
-            _contour_points(c)
-            for c in getattr(roi_contour, "ContourSequence", [])
-            if str(getattr(c, "ContourGeometricType", "CLOSED_PLANAR")).upper() == "CLOSED_PLANAR"
-        ]
+        contours = []
+        for place, contour in enumerate(getattr(roi_contour, "ContourSequence", []), start=1):
+            if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
+                continue
+            try:
+                contours.append(_contour_points(contour))
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise DicomInputError(
+                    f"{path}: ROI {name!r} contour {place}: broken ContourData ({type(exc).__name__}: {exc}); "
+                    "re-export the structure set"
+                ) from exc
         rois.append(RoiContours(name=name, number=number, frame_of_reference_uid=frame_uid, contours_mm=contours))
-    return StructureSet(path=Path(path), referenced_series_uids=frozenset(referenced), rois=rois)
+    return StructureSet(
+        path=Path(path),
+        referenced_series_uids=frozenset(referenced),
+        rois=rois,
+        series_by_frame={uid: frozenset(listed) for uid, listed in series_by_frame.items()},
+    )
 
 
 def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
@@ -75,10 +95,15 @@ def _contour_points(contour: pydicom.Dataset) -> np.ndarray:
     element = contour.get_item(CONTOUR_DATA)
     if isinstance(element, RawDataElement) and element.value:
         try:  # trailing NUL or space padding is common (pydicom strips it too)
-            return np.array(element.value.rstrip(b"\x00 ").split(b"\\"), dtype=np.float64).reshape(-1, 3)
+            points = np.array(element.value.rstrip(b"\x00 ").split(b"\\"), dtype=np.float64).reshape(-1, 3)
         except ValueError:  # anything unusual: pydicom's own parsing
-            pass
-    return np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+            points = None
+        if points is not None and np.isfinite(points).all() and len(points):
+            return points
+    values = np.asarray(contour.ContourData, dtype=float)
+    if values.size % 3 or not values.size or not np.isfinite(values).all():
+        raise ValueError(f"{values.size} numbers (finite: {bool(np.isfinite(values).all())}), need x, y, z triplets")
+    return values.reshape(-1, 3)
 
 
 def select_rois(structure_set: StructureSet, name_pattern: str) -> list[RoiContours]:

@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from radiomics_assets.modelling.consensus import ConsensusClassifier
 from radiomics_assets.modelling.robustness import robust_features
 from radiomics_assets.modelling.selection import NearZeroVariance, Selector
 from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, ModellingSettings
@@ -104,6 +105,15 @@ def make_pipeline(
         )
     radiomics = _radiomics_steps(seed, selection, max_correlation, standardise, keep, task.kind.value)
     estimator = task.estimator(model, seed)
+    if isinstance(estimator, ConsensusClassifier):
+        if roles is not None and roles.clinical:
+            raise ValueError(
+                "the consensus model selects among all of its inputs, and clinical covariates are never selected: "
+                "with covariates choose among logreg, random_forest, svm, gradient_boosting (the default)"
+            )
+        # Its linear member selects for itself; the forest member sees every feature.
+        estimator.set_params(selection=selection, max_correlation=max_correlation, outcome=task.kind.value)
+        radiomics[-1] = ("select", "passthrough")
     if roles is None or not roles.clinical:
         return Pipeline([*radiomics, ("model", estimator)])
     branches = []
@@ -233,7 +243,7 @@ class CandidateSearch(BaseEstimator):
         inner = list(splitter.split(X_arr, strata, groups))
         smallest_train = min(len(train) for train, _ in inner)
         clinical_only = roles is not None and roles.clinical and not roles.radiomics
-        candidates = settings.candidates_for(task)
+        candidates = settings.candidates_for(task, with_covariates=bool(roles is not None and roles.clinical))
         if clinical_only:  # selection does not apply: one candidate per family
             candidates = list(dict.fromkeys((m, candidates[0][1]) for m, _ in candidates))
         self.candidate_results_: dict[str, dict] = {}
@@ -248,38 +258,50 @@ class CandidateSearch(BaseEstimator):
                     task=task,
                     roles=roles,
                 )
-                search = GridSearchCV(
-                    pipeline,
-                    _grid(task, model, smallest_train, roles),
-                    scoring=task.scorer(),
-                    cv=inner,
-                    refit=False,
-                    error_score="raise",
-                )
-                search.fit(X_arr, y_arr)
+                grid = _grid(task, model, smallest_train, roles)
+                if _tunes_itself(pipeline):  # inside the grid search it splits each inner training set afresh
+                    pipeline.set_params(model__cv=n_inner)
+                if len(candidates) == 1 and not grid:
+                    inner_score, params = float("nan"), {}  # nothing to choose: no inner search
+                else:
+                    search = GridSearchCV(
+                        pipeline, grid, scoring=task.scorer(), cv=inner, refit=False, error_score="raise"
+                    )
+                    search.fit(X_arr, y_arr)
+                    inner_score, params = float(search.best_score_), dict(search.best_params_)
                 name = model if clinical_only else candidate_name(model, selection, settings, task)
                 self.candidate_results_[name] = {
                     "model": model,
                     "selection": "none" if clinical_only else selection,
-                    "inner_score": float(search.best_score_),
-                    "params": dict(search.best_params_),
+                    "inner_score": inner_score,
+                    "params": params,
                     "pipeline": pipeline,
                 }
             self.best_ = max(self.candidate_results_, key=lambda c: _finite(self.candidate_results_[c]["inner_score"]))
             best = self.candidate_results_[self.best_]
             self.best_params_ = best["params"]
             self.best_score_ = best["inner_score"]
-            self.best_estimator_ = clone(best["pipeline"]).set_params(**best["params"]).fit(X_arr, y_arr)
+            self.best_estimator_ = self._refit(best, inner, X_arr, y_arr)
+            if not np.isfinite(self.best_score_):  # a model that tunes itself reports its own inner score
+                self.best_score_ = float(getattr(self.best_estimator_.named_steps["model"], "inner_score_", np.nan))
             self.candidate_estimators_ = {self.best_: self.best_estimator_}
             if self.refit_candidates:
                 for name, result in self.candidate_results_.items():
                     if name != self.best_:
-                        fitted = clone(result["pipeline"]).set_params(**result["params"]).fit(X_arr, y_arr)
-                        self.candidate_estimators_[name] = fitted
+                        self.candidate_estimators_[name] = self._refit(result, inner, X_arr, y_arr)
         for result in self.candidate_results_.values():
             del result["pipeline"]  # unfitted templates: not worth pickling
         self.inner_folds_ = n_inner
         return self
+
+    @staticmethod
+    def _refit(result: dict, inner: list, X: np.ndarray, y: np.ndarray) -> Pipeline:
+        """A candidate's Pipeline with its best parameters fitted on the whole training set; a model that tunes
+        itself (the consensus) does so on the same grouped inner folds the candidates were scored on."""
+        pipeline = clone(result["pipeline"]).set_params(**result["params"])
+        if _tunes_itself(pipeline):
+            pipeline.set_params(model__cv=inner)
+        return pipeline.fit(X, y)
 
     def predict_outcome(self, X) -> np.ndarray:
         """The task's prediction (binary: P(class 1); multiclass: class probabilities; continuous: the value;
@@ -294,6 +316,10 @@ class CandidateSearch(BaseEstimator):
     def predict(self, X):
         with threadpool_limits(limits=1):
             return self.best_estimator_.predict(np.asarray(X, dtype=float))
+
+
+def _tunes_itself(pipeline: Pipeline) -> bool:
+    return "cv" in pipeline.named_steps["model"].get_params(deep=False)
 
 
 def _finite(value: float) -> float:

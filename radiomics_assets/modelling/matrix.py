@@ -72,14 +72,20 @@ def _blocks(features_long: pd.DataFrame) -> pd.DataFrame:
     return pd.crosstab(features_long.patient_id, block) > 0
 
 
-def build_feature_matrix(warehouse: Warehouse) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_feature_matrix(warehouse: Warehouse, timepoint: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Wide patients x features joined with labels (``label`` is NaN for unlabelled patients), and its gaps.
 
     A patient missing a whole modality or ROI is never dropped silently: each gap is a row of table
     ``missing_blocks`` (patient_id, block, handling) saying whether it is imputed or the block is excluded
     (see ``MIN_BLOCK_COVERAGE``); labelled patients without any features are listed there too.
+    A patient with several studies of a modality and ROI contributes the one(s) the study's ``timepoint`` says
+    (default: ``timepoint`` of ``study.yaml`` beside the warehouse; see ``timepoints``); table ``timepoints``.
     """
-    features_long = all_feature_rows(warehouse)
+    from radiomics_assets.modelling.timepoints import feature_rows_at_timepoint
+
+    # Baseline and follow-up studies: the study's ``timepoint`` rule picks which fill the matrix (issue 24).
+    timepoint = timepoint or load_study(DataRoot(warehouse.path.parent)).timepoint
+    features_long = feature_rows_at_timepoint(warehouse, timepoint)
     wide = wide_matrix(features_long)
     labels = warehouse.query("SELECT patient_id, label FROM labels").set_index("patient_id")
     gaps = []

@@ -252,7 +252,10 @@ def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
     radiomics, names, clinical = _radiomics_part(pipeline, columns)
     if radiomics is None:
         return clinical
-    kept = _variable_columns(radiomics, names)[radiomics.named_steps["select"].get_support()]
+    kept = _variable_columns(radiomics, names)
+    select = radiomics.named_steps["select"]
+    if select != "passthrough":  # passthrough: the model uses every feature (the consensus' forest does)
+        kept = kept[select.get_support()]
     return [str(c) for c in kept] + clinical
 
 
@@ -262,4 +265,10 @@ def selection_scores(pipeline: Pipeline, columns: list[str]) -> dict[str, float]
     if radiomics is None:
         return {}
     kept = _variable_columns(radiomics, names)
-    return {str(f): float(s) for f, s in zip(kept, radiomics.named_steps["select"].scores_, strict=True)}
+    select = radiomics.named_steps["select"]
+    if select == "passthrough":  # the consensus: its linear member's selection scores, when it has one
+        linear = getattr(pipeline.named_steps["model"], "linear_", None)
+        if linear is None:
+            return {}
+        select = linear.named_steps["select"]
+    return {str(f): float(s) for f, s in zip(kept, select.scores_, strict=True)}

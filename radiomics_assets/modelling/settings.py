@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODEL_FAMILIES = ("logreg", "random_forest", "svm", "gradient_boosting", "linear", "coxnet")
+MODEL_FAMILIES = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting", "linear", "coxnet")
 """Every model family some outcome type fits (``tasks.<type>.model_families`` says which, and the default order)."""
-MODELS = ("logreg", "random_forest", "svm", "gradient_boosting")
-"""The binary (and multiclass) candidate families."""
+MODELS = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting")
+"""The binary (and multiclass) model families (``consensus``: see ``modelling.consensus``)."""
 SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree", "cox", "concordance")
 """Every selection method (``selection.SELECTION_METHODS_BY_OUTCOME`` says which apply to which outcome type)."""
 
@@ -18,8 +18,10 @@ class ModellingSettings:
 
     seed: int = 0
     models: tuple[str, ...] = ()
-    """Candidate model families; the inner CV of every outer training set chooses among them. Empty = every
-    family of the outcome type (binary: logreg, random_forest, svm, gradient_boosting)."""
+    """Candidate model families; with several, the inner CV of every outer training set chooses among them.
+    Empty = the outcome type's default (binary and multiclass: ``consensus``, the soft vote of a filtered logistic
+    regression and a random forest, or, with clinical covariates, the inner CV's pick among logreg, random_forest,
+    svm and gradient_boosting; continuous and survival: every family of the type)."""
     selection_methods: tuple[str, ...] = ()
     """Feature selection methods inside the Pipeline; with several, each model family x method pair is a candidate
     of the inner CV. Empty = the outcome type's default (binary: anova; survival: cox)."""
@@ -63,10 +65,10 @@ class ModellingSettings:
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "selection_methods", tuple(dict.fromkeys(self.selection_methods)))
 
-    def candidates_for(self, task) -> list[tuple[str, str]]:
+    def candidates_for(self, task, with_covariates: bool = False) -> list[tuple[str, str]]:
         """(model family, selection method) pairs the inner CV chooses among, for ``task`` (a ``tasks.Task``);
         a family or method the outcome type cannot use is an error naming it."""
-        models = self.models or task.model_families
+        models = self.models or task.default_models(with_covariates)
         methods = self.selection_methods or task.selection_methods[:1]
         wrong = [m for m in models if m not in task.model_families]
         if wrong:

@@ -23,6 +23,7 @@ Every error names the file and the key.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,6 +56,18 @@ class Predictors(StrEnum):
     clinical = "clinical"
     both = "both"
     compare = "compare"
+
+
+class Timepoint(StrEnum):
+    """Which study of a patient with several (baseline and follow-up, by StudyDate) the feature matrix uses, per
+    modality and ROI: the first, the last, every one (``<roi>@t<k>``, k = 0 the first), or the first with the change
+    to the last (``<roi>@delta``: last minus first; ``<roi>@relative``: that change over the first's absolute
+    value). See ``matrix.select_timepoints``."""
+
+    baseline = "baseline"
+    latest = "latest"
+    all = "all"
+    delta = "delta"
 
 
 POSITIVE_NAMES = ("1", "yes", "true", "malignant", "positive", "event", "case", "abnormal", "present", "dead")
@@ -96,6 +109,7 @@ class Study:
     outcome: Outcome = field(default_factory=Outcome)
     covariates: Covariates = field(default_factory=Covariates)
     predictors: Predictors = Predictors.radiomics
+    timepoint: Timepoint = Timepoint.baseline
     source: str = "(no study.yaml: a two-class label column)"
     """Where the study came from (the file, or the default), for messages and the report."""
 
@@ -108,7 +122,7 @@ class Study:
         return bool(self.covariates.columns)
 
 
-_TOP_KEYS = {"outcome", "covariates", "predictors"}
+_TOP_KEYS = {"outcome", "covariates", "predictors", "timepoint"}
 _OUTCOME_KEYS = {
     OutcomeType.binary: {"type", "column", "positive"},
     OutcomeType.multiclass: {"type", "column", "classes"},
@@ -209,7 +223,13 @@ def parse_study(document: dict, path: Path) -> Study:
         ) from None
     if predictors != Predictors.radiomics and not covariates.columns:
         raise StudyError(f"{path}: key 'predictors' is {predictors.value!r} but no covariates are listed")
-    return Study(outcome=outcome, covariates=covariates, predictors=predictors, source=str(path))
+    try:
+        timepoint = Timepoint(str(document.get("timepoint") or Timepoint.baseline.value).strip().lower())
+    except ValueError:
+        raise StudyError(
+            f"{path}: key 'timepoint' must be one of {[t.value for t in Timepoint]}, got {document['timepoint']!r}"
+        ) from None
+    return Study(outcome=outcome, covariates=covariates, predictors=predictors, timepoint=timepoint, source=str(path))
 
 
 def load_study(root: DataRoot, label_column: str = "label") -> Study:
@@ -257,11 +277,60 @@ CLINICAL_PREFIX = "clinical__"
 _BINARY_PAIRS = ({"0", "1"}, {"no", "yes"}, {"false", "true"}, {"n", "y"})
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+SEPARATORS = (",", ";", "\t")
+"""Column separators a table may use: comma, or semicolon (Excel where the decimal mark is a comma), or tab."""
+
+
+def csv_separator(header_line: str) -> str:
+    """The separator of a CSV table, sniffed from its header line: the one of :data:`SEPARATORS` it holds most
+    of (a comma when it holds none: a one-column table). Column names hold none of them, so the header decides
+    without guessing from the values (a decimal comma in a value cannot mislead it)."""
+    counts = {sep: header_line.count(sep) for sep in SEPARATORS}
+    best = max(SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] else ","
+
+
+def read_table_csv(path: Path) -> pd.DataFrame:
+    """A CSV table as text cells: UTF-8 with or without the byte-order mark Excel writes, separator sniffed from
+    the header (:func:`csv_separator`), spaces around column names and values removed."""
     try:
-        return pd.read_csv(path, dtype=str, skipinitialspace=True)
+        text = Path(path).read_text(encoding="utf-8-sig")
+        separator = csv_separator(text.splitlines()[0] if text.strip() else "")
+        table = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise StudyError(f"{path}: cannot be read as CSV: {error}") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.apply(lambda column: column.str.strip())
+
+
+_read_csv = read_table_csv
+
+
+def _merge_duplicates(raw: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per patient key: rows of one patient that agree in every column are merged with a note; rows that
+    disagree fail naming the patients and the columns, before any work is done on them."""
+    repeated = raw[raw.patient_key.duplicated(keep=False)]
+    notes, conflicts = [], []
+    for key, rows in repeated.groupby("patient_key", sort=True):
+        values = rows.drop(columns=["patient_id", "patient_key"]).fillna("")
+        differing = [c for c in values if values[c].nunique() > 1]
+        if differing:
+            lines = ", ".join(str(i + 2) for i in rows.index)  # file line numbers: the header is line 1
+            conflicts.append(f"{key} (lines {lines} differ in {differing})")
+        else:
+            notes.append(key)
+    if conflicts:
+        raise StudyError(
+            f"{path}: patient(s) appear more than once with different values: {'; '.join(conflicts[:10])}"
+            + (f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else "")
+            + "; keep one row per patient"
+        )
+    merged = (
+        [f"{path.name}: patient(s) {notes[:10]} appear more than once with identical values; one row kept"]
+        if notes
+        else []
+    )
+    return raw[~raw.patient_key.duplicated()].copy(), merged
 
 
 def _require(raw: pd.DataFrame, columns: list[str], path: Path, why: str) -> None:
@@ -345,9 +414,7 @@ def load_outcomes(root: DataRoot, study: Study, group_column: str = "group") -> 
     _require(raw, ["patient_id", *columns], path, f"the {study.task} outcome of {study.source}")
     raw = raw[raw.patient_id.notna() & raw.patient_id.str.strip().ne("")].copy()
     raw["patient_key"] = raw.patient_id.map(patient_key)
-    twice = sorted(raw.patient_key[raw.patient_key.duplicated()].unique())
-    if twice:
-        raise StudyError(f"{path}: patient(s) {twice[:10]} appear more than once (one row per patient)")
+    raw, merged = _merge_duplicates(raw, path)
     for column in columns:
         raw[column] = raw[column].where(raw[column].isna(), raw[column].str.strip()).replace("", np.nan)
     missing = raw[columns].isna().any(axis=1)
@@ -428,7 +495,7 @@ def load_outcomes(root: DataRoot, study: Study, group_column: str = "group") -> 
     if study.has_covariates:
         clinical = _clinical_columns(raw, root, study, path)
         table = table.join(clinical.reset_index(drop=True).set_axis(table.index))
-    notes = tuple(
+    notes = tuple(merged) + tuple(
         f"{len(excluded)} patient(s) of {path.name} have no outcome value: not analysed (scored as unlabelled when "
         "they have features)"
         for _ in excluded[:1]

@@ -63,6 +63,10 @@ class Task(ABC):
     def estimator(self, family: str, seed: int) -> BaseEstimator:
         """A fresh, unfitted estimator of ``family`` (the Pipeline's ``model`` step)."""
 
+    def default_models(self, with_covariates: bool = False) -> tuple[str, ...]:
+        """The candidate families when the settings name none (every family unless a type says otherwise)."""
+        return self.model_families
+
     @abstractmethod
     def param_grid(self, family: str) -> dict[str, list]:
         """Hyperparameter grid of ``family``: ``select__k`` and ``model__<parameter>`` keys."""

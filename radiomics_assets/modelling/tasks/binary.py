@@ -31,6 +31,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
+from radiomics_assets.modelling.consensus import ConsensusClassifier
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task
@@ -39,7 +40,10 @@ THRESHOLD = 0.5
 """Probability at or above which a patient is called positive, fixed in advance (never tuned on the data):
 the classifiers are class-balanced, so 0.5 is their natural operating point."""
 
-MODEL_FAMILIES = ("logreg", "random_forest", "svm", "gradient_boosting")
+MODEL_FAMILIES = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting")
+INNER_CV_FAMILIES = MODEL_FAMILIES[1:]
+"""The default candidates of a study with clinical covariates (the consensus selects among all of its inputs, and
+covariates are never subject to selection)."""
 
 
 def fold_aucs(y: np.ndarray, repeat_probabilities: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
@@ -377,6 +381,8 @@ def calibration_text(m: dict) -> str:
 
 def classifier(family: str, seed: int):
     """A class-balanced classifier of ``family`` (binary and multiclass)."""
+    if family == "consensus":
+        return ConsensusClassifier(random_state=seed)
     if family == "logreg":
         return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
     if family == "random_forest":
@@ -391,6 +397,7 @@ def classifier(family: str, seed: int):
 
 
 PARAM_GRIDS: dict[str, dict[str, list]] = {
+    "consensus": {},  # fixed members; the vote's weight is chosen inside its own fit (modelling.consensus)
     "logreg": {"select__k": [5, 10], "model__C": [0.1, 1.0]},
     "random_forest": {"select__k": [5, 20], "model__max_depth": [3]},
     "svm": {"select__k": [5, 10], "model__C": [0.5, 5.0]},
@@ -410,6 +417,9 @@ class BinaryTask(Task):
 
     def estimator(self, family: str, seed: int):
         return classifier(family, seed)
+
+    def default_models(self, with_covariates: bool = False) -> tuple[str, ...]:
+        return INNER_CV_FAMILIES if with_covariates else ("consensus",)
 
     def param_grid(self, family: str) -> dict[str, list]:
         return PARAM_GRIDS[family]

@@ -29,10 +29,8 @@ from sklearn.metrics import roc_curve
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
+from radiomics_assets.modelling.tasks.binary import INNER_CV_FAMILIES, MODEL_FAMILIES, classifier
 from radiomics_assets.modelling.tasks.binary import PARAM_GRIDS as BINARY_GRIDS
-from radiomics_assets.modelling.tasks.binary import classifier
-
-MODEL_FAMILIES = ("logreg", "random_forest", "svm", "gradient_boosting")
 
 PARAM_GRIDS: dict[str, dict[str, list]] = {
     family: {key: list(values) for key, values in grid.items()} for family, grid in BINARY_GRIDS.items()
@@ -284,6 +282,9 @@ class MulticlassTask(Task):
     # --- models ----------------------------------------------------------------------------------------------
     def estimator(self, family: str, seed: int):
         return classifier(family, seed)
+
+    def default_models(self, with_covariates: bool = False) -> tuple[str, ...]:
+        return INNER_CV_FAMILIES if with_covariates else ("consensus",)
 
     def param_grid(self, family: str) -> dict[str, list]:
         if family not in PARAM_GRIDS:

@@ -1,0 +1,85 @@
+"""The default classifier (``modelling.consensus``): the vote's weight follows the member that fits the data, the
+choice stays inside the training patients, and the Pipeline reports what the model uses."""
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from radiomics_assets import modelling
+from radiomics_assets.modelling.consensus import WEIGHTS, ConsensusClassifier
+from radiomics_assets.modelling.estimators import CandidateSearch
+from radiomics_assets.modelling.selection import selected_columns, selection_scores
+
+
+def _frame(X: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(X, columns=[f"f{i:03d}" for i in range(X.shape[1])], index=[f"P{i:03d}" for i in range(len(X))])
+
+
+def _interaction(n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The class is the sign of f000 x f001: no feature is informative alone, so no linear model can see it."""
+    X = np.random.default_rng(seed).standard_normal((n, p))
+    return X, (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def _additive(n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The log-odds are a sum of 20 small effects: a linear model's natural case, a forest's hard one."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    logit = 0.5 * X[:, :20].sum(axis=1)
+    return X, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+def test_the_vote_leaves_the_equal_weight_only_when_the_inner_folds_show_a_clear_winner():
+    X, y = _interaction(240, 4, seed=0)
+    forest_case = ConsensusClassifier(n_estimators=200).fit(X, y)
+    assert forest_case.weight_ < 0.5, forest_case.inner_scores_
+    assert forest_case.inner_scores_[0.0] > forest_case.inner_scores_[1.0] + 0.15  # the forest sees it, LR cannot
+
+    X, y = _additive(240, 60, seed=1)
+    linear_case = ConsensusClassifier(n_estimators=200).fit(X, y)
+    scores = linear_case.inner_scores_
+    assert scores[1.0] > scores[0.0] + 0.05, scores  # the linear member is the better one here ...
+    # ... but the equal vote is within one standard error of the best weight, so the steadier average is kept.
+    assert linear_case.weight_ == 0.5 and scores[0.5] > scores[0.0], scores
+    assert set(linear_case.inner_scores_) == set(WEIGHTS)
+    assert linear_case.inner_score_ == linear_case.inner_scores_[linear_case.weight_]
+
+
+def test_a_fixed_weight_averages_the_two_members_fitted_alone():
+    X, y = _additive(120, 40, seed=2)
+    model = ConsensusClassifier(k=10, n_estimators=50, linear_weight=0.25, random_state=3).fit(X, y)
+    assert model.inner_scores_ == {} and np.isnan(model.inner_score_)
+    linear = LogisticRegression(class_weight="balanced", max_iter=5000).fit(X[:, model.linear_[0].support_], y)
+    forest = RandomForestClassifier(50, class_weight="balanced_subsample", random_state=3).fit(X, y)
+    expected = 0.25 * linear.predict_proba(X[:, model.linear_[0].support_]) + 0.75 * forest.predict_proba(X)
+    np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10)
+    assert model.linear_[0].support_.sum() == 10
+
+
+def test_three_classes_give_probabilities_that_sum_to_one():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((90, 20))
+    y = np.repeat([0, 1, 2], 30)
+    X[:, 0] += y
+    model = ConsensusClassifier(n_estimators=50).fit(X, y)
+    probabilities = model.predict_proba(X)
+    assert probabilities.shape == (90, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    assert 0.0 <= model.weight_ <= 1.0 and np.isfinite(model.inner_score_)
+
+
+def test_the_default_search_fits_the_consensus_on_its_own_inner_folds_and_reports_every_feature_it_uses():
+    X, y = _additive(80, 30, seed=5)
+    X = _frame(X)
+    X["f029"] = 1.0  # constant: dropped before the model, so not among the features used
+    search = CandidateSearch(modelling.ModellingSettings(inner_folds=3)).fit(X, y)
+    assert search.best_ == "consensus" and list(search.candidate_results_) == ["consensus"]
+    model = search.best_estimator_.named_steps["model"]
+    assert isinstance(model, ConsensusClassifier)
+    assert len(model.cv) == 3  # the CandidateSearch's grouped inner folds, not a fresh split
+    assert search.best_score_ == model.inner_score_
+    used = selected_columns(search.best_estimator_, list(X.columns))
+    assert used == [f"f{i:03d}" for i in range(29)]  # the forest member uses every variable feature
+    scores = selection_scores(search.best_estimator_, list(X.columns))
+    assert set(scores) == set(used) and max(scores, key=scores.get) in {f"f{i:03d}" for i in range(20)}
