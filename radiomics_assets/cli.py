@@ -246,12 +246,13 @@ def cmd_run(args) -> int:
             failed += step_failure_messages(result)
             log_failed_run(root, result)
     display.finish_stage()
+    notes = _series_without_roi_note(root, todo)
     locations = {
         "features": f"{root / 'radiomics.duckdb'} (table 'features')",
         "Dagster event log": str(events.path),
     }
     if getattr(args, "no_cohort", False):
-        display.summary(n_patients=len(todo), locations=locations, metrics=None)
+        display.summary(n_patients=len(todo), locations=locations, metrics=None, notes=notes)
         return 1 if failed else 0
     cohort_job = defs.resolve_job_def("retrain_cohort")
     display.start_stage("cohort assets", len(cohort_job.asset_layer.executable_asset_keys))
@@ -269,8 +270,21 @@ def cmd_run(args) -> int:
             **locations,
         }
         metrics = headline_metrics(root / "reports" / "metrics.json")
-    display.summary(n_patients=len(todo), locations=locations, metrics=metrics)
+    display.summary(n_patients=len(todo), locations=locations, metrics=metrics, notes=notes)
     return 1 if failed or not cohort.success else 0
+
+
+def _series_without_roi_note(root, patients: list[str]) -> dict[str, str]:
+    """The run summary's line for stored series that got no ROI (and so no features); empty when there are none."""
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.status import series_without_roi
+
+    bare = series_without_roi(DataRoot(root), patients)
+    if bare.empty:
+        return {}
+    shown = ", ".join(f"{r.patient_id} {r.modality}" for r in bare.head(5).itertuples())
+    more = f" and {len(bare) - 5} more" if len(bare) > 5 else ""
+    return {"series without an ROI (no features)": f"{len(bare)}: {shown}{more}"}
 
 
 def cmd_demo(args) -> int:

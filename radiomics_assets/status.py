@@ -52,6 +52,24 @@ def _stored(root: DataRoot) -> dict[str, pd.DataFrame]:
         return {name: con.execute(sql).df() if name in tables else empty[name] for name, sql in queries.items()}
 
 
+def series_without_roi(root: DataRoot, patients: list[str] | None = None) -> pd.DataFrame:
+    """Stored series that no ROI mask lies on (so no features), of ``patients`` (all when None): columns
+    patient_id, modality, series_uid. A PET series beside a CT whose RTSTRUCT only references the CT is the usual
+    case; it is no failure, but nobody should have to notice it by counting feature rows."""
+    columns = ["patient_id", "modality", "series_uid"]
+    if not root.warehouse.exists():
+        return pd.DataFrame(columns=columns)
+    with duckdb.connect(str(root.warehouse), read_only=True) as con:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if not {"series", "masks"} <= tables:
+            return pd.DataFrame(columns=columns)
+        bare = con.execute(
+            "SELECT s.patient_id, s.modality, s.series_uid FROM series s ANTI JOIN masks m "
+            "ON s.patient_id = m.patient_id AND s.series_uid = m.series_uid ORDER BY ALL"
+        ).df()
+    return bare if patients is None else bare[bare.patient_id.isin(set(patients))].reset_index(drop=True)
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text)

@@ -218,8 +218,11 @@ class RunDisplay:
 
     # --- summary --------------------------------------------------------------------------------------------
 
-    def summary(self, *, n_patients: int, locations: dict[str, str], metrics: str | None) -> None:
-        """Patients materialised and failed, features per patient, where the results are, the headline metrics."""
+    def summary(
+        self, *, n_patients: int, locations: dict[str, str], metrics: str | None, notes: dict[str, str] | None = None
+    ) -> None:
+        """Patients materialised and failed, features per patient, ``notes`` (e.g. series without an ROI), where
+        the results are, the headline metrics."""
         self.finish_stage()
         materialised = len(self.features_per_patient)
         rows = [("patients materialised", f"{materialised} of {n_patients}")]
@@ -230,6 +233,7 @@ class RunDisplay:
             spread = f" (min {low}, max {high})" if low != high else ""
             rows.append(("features per patient", f"{statistics.median(counts):g}{spread}"))
         rows.append(("patients failed", str(len(self.failures))))
+        rows += list((notes or {}).items())
         if unfinished > 0:
             rows.append(("patients not finished", f"{unfinished} (the run stopped; see the Dagster event log)"))
         for asset, message in self.failed_assets.items():

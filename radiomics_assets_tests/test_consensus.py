@@ -79,6 +79,7 @@ def test_the_default_search_fits_the_consensus_on_its_own_inner_folds_and_report
     assert isinstance(model, ConsensusClassifier)
     assert len(model.cv) == 3  # the CandidateSearch's grouped inner folds, not a fresh split
     assert search.best_score_ == model.inner_score_
+    assert search.best_params_ == {"model__linear_weight": model.weight_}  # what the model card and folds show
     used = selected_columns(search.best_estimator_, list(X.columns))
     assert used == [f"f{i:03d}" for i in range(29)]  # the forest member uses every variable feature
     scores = selection_scores(search.best_estimator_, list(X.columns))

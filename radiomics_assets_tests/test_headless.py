@@ -121,3 +121,15 @@ def test_seeds_csv_for_2d_images_with_or_without_a_z_column(tmp_path):
     (tmp_path / "c.csv").write_text("patient_id,x\nA,1\n")
     with pytest.raises(SeedFileError, match=r"lacks column\(s\) \['y'\]; expected patient_id,x,y\[,z\]"):
         read_seeds(tmp_path / "c.csv")
+
+
+def test_the_run_summary_lists_series_that_got_no_roi(ran):
+    """A stored series without any ROI mask gets no features: the summary says which (issue 24), not only the
+    failure log, so a PET beside a CT-only RTSTRUCT cannot pass unnoticed."""
+    _, root, _, done = ran
+    from radiomics_assets.paths import DataRoot
+    from radiomics_assets.status import series_without_roi
+
+    bare = series_without_roi(DataRoot(root))
+    assert list(bare.patient_id) == ["SYN-0003"] and list(bare.modality) == ["CT"]
+    assert "  series without an ROI (no features): 1: SYN-0003 CT\n" in done.stdout, done.stdout

@@ -282,8 +282,11 @@ class CandidateSearch(BaseEstimator):
             self.best_params_ = best["params"]
             self.best_score_ = best["inner_score"]
             self.best_estimator_ = self._refit(best, inner, X_arr, y_arr)
-            if not np.isfinite(self.best_score_):  # a model that tunes itself reports its own inner score
-                self.best_score_ = float(getattr(self.best_estimator_.named_steps["model"], "inner_score_", np.nan))
+            chosen_model = self.best_estimator_.named_steps["model"]
+            if hasattr(chosen_model, "weight_"):  # the consensus: its vote's weight is what it chose inside
+                self.best_params_ = {**self.best_params_, "model__linear_weight": chosen_model.weight_}
+                if not np.isfinite(self.best_score_):
+                    self.best_score_ = float(chosen_model.inner_score_)
             self.candidate_estimators_ = {self.best_: self.best_estimator_}
             if self.refit_candidates:
                 for name, result in self.candidate_results_.items():
