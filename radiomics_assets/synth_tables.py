@@ -105,6 +105,7 @@ MISSING_SHARE = 0.03
 
 # Independent random streams: the features of a seed are the same whatever the outcome type.
 _FEATURE_STREAM, _CLINICAL_STREAM, _OUTCOME_STREAM, _MISSING_STREAM = 1, 2, 3, 4
+_SITE_STREAM = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +129,13 @@ class SyntheticStudy:
     """Multiclass: number of ordered grades ``G1 .. GK`` (latent score cut at quantiles)."""
     correlated_blocks: bool = True
     """Features in correlated groups around latent factors (like real radiomics) plus independent noise."""
+    sites: int = 1
+    """Scanners / sites (issue 27): patients assigned round-robin, column ``site`` (``S1 ..``) of labels.csv and
+    ``batch: {column: site}`` in the study when > 1."""
+    site_shift: float = 0.0
+    """Size of each site's scanner effect on every feature, on the standardised scale: ``z -> z * m + d`` with
+    ``d ~ N(0, site_shift)`` (additive) and ``log m ~ N(0, site_shift / 2)`` (multiplicative), drawn per site and
+    feature; independent of the outcome, so the truth (``eta``) is unchanged. 0 = no effect."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -142,6 +150,8 @@ class SyntheticStudy:
             )
         if not 0.0 <= self.censoring < 0.95:
             raise ValueError(f"censoring must be a share in [0, 0.95), got {self.censoring}")
+        if self.sites < 1 or self.site_shift < 0:
+            raise ValueError(f"need sites >= 1 and site_shift >= 0, got {self.sites} and {self.site_shift}")
         if self.n_classes < 3:
             raise ValueError(f"n_classes must be at least 3 (two classes: outcome='binary'), got {self.n_classes}")
 
@@ -260,6 +270,8 @@ def _study_document(spec: SyntheticStudy) -> dict:
     if spec.covariates:
         document["covariates"] = {"numeric": ["age"], "categorical": ["sex", "stage"]}
         document["predictors"] = "compare"
+    if spec.sites > 1:
+        document["batch"] = {"column": "site"}
     return document
 
 
@@ -271,9 +283,16 @@ def _simulate(spec: SyntheticStudy) -> _Draw:
     z = _standard_features(spec, rng)
     scale = 10.0 ** rng.uniform(-2, 3, size=spec.n_features)
     loc = scale * rng.uniform(-1, 5, size=spec.n_features)
+    eta_z = z[:, :k].copy()  # the truth is defined before any scanner effect
+    site = np.arange(n) % spec.sites
+    if spec.sites > 1 and spec.site_shift > 0:
+        shift_rng = np.random.default_rng([spec.seed, _SITE_STREAM])
+        additive = shift_rng.normal(0, spec.site_shift, size=(spec.sites, spec.n_features))
+        multiplicative = np.exp(shift_rng.normal(0, spec.site_shift / 2, size=(spec.sites, spec.n_features)))
+        z = z * multiplicative[site] + additive[site]
     features = pd.DataFrame(loc + scale * z, columns=feature_names(spec.n_features))
     features.insert(0, "patient_id", ids)
-    eta = spec.effect * z[:, :k].sum(axis=1) / math.sqrt(k) if k else np.zeros(n)
+    eta = spec.effect * eta_z.sum(axis=1) / math.sqrt(k) if k else np.zeros(n)
 
     labels = pd.DataFrame({"patient_id": ids})
     clinical = pd.DataFrame(index=range(n))
@@ -310,6 +329,8 @@ def _simulate(spec: SyntheticStudy) -> _Draw:
         labels["time_to_event"] = np.maximum(np.round(observed, 1), 0.1)
         labels["event"] = (event_time <= np.minimum(censor_time, MAX_FOLLOW_UP_MONTHS)).astype(int)
     labels = pd.concat([labels, clinical], axis=1)
+    if spec.sites > 1:
+        labels["site"] = [f"S{s + 1}" for s in site]
     return _Draw(
         features=features,
         labels=labels,

@@ -61,7 +61,8 @@ SCHEMA = {
         frame_of_reference_uid VARCHAR, n_slices INTEGER, size_x INTEGER, size_y INTEGER, size_z INTEGER,
         spacing_x DOUBLE, spacing_y DOUBLE, spacing_z DOUBLE, origin_x DOUBLE, origin_y DOUBLE, origin_z DOUBLE,
         source_path VARCHAR, volume_path VARCHAR, image_hash VARCHAR, ingested_at TIMESTAMP, units VARCHAR,
-        suv_factor DOUBLE, study_date VARCHAR""",
+        suv_factor DOUBLE, study_date VARCHAR, manufacturer VARCHAR, manufacturer_model_name VARCHAR,
+        institution_name VARCHAR, convolution_kernel VARCHAR, magnetic_field_strength DOUBLE, slice_thickness DOUBLE""",
     "masks": """
         patient_id VARCHAR NOT NULL, series_uid VARCHAR NOT NULL, roi VARCHAR NOT NULL, source_kind VARCHAR,
         source_path VARCHAR, voxel_count BIGINT, volume_ml DOUBLE, mask_path VARCHAR, mask_hash VARCHAR""",
@@ -83,7 +84,18 @@ SCHEMA = {
 }
 
 ADDED_COLUMNS = {
-    "series": {"units": "VARCHAR", "suv_factor": "DOUBLE", "study_date": "VARCHAR"},
+    "series": {
+        "units": "VARCHAR",
+        "suv_factor": "DOUBLE",
+        "study_date": "VARCHAR",
+        # The scanner (issue 27: ``batch: from_dicom``).
+        "manufacturer": "VARCHAR",
+        "manufacturer_model_name": "VARCHAR",
+        "institution_name": "VARCHAR",
+        "convolution_kernel": "VARCHAR",
+        "magnetic_field_strength": "DOUBLE",
+        "slice_thickness": "DOUBLE",
+    },
 }
 """Columns added to a table after its first release: ``CREATE TABLE IF NOT EXISTS`` leaves an older warehouse's
 table as it was, so they are added to it (each is also in :data:`SCHEMA`, for new warehouses)."""

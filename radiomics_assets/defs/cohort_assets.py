@@ -32,7 +32,12 @@ def labels(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         "test_patients": int((with_outcome.cohort == "test").sum()),
         "patients_in_a_labels_csv_group": int((table.group != "").sum()),
         "notes": "; ".join(outcomes.notes) or "none",  # e.g. duplicate rows merged (issue 24)
+        "batch": study.batch.describe(),  # issue 27: the scanner / site of each patient
+        "harmonise": study.harmonise.value,
+        "validation": study.validation.value,
     }
+    if "batch" in table:
+        metadata["patients_per_batch"] = ", ".join(f"{k}: {n}" for k, n in table.batch.value_counts().items())
     if study.task.value in ("binary", "multiclass"):
         counts = with_outcome.label_name.value_counts().sort_index()
         metadata["per_class"] = ", ".join(f"{name}: {n}" for name, n in counts.items())

@@ -83,6 +83,13 @@ class DicomFile:
     """Why a multi-frame image's frames cannot be placed in space (``multiframe.frame_geometry_problem``), or ""."""
     study_date: str = ""
     """StudyDate (YYYYMMDD): orders a patient's baseline and follow-up studies (``series.study_date``)."""
+    # The scanner, for ``batch: from_dicom`` of study.yaml (issue 27); stored with the series, "" when absent.
+    manufacturer: str = ""
+    manufacturer_model_name: str = ""
+    institution_name: str = ""
+    convolution_kernel: str = ""
+    magnetic_field_strength: str = ""
+    slice_thickness: str = ""
 
     @property
     def is_segmentation(self) -> bool:
@@ -124,6 +131,38 @@ class InboxScan:
     ignored: dict[Path, str]  # path -> why it was not used
 
 
+SCANNER_TAGS = {
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "manufacturer_model_name",
+    "InstitutionName": "institution_name",
+    "ConvolutionKernel": "convolution_kernel",
+    "MagneticFieldStrength": "magnetic_field_strength",
+    "SliceThickness": "slice_thickness",
+}
+"""DICOM keyword -> the ``DicomFile`` field and ``series`` column holding it (all before ``LAST_HEADER_TAG``)."""
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = getattr(ds, keyword, "") or ""
+    # ConvolutionKernel may be multi-valued (Siemens: "B30f" or ["Br40d", "3"]).
+    return (
+        "\\".join(str(v).strip() for v in value)
+        if isinstance(value, list | pydicom.multival.MultiValue)
+        else str(value).strip()
+    )
+
+
+def scanner_identity(header: DicomFile) -> dict:
+    """The scanner columns of a series row, from its first file's header (None when the header lacks them)."""
+    row: dict = {column: getattr(header, column) or None for column in SCANNER_TAGS.values()}
+    for column in ("magnetic_field_strength", "slice_thickness"):
+        try:
+            row[column] = float(row[column]) if row[column] is not None else None
+        except ValueError:
+            row[column] = None
+    return row
+
+
 def read_header(path: Path) -> DicomFile:
     try:
         ds = read_until(path, LAST_HEADER_TAG)
@@ -151,6 +190,7 @@ def read_header(path: Path) -> DicomFile:
             image_type=_image_type(ds),
             issuer=str(getattr(ds, "IssuerOfPatientID", "") or "").strip(),
             study_date=str(getattr(ds, "StudyDate", "") or "").strip(),
+            **{column: _text(ds, tag) for tag, column in SCANNER_TAGS.items()},
             **_multiframe_fields(path, ds),
         )
     except DicomInputError:

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.hashing import image_hash
+from radiomics_assets.ingest.dicom_headers import scanner_identity
 from radiomics_assets.ingest.dicom_series import describe_series, read_series_volume
 from radiomics_assets.ingest.file_pairs import (
     file_series_uid,
@@ -99,6 +100,7 @@ def _ultrasound_rows(root: DataRoot, inputs: PatientInputs, images: list) -> lis
         "modality": "US",
         "frame_of_reference_uid": header.frame_of_reference_uid,
         "study_date": header.study_date,
+        **scanner_identity(header),
     }
     return [_store_series(root, inputs, read_us_image(header.path, frame=frame), identity, header.path, 1)]
 
@@ -134,6 +136,7 @@ def ingest_studies(
             "modality": info.modality,
             "frame_of_reference_uid": info.frame_of_reference_uid,
             "study_date": info.study_date,
+            **scanner_identity(files[0]),
         }
         units = (volume.units, volume.suv_factor)
         rows.append(_store_series(root, inputs, image, identity, info.first_file.parent, info.n_slices, units))

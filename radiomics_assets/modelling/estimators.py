@@ -24,6 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from radiomics_assets.modelling.consensus import ConsensusClassifier
+from radiomics_assets.modelling.harmonise import BATCH_PREFIX, Harmoniser, batch_method
 from radiomics_assets.modelling.robustness import robust_features
 from radiomics_assets.modelling.selection import NearZeroVariance, Selector
 from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, ModellingSettings
@@ -50,6 +51,9 @@ class ColumnRoles:
     radiomics: tuple[int, ...]
     numeric: tuple[int, ...] = ()
     categorical: tuple[int, ...] = ()
+    batch: int | None = None
+    """The ``batch__<method>`` column (issue 27): never a predictor; read by the harmonise step."""
+    harmonise: str = "none"
 
     @property
     def clinical(self) -> tuple[int, ...]:
@@ -57,15 +61,26 @@ class ColumnRoles:
 
     @classmethod
     def of(cls, columns, categorical: tuple[str, ...] = ()) -> ColumnRoles:
-        """Roles from column names: ``clinical__<name>`` are covariates, categorical when ``<name>`` is listed."""
+        """Roles from column names: ``clinical__<name>`` are covariates, categorical when ``<name>`` is listed;
+        ``batch__<method>`` is the batch column (its name says the harmonise method)."""
         columns = [str(c) for c in columns]
         clinical = [i for i, c in enumerate(columns) if c.startswith(CLINICAL_PREFIX)]
+        batches = [i for i, c in enumerate(columns) if c.startswith(BATCH_PREFIX)]
+        if len(batches) > 1:
+            raise ValueError(f"one batch column expected, got {[columns[i] for i in batches]}")
         is_categorical = {i for i in clinical if columns[i][len(CLINICAL_PREFIX) :] in set(categorical)}
         return cls(
-            radiomics=tuple(i for i in range(len(columns)) if i not in set(clinical)),
+            radiomics=tuple(i for i in range(len(columns)) if i not in set(clinical) | set(batches)),
             numeric=tuple(i for i in clinical if i not in is_categorical),
             categorical=tuple(sorted(is_categorical)),
+            batch=batches[0] if batches else None,
+            harmonise=batch_method(columns[batches[0]]) if batches else "none",
         )
+
+    @property
+    def nested(self) -> bool:
+        """Whether the Pipeline routes columns through a ``prepare`` ColumnTransformer (covariates or a batch)."""
+        return bool(self.clinical) or self.batch is not None
 
 
 def _radiomics_steps(seed, selection, max_correlation, standardise, keep, outcome) -> list:
@@ -114,7 +129,7 @@ def make_pipeline(
         # Its linear member selects for itself; the forest member sees every feature.
         estimator.set_params(selection=selection, max_correlation=max_correlation, outcome=task.kind.value)
         radiomics[-1] = ("select", "passthrough")
-    if roles is None or not roles.clinical:
+    if roles is None or not roles.nested:
         return Pipeline([*radiomics, ("model", estimator)])
     branches = []
     if roles.radiomics:
@@ -130,7 +145,12 @@ def make_pipeline(
             ]
         )
         branches.append(("clinical_categorical", categorical, list(roles.categorical)))
-    return Pipeline([("prepare", ColumnTransformer(branches, remainder="drop")), ("model", estimator)])
+    # The batch column is in no branch: ``remainder="drop"`` keeps it out of the model.
+    steps = [("prepare", ColumnTransformer(branches, remainder="drop")), ("model", estimator)]
+    if roles.batch is not None and roles.harmonise != "none" and roles.radiomics:
+        # First, on the raw columns, so its fit sees only this fold's training patients (harmonise.py).
+        steps.insert(0, ("harmonise", Harmoniser(roles.batch, roles.radiomics, roles.harmonise)))
+    return Pipeline(steps)
 
 
 def _grid(task: Task, model: str, n_samples: int, roles: ColumnRoles | None) -> dict[str, list]:
@@ -146,7 +166,7 @@ def _grid(task: Task, model: str, n_samples: int, roles: ColumnRoles | None) -> 
                 values = [v for v in values if v < n_samples] or values
                 if roles is not None and roles.clinical:
                     values = [0, *values]
-            if roles is not None and roles.clinical:
+            if roles is not None and roles.nested:
                 key = "prepare__radiomics__" + key
         grid[key] = list(values)
     return grid

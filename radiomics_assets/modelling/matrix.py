@@ -204,7 +204,102 @@ def cohort_data(warehouse: Warehouse, study: Study, task, cohort: str = "train")
     X = features
     if study.has_covariates:
         X = features.join(clinical_design(outcomes, study, clinical_codes(labels, study)))
+    if study.batch.configured:
+        X = X.join(batch_design(warehouse, study, list(X.index)))
     return CohortData(X=X, y=task.target(outcomes), outcomes=outcomes)
+
+
+def patient_batches(warehouse: Warehouse, study: Study) -> pd.Series:
+    """patient_id -> batch name of every labelled patient: the ``batch.column`` of labels.csv, or the DICOM header
+    values ``batch.from_dicom`` names, of the patient's series (``series`` table; SliceThickness rounded to whole
+    mm). A patient whose series differ (e.g. CT and MR on two scanners) gets their values joined with " + ": a
+    batch of its own kind rather than one picked at random. No value: ``unknown``."""
+    labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")
+    if study.batch.column is not None:
+        if "batch" not in labels:
+            raise ValueError(
+                f"{study.source}: key 'batch.column' is set but table labels has no batch: materialise labels again"
+            )
+        return labels["batch"].fillna("unknown").astype(str)
+    from radiomics_assets.ingest.dicom_headers import SCANNER_TAGS
+
+    columns = [SCANNER_TAGS[tag] for tag in study.batch.from_dicom]
+    try:
+        series = warehouse.query(f"SELECT patient_id, {', '.join(columns)} FROM series")
+    except duckdb.Error as error:
+        raise ValueError(
+            f"{study.source}: key 'batch.from_dicom' needs series columns {columns} in {warehouse.path} ({error})"
+        ) from None
+    if "slice_thickness" in series:
+        series["slice_thickness"] = series.slice_thickness.round()
+    text = series[columns].astype(object).where(series[columns].notna(), "?").astype(str)
+    series["batch"] = text.agg(" | ".join, axis=1)
+    batches = series.groupby("patient_id").batch.agg(lambda v: " + ".join(sorted(set(v))))
+    return batches.reindex(labels.index).fillna("unknown")
+
+
+def batch_design(warehouse: Warehouse, study: Study, patient_ids: list[str]) -> pd.DataFrame:
+    """The ``batch__<harmonise>`` column of the design matrix: batch codes numbered over every labelled patient
+    (train and test alike, so a code means the same site in both); see ``harmonise``."""
+    from radiomics_assets.modelling.harmonise import batch_column_name
+
+    batches = patient_batches(warehouse, study)
+    codes = {name: float(i) for i, name in enumerate(sorted(batches.unique()))}
+    column = batch_column_name(study.harmonise.value)
+    return pd.DataFrame({column: batches.reindex(patient_ids).map(codes).fillna(-1.0)}, index=patient_ids)
+
+
+def batch_effect_report(
+    warehouse: Warehouse, study: Study, cv=None, seed: int = 0, settings=None
+) -> tuple[dict | None, str]:
+    """``metrics.json``'s ``batch_effect`` and the report's section (None and "" without ``batch:`` in the study):
+    the batch effect of the training cohort's radiomics features before and after the harmonise step (fitted
+    inside folds); with ``settings`` and harmonisation on, the outcome estimate with and without it (``outcome``);
+    with ``validation: leave_site_out``, the metric of each held-out site."""
+    if not study.batch.configured:
+        return None, ""
+    from radiomics_assets.modelling.harmonise import BATCH_PREFIX, batch_effect, report_section
+    from radiomics_assets.modelling.tasks import task_for
+
+    data = cohort_data(warehouse, study, task_for(study), "train")
+    radiomics = [c for c in data.X.columns if not str(c).startswith((CLINICAL_PREFIX, BATCH_PREFIX))]
+    names = patient_batches(warehouse, study).reindex(data.X.index).fillna("unknown")
+    X = data.X[radiomics]
+    effect = batch_effect(X, names.to_numpy(), study.harmonise.value, seed=seed)
+    effect["source"] = study.batch.describe()
+    if settings is not None and cv is not None and study.harmonise.value != "none":
+        effect["outcome"] = _outcome_without_harmonisation(warehouse, study, cv, settings)
+    site_scores = getattr(cv, "site_scores", {}) if cv is not None else {}
+    if site_scores:
+        code_names = dict(enumerate(sorted(patient_batches(warehouse, study).unique())))
+        effect["per_site"] = {code_names.get(int(float(k)), k): v for k, v in site_scores.items()}
+    return effect, report_section(effect, X, names.to_numpy())
+
+
+def _outcome_without_harmonisation(warehouse: Warehouse, study: Study, cv, settings) -> dict:
+    """The same procedure on the same patients, groups and splitting rule with the harmonise step off: what
+    ComBat changes in the outcome estimate (both honest, the step fitted inside the folds)."""
+    from radiomics_assets.modelling.estimators import ColumnRoles
+    from radiomics_assets.modelling.harmonise import BATCH_PREFIX, batch_column_name
+    from radiomics_assets.modelling.training import _model_predictors, predictor_columns, training_data
+    from radiomics_assets.modelling.validation import cross_validate
+
+    data = training_data(warehouse, study, cv.task, settings)
+    X = data.X[predictor_columns(data.X, _model_predictors(study))]
+    X = X.rename(columns={c: batch_column_name("none") for c in X.columns if str(c).startswith(BATCH_PREFIX)})
+    roles = ColumnRoles.of(X.columns, study.covariates.categorical)
+    without = cross_validate(
+        X,
+        data.y,
+        settings,
+        data.groups,
+        data.perturbations,
+        with_candidates=False,
+        task=cv.task,
+        roles=roles,
+        validation=study.validation.value,
+    )
+    return {"metric": cv.task.primary_metric, "with_harmonisation": cv.score, "without": without.score}
 
 
 def training_set(warehouse: Warehouse, study: Study | None = None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -237,6 +332,8 @@ def unlabelled_set(warehouse: Warehouse, study: Study | None = None) -> pd.DataF
     them (from labels.csv rows whose outcome is empty; absent covariates are imputed by the Pipeline)."""
     matrix = warehouse.query("SELECT * FROM feature_matrix").set_index("patient_id")
     features = matrix[matrix.label.isna()].drop(columns="label")
+    if study is not None and study.batch.configured:  # unseen or unknown batches are left uncorrected (harmonise)
+        features = features.join(batch_design(warehouse, study, list(features.index)))
     if study is None or not study.has_covariates:
         return features
     labels = warehouse.query("SELECT * FROM labels").set_index("patient_id")

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from radiomics_assets.modelling.matrix import cohort_data, missing_data_summary
+from radiomics_assets.modelling.checklist import (
+    checklist_html,
+    clear_checklist,
+    cohort_html,
+    extraction_html,
+    imaging_html,
+    report_sections,
+    sample_size_html,
+)
+from radiomics_assets.modelling.matrix import batch_effect_report, cohort_data, missing_data_summary
 from radiomics_assets.modelling.plots import fmt, img, null_png
 from radiomics_assets.modelling.selection import selected_columns, selection_scores
 from radiomics_assets.modelling.study import Study
@@ -93,7 +102,13 @@ def _permutation_html(permutation: dict, task: Task) -> str:
         + (f" (chance predicts SD &asymp; {fmt(expected)} for one repeat)" if expected is not None else "")
         + f"; chance level {fmt(task.chance_level)}. <b>Permutation p-value {fmt(permutation['p_value'])}</b> = (1 + "
         f"#null &ge; observed {fmt(permutation[f'observed_{name}'])}) / (1 + {permutation['n_permutations']}); "
-        f"the smallest possible is {fmt(1 / (1 + permutation['n_permutations']))}.</p>"
+        f"the smallest possible is {fmt(1 / (1 + permutation['n_permutations']))}"
+        + (
+            f"; the test took {fmt(permutation['seconds'], 1)} s with {permutation.get('n_jobs')} process(es)"
+            if permutation.get("seconds") is not None
+            else ""
+        )
+        + ".</p>"
         + img(
             "permutation null distribution",
             null_png(permutation[f"null_{name}s"], permutation[f"observed_{name}"], task.chance_level, label),
@@ -228,6 +243,9 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    checklist = clear_checklist(metrics) if "cohort_flow" in metrics else None
+    if checklist is not None:
+        (out_dir / "checklist.json").write_text(json.dumps(checklist, indent=2, default=_json_default))
     body = task.report_html(metrics, cv)
     external_html = "<p>No external test cohort (no <code>cohort=test</code> rows in labels.csv).</p>"
     if external is not None and "external" in metrics:
@@ -243,9 +261,13 @@ def write_report(
 <html><head><meta charset="utf-8"><title>radiomics_assets validation report</title>
 <style>body{{font-family:sans-serif;max-width:64em;margin:2em auto;line-height:1.4}}
 table{{border-collapse:collapse;margin:0.5em 0}}
-td,th{{padding:3px 0.8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}</style></head>
+td,th{{padding:3px 0.8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}}
+pre{{white-space:pre-wrap;background:#f6f6f6;padding:0.5em;font-size:0.85em}}
+@media print{{body{{max-width:none;margin:0;font-size:10pt}}h2{{break-after:avoid}}
+table,figure,img,pre{{break-inside:avoid}}img{{max-width:100%}}a{{color:inherit;text-decoration:none}}
+@page{{size:A4;margin:15mm}}}}</style></head>
 <body><h1>Validation report</h1>
-<h2>Summary</h2>
+<h2 id="summary">Summary</h2>
 {_headline_sentence(metrics, task)}
 {_predictors_html(metrics.get("comparison"), task)}
 <ul>
@@ -261,35 +283,41 @@ procedure (robustness filter, imputation, near-zero-variance filter, scaling, co
 model, hyperparameters and the choice among candidates) was refitted inside each outer training fold, so no patient
 was scored by a model, or a choice, that had seen it.</li>
 </ul>
-<h2>Cross-validated performance of the whole procedure</h2>
+{cohort_html(metrics)}
+{imaging_html(metrics)}
+{extraction_html(metrics)}
+{sample_size_html(metrics)}
+<h2 id="performance">Cross-validated performance of the whole procedure</h2>
 {body}
-<h2>Permutation test</h2>
+<h2 id="permutation">Permutation test</h2>
 {_permutation_html(metrics.get("permutation", {}), task)}
-<h2>Candidates (information, not an estimate of the chosen model)</h2>
+<h2 id="candidates">Candidates (information, not an estimate of the chosen model)</h2>
 <p>Each candidate's figures come from refitting its inner-CV-best parameters in every outer training set, on the
 same splits. Choosing the best of these figures afterwards would be optimistic (the choice would be fitted to the
 outer folds); the headline above evaluates the choice itself. The last column compares each candidate with the
 procedure by a paired bootstrap of patients on the same out-of-fold predictions.</p>
 {_comparison_table(metrics, task)}
-<h2>Duplicate images and groups</h2>
+<h2 id="groups">Duplicate images and groups</h2>
 {_groups_html(metrics.get("groups", {}))}
-<h2>Feature robustness</h2>
+<h2 id="robustness">Feature robustness</h2>
 {_robustness_html(metrics.get("feature_robustness"), metrics.get("robustness_icc_threshold", 0.0))}
-<h2>External validation</h2>
+<h2 id="external">External validation</h2>
 {external_html}
-<h2>Predictors used by the final model</h2>
+<h2 id="features">Predictors used by the final model</h2>
 {_features_table(metrics.get("selected_features", []))}
-<h2>Missing modalities and ROIs</h2>
+<h2 id="missing">Missing modalities and ROIs</h2>
 {_missing_data(metrics.get("missing_data", {}))}
 {gallery}
 <h2>Library versions</h2>
 <p>{html.escape(versions)}</p>
+{checklist_html(checklist) if checklist is not None else ""}
 </body></html>
 """)
     return {
         "metrics_path": out_dir / "metrics.json",
         "report_path": out_dir / "report.html",
         "plot_png": _first_image(body),
+        **({"checklist_path": out_dir / "checklist.json"} if checklist is not None else {}),
     }
 
 
@@ -361,6 +389,11 @@ def validate(root: DataRoot, seed: int = 0) -> dict:
         from radiomics_assets.modelling.tasks.binary import expected_null_sd
 
         permutation["expected_null_sd"] = expected_null_sd(cv.y, cv.fold_of)
+    card_path = root.models / "model_card.json"
+    if card_path.exists():  # the reviewer's question "how long did the test take", answered from the run itself
+        seconds = json.loads(card_path.read_text()).get("seconds", {})
+        permutation["seconds"] = seconds.get("permutation_test")
+        permutation["n_jobs"] = settings.n_jobs
     figures["permutation"] = permutation
     figures["permutation_p_value"] = permutation.get("p_value")
     figures["groups"] = {
@@ -374,13 +407,16 @@ def validate(root: DataRoot, seed: int = 0) -> dict:
     robustness = robustness_report(warehouse)
     figures["robustness_icc_threshold"] = settings.robustness_icc_threshold
     figures["feature_robustness"] = None if robustness is None else robustness.to_dict(orient="records")
+    # The reviewer's items (cohort flow, patients, imaging, extraction, sample size, limitations): issue 26.
+    figures |= report_sections(root, stored, saved, task, figures)
     test = cohort_data(warehouse, study, task, "test")
     external = None
     if len(test.y):
         prediction = score(saved, test.X)
         figures["external"] = task.external_metrics(test.y, prediction, seed=seed)
         external = (test.y, prediction)
-    written = write_report(root.reports, figures, task, cv, external, gallery=gallery_html(root))
+    figures["batch_effect"], batch_html = batch_effect_report(warehouse, study, cv, seed, settings)  # issue 27
+    written = write_report(root.reports, figures, task, cv, external, gallery=batch_html + gallery_html(root))
     return {**figures, **written}
 
 

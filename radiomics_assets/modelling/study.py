@@ -15,6 +15,11 @@
       numeric: [age]
       categorical: [sex, grade]
     predictors: compare         # radiomics | clinical | both | compare (default: compare when covariates exist)
+    batch:                      # optional: the scanner / site of each patient (issue 27), one of
+      from_dicom: [Manufacturer]  # DICOM header values of the patient's series (BATCH_TAGS), joined
+      # column: hospital          # or a column of labels.csv
+    harmonise: none             # none (default) | combat: ComBat inside every fold (modelling/harmonise.py)
+    validation: cv              # cv (default: repeated stratified CV) | leave_site_out (one batch held out per fold)
 
 Without ``study.yaml`` a two-class ``label`` column keeps working, with the positive class explicit in the data
 (0/1, yes/no, true/false, or one of :data:`POSITIVE_NAMES`); anything else fails asking for ``positive:``.
@@ -56,6 +61,48 @@ class Predictors(StrEnum):
     clinical = "clinical"
     both = "both"
     compare = "compare"
+
+
+class Harmonise(StrEnum):
+    """How the batch (scanner, site) effect is corrected inside every fold: not at all, or by ComBat."""
+
+    none = "none"
+    combat = "combat"
+
+
+class Validation(StrEnum):
+    """The outer CV scheme: repeated grouped stratified k-fold, or one batch (site) held out per fold."""
+
+    cv = "cv"
+    leave_site_out = "leave_site_out"
+
+
+BATCH_TAGS = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "ConvolutionKernel",
+    "MagneticFieldStrength",
+    "SliceThickness",
+)
+"""DICOM header fields ``batch: from_dicom`` may name (SliceThickness is rounded to whole millimetres)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """The batch (scanner, site) of each patient: DICOM header fields of its series, or a column of labels.csv."""
+
+    from_dicom: tuple[str, ...] = ()
+    column: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.from_dicom) or self.column is not None
+
+    def describe(self) -> str:
+        if self.column is not None:
+            return f"labels.csv column {self.column!r}"
+        return "DICOM " + " + ".join(self.from_dicom) if self.from_dicom else "none"
 
 
 class Timepoint(StrEnum):
@@ -110,6 +157,9 @@ class Study:
     covariates: Covariates = field(default_factory=Covariates)
     predictors: Predictors = Predictors.radiomics
     timepoint: Timepoint = Timepoint.baseline
+    batch: Batch = field(default_factory=Batch)
+    harmonise: Harmonise = Harmonise.none
+    validation: Validation = Validation.cv
     source: str = "(no study.yaml: a two-class label column)"
     """Where the study came from (the file, or the default), for messages and the report."""
 
@@ -122,7 +172,7 @@ class Study:
         return bool(self.covariates.columns)
 
 
-_TOP_KEYS = {"outcome", "covariates", "predictors", "timepoint"}
+_TOP_KEYS = {"outcome", "covariates", "predictors", "timepoint", "batch", "harmonise", "validation"}
 _OUTCOME_KEYS = {
     OutcomeType.binary: {"type", "column", "positive"},
     OutcomeType.multiclass: {"type", "column", "classes"},
@@ -229,7 +279,63 @@ def parse_study(document: dict, path: Path) -> Study:
         raise StudyError(
             f"{path}: key 'timepoint' must be one of {[t.value for t in Timepoint]}, got {document['timepoint']!r}"
         ) from None
-    return Study(outcome=outcome, covariates=covariates, predictors=predictors, timepoint=timepoint, source=str(path))
+    batch = _batch(document.get("batch"), path)
+    harmonise = _choice(document, "harmonise", Harmonise, Harmonise.none, path)
+    validation = _choice(document, "validation", Validation, Validation.cv, path)
+    if (harmonise != Harmonise.none or validation != Validation.cv) and not batch.configured:
+        raise StudyError(
+            f"{path}: key {'harmonise' if harmonise != Harmonise.none else 'validation'!r} needs a batch: add "
+            "'batch: {from_dicom: [Manufacturer]}' or 'batch: {column: <labels.csv column>}'"
+        )
+    if batch.column is not None:
+        outcome_columns = {outcome.column} if kind != OutcomeType.survival else {outcome.time, outcome.event}
+        if batch.column in outcome_columns:
+            # A batch equal to the outcome would make ComBat remove the signal it is asked to keep.
+            raise StudyError(f"{path}: key 'batch.column' is the outcome column {batch.column!r}")
+    return Study(
+        outcome=outcome,
+        covariates=covariates,
+        predictors=predictors,
+        timepoint=timepoint,
+        batch=batch,
+        harmonise=harmonise,
+        validation=validation,
+        source=str(path),
+    )
+
+
+def _choice(document: dict, key: str, kind: type[StrEnum], default: StrEnum, path: Path):
+    value = document.get(key)
+    if value is None:
+        return default
+    if value is False and key == "harmonise":  # YAML reads a bare ``none``-like ``no`` / ``off`` as False
+        return default
+    try:
+        return kind(str(value).strip().lower())
+    except ValueError:
+        raise StudyError(f"{path}: key {key!r} must be one of {[v.value for v in kind]}, got {value!r}") from None
+
+
+def _batch(value, path: Path) -> Batch:
+    if value is None:
+        return Batch()
+    raw = _mapping(value, "batch", path)
+    unknown = sorted(set(raw) - {"from_dicom", "column"})
+    if unknown:
+        raise StudyError(f"{path}: unknown key(s) {['batch.' + k for k in unknown]}; use from_dicom or column")
+    if ("from_dicom" in raw) == ("column" in raw):
+        raise StudyError(f"{path}: key 'batch' needs exactly one of 'from_dicom' (DICOM fields) or 'column'")
+    if "column" in raw:
+        if not isinstance(raw["column"], str | int) or not str(raw["column"]).strip():
+            raise StudyError(f"{path}: key 'batch.column' must be a column name of labels.csv, got {raw['column']!r}")
+        return Batch(column=str(raw["column"]).strip())
+    tags = _names(raw["from_dicom"], "batch.from_dicom", path)
+    wrong = [t for t in tags if t not in BATCH_TAGS]
+    if not tags or wrong:
+        raise StudyError(
+            f"{path}: key 'batch.from_dicom' must list some of {list(BATCH_TAGS)}, got {raw['from_dicom']!r}"
+        )
+    return Batch(from_dicom=tuple(dict.fromkeys(tags)))
 
 
 def load_study(root: DataRoot, label_column: str = "label") -> Study:
@@ -492,6 +598,10 @@ def load_outcomes(root: DataRoot, study: Study, group_column: str = "group") -> 
         table["label"] = table["event"]
         table.loc[present.index, "label_name"] = np.where(event == 1, "event", "censored")
     table = table.reset_index(drop=True)
+    if study.batch.column is not None:
+        _require(raw, [study.batch.column], path, f"key 'batch.column' of {study.source}")
+        # An empty cell is an unknown batch: kept as its own level rather than dropping the patient.
+        table["batch"] = raw[study.batch.column].fillna("").replace("", "unknown").to_numpy()
     if study.has_covariates:
         clinical = _clinical_columns(raw, root, study, path)
         table = table.join(clinical.reset_index(drop=True).set_axis(table.index))

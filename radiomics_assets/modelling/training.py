@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 
 from radiomics_assets.modelling.duplicates import Groups, patient_groups
 from radiomics_assets.modelling.estimators import ColumnRoles
+from radiomics_assets.modelling.harmonise import BATCH_PREFIX
 from radiomics_assets.modelling.matrix import (
     MIN_BLOCK_COVERAGE,
     clinical_codes,
@@ -201,8 +202,8 @@ def predictor_columns(X: pd.DataFrame, predictors: Predictors) -> list[str]:
     """The columns a predictor set uses: radiomics features, covariates (``clinical__``) or both."""
     clinical = [c for c in X.columns if str(c).startswith(CLINICAL_PREFIX)]
     radiomics = [c for c in X.columns if c not in set(clinical)]
-    if predictors == Predictors.clinical:
-        return clinical
+    if predictors == Predictors.clinical:  # the batch column (issue 27) still splits leave-site-out folds
+        return clinical + [c for c in radiomics if str(c).startswith(BATCH_PREFIX)]
     if predictors == Predictors.radiomics:
         return radiomics
     return radiomics + clinical
@@ -236,6 +237,7 @@ def _validate(data: TrainingData, settings: ModellingSettings, study: Study, tas
             task=task,
             roles=roles,
             predictors=predictors.value,
+            validation=study.validation.value,
         )
     timings["outer_cv"] = time.perf_counter() - started
     comparison = compare_predictors(cvs, n_bootstrap=1000, seed=settings.seed) if len(cvs) == 3 else None

@@ -51,6 +51,17 @@ class CrossValidation:
     splits: list[tuple[int, int]] = field(default_factory=list)
     """(repeat, fold) of every outer split, in the order of ``chosen``, ``fold_params`` and ``fold_extras``."""
     fold_extras: list[dict] = field(default_factory=list)
+    validation: str = "cv"
+    """``cv`` (repeated grouped stratified k-fold) or ``leave_site_out`` (fold k holds out batch ``sites[k]``)."""
+    sites: list[str] = field(default_factory=list)
+
+    @property
+    def site_scores(self) -> dict[str, float]:
+        """Leave-site-out: the primary metric on each held-out site (NaN where it is undefined, e.g. one class)."""
+        if self.validation != LEAVE_SITE_OUT:
+            return {}
+        scores = self.task.fold_scores(self.y, self.repeat_predictions, self.fold_of)
+        return {site: float(score) for site, score in zip(self.sites, np.ravel(scores), strict=True)}
 
     @property
     def repeat_probabilities(self) -> np.ndarray:
@@ -122,6 +133,21 @@ def outer_splits(
     return folds, splits
 
 
+LEAVE_SITE_OUT = "leave_site_out"
+
+
+def site_splits(sites: np.ndarray) -> tuple[list[str], list]:
+    """Leave-one-site-out: one outer split per batch, that batch's patients the test fold ([(0, fold, train,
+    test), ...]). Deterministic, so there are no repeats. Unknown batches (code -1) form a site of their own."""
+    sites = np.asarray(sites, dtype=float)
+    levels = np.unique(sites)
+    if len(levels) < 2:
+        raise ValueError(f"validation: leave_site_out needs at least 2 batches, got {len(levels)}")
+    index = np.arange(len(sites))
+    splits = [(0, fold, index[sites != level], index[sites == level]) for fold, level in enumerate(levels)]
+    return [f"{level:g}" for level in levels], splits
+
+
 def _fit_fold(X, y, groups, train, test, settings, perturbations, with_candidates, task, roles):
     search = CandidateSearch(settings, perturbations, refit_candidates=with_candidates, task=task, roles=roles)
     search.fit(X.iloc[train], y[train], groups[train])
@@ -164,16 +190,26 @@ def cross_validate(
     task: Task | None = None,
     roles: ColumnRoles | None = None,
     predictors: str = "radiomics",
+    validation: str = "cv",
 ) -> CrossValidation:
     """Outer repeated grouped stratified k-fold over the whole procedure (candidate choice included).
 
     ``with_candidates`` also records every candidate's out-of-fold predictions (the permutation test skips it).
     ``task`` (binary when None) gives models, strata and metrics; ``roles`` marks the covariate columns.
+    ``validation="leave_site_out"`` holds out one batch (the ``roles.batch`` column) per outer fold instead.
     """
     task = task or task_for()
     y_arr = _checked_target(task, y)
     groups = np.asarray(X.index if groups is None else groups)
-    folds, splits = outer_splits(y_arr, groups, settings, task)
+    sites: list[str] = []
+    if validation == LEAVE_SITE_OUT:
+        if roles is None or roles.batch is None:
+            raise ValueError("validation: leave_site_out needs a batch column (batch: in study.yaml)")
+        settings = replace(settings, repeats=1)  # one deterministic split per site: nothing to repeat
+        sites, splits = site_splits(X.iloc[:, roles.batch].to_numpy())
+        folds = len(sites)
+    else:
+        folds, splits = outer_splits(y_arr, groups, settings, task)
     results = Parallel(n_jobs=settings.n_jobs)(
         delayed(_fit_fold)(X, y_arr, groups, train, test, settings, perturbations, with_candidates, task, roles)
         for _, _, train, test in splits
@@ -192,8 +228,14 @@ def cross_validate(
         for name in names:
             candidate_predictions[name][repeat, test] = result["candidates"][name]
     frequency = (counts / len(splits)).sort_values(ascending=False)
+    scheme = _scheme(task, settings, folds, n, len(np.unique(groups)), predictors)
+    if validation == LEAVE_SITE_OUT:
+        scheme = (
+            f"leave-one-site-out: {folds} outer folds, each holding out one batch, "
+            + scheme.split(" over the whole procedure ", 1)[1]
+        )
     return CrossValidation(
-        scheme=_scheme(task, settings, folds, n, len(np.unique(groups)), predictors),
+        scheme=scheme,
         y=y_arr,
         patient_ids=[str(k) for k in X.index],
         fold_of=fold_of,
@@ -205,6 +247,8 @@ def cross_validate(
         task=task,
         splits=[(repeat, fold) for repeat, fold, _, _ in splits],
         fold_extras=[r["extras"] for r in results],
+        validation=validation,
+        sites=sites,
     )
 
 
@@ -213,10 +257,12 @@ def permuted_labels(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator,
     return (task or task_for()).permute(np.asarray(y), np.asarray(groups), rng)
 
 
-def _null_score(X, y, groups, settings, perturbations, seed, task, roles) -> float:
+def _null_score(X, y, groups, settings, perturbations, seed, task, roles, validation="cv") -> float:
     shuffled = permuted_labels(y, groups, np.random.default_rng(seed), task)
     one_repeat = replace(settings, repeats=1, n_jobs=1)
-    cv = cross_validate(X, shuffled, one_repeat, groups, perturbations, False, task=task, roles=roles)
+    cv = cross_validate(
+        X, shuffled, one_repeat, groups, perturbations, False, task=task, roles=roles, validation=validation
+    )
     return cv.score
 
 
@@ -236,6 +282,14 @@ def permutation_test(
     one repeat, not all: the repeats only average splits of the same patients. p = (1 + #null >= observed) /
     (1 + N), the permutation p-value that counts the observed labelling. Keys are named for the metric
     (binary: ``observed_auc``, ``null_aucs``, ...).
+
+    What is and is not made cheaper (issue 26): the permutations run in ``settings.n_jobs`` processes, one
+    permutation per task (each then fits its folds in one process, so no worker waits on another's folds); each
+    costs one outer repeat. Nothing else is shared between labellings, on purpose: the outer splits are seeded by
+    the outcomes (:func:`split_seed`), and every fitted step that costs anything (the feature filter, the forest,
+    the consensus's vote weight) depends on the labels, so reusing it would leak the observed labels into the null.
+    A cheaper model under permutation only (e.g. fewer trees) would test another procedure than the one whose
+    figure is reported, so the refits are the procedure itself.
     """
     task = cv.task
     name = task.primary_metric
@@ -246,7 +300,8 @@ def permutation_test(
     groups = np.asarray(X.index if groups is None else groups)
     seeds = np.random.SeedSequence(settings.seed).generate_state(n)
     null = Parallel(n_jobs=settings.n_jobs)(
-        delayed(_null_score)(X, cv.y, groups, settings, perturbations, int(s), task, roles) for s in seeds
+        delayed(_null_score)(X, cv.y, groups, settings, perturbations, int(s), task, roles, cv.validation)
+        for s in seeds
     )
     null = np.asarray(null, dtype=float)
     return {

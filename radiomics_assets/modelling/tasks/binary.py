@@ -118,15 +118,30 @@ def calibration(y: np.ndarray, p: np.ndarray) -> dict:
     """
     y = np.asarray(y, dtype=float)
     x = logit(np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6))
+    keys = ("calibration_slope", "calibration_intercept")
     if len(np.unique(y)) < 2 or np.ptp(x) == 0:
-        return {"calibration_slope": float("nan"), "calibration_intercept": float("nan")}
-    slope_fit = _logistic(np.column_stack([np.ones_like(x), x]), y, np.zeros_like(x))
-    intercept_fit = _logistic(np.ones((len(x), 1)), y, x)
-    return {"calibration_slope": float(slope_fit[1]), "calibration_intercept": float(intercept_fit[0])}
+        return {f"{k}{s}": float("nan") for k in keys for s in ("", "_ci_low", "_ci_high")}
+    slope_fit, slope_cov = _logistic_fit(np.column_stack([np.ones_like(x), x]), y, np.zeros_like(x))
+    intercept_fit, intercept_cov = _logistic_fit(np.ones((len(x), 1)), y, x)
+    out = {}
+    # Wald intervals from the observed information: the recalibration model is a two-parameter GLM, for which
+    # they are the usual reported CIs (and cheap, unlike a bootstrap of every outer fit).
+    for key, value, variance in (
+        ("calibration_slope", slope_fit[1], slope_cov[1, 1]),
+        ("calibration_intercept", intercept_fit[0], intercept_cov[0, 0]),
+    ):
+        half = 1.959964 * float(np.sqrt(variance)) if np.isfinite(variance) and variance >= 0 else float("nan")
+        out |= {key: float(value), f"{key}_ci_low": float(value) - half, f"{key}_ci_high": float(value) + half}
+    return out
 
 
 def _logistic(design: np.ndarray, y: np.ndarray, offset: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Maximum-likelihood logistic regression by Newton-Raphson (unpenalised, with an offset)."""
+    return _logistic_fit(design, y, offset, iterations)[0]
+
+
+def _logistic_fit(design: np.ndarray, y: np.ndarray, offset: np.ndarray, iterations: int = 100):
+    """:func:`_logistic` and the covariance of its coefficients (inverse observed information)."""
     beta = np.zeros(design.shape[1])
     for _ in range(iterations):
         mu = expit(design @ beta + offset)
@@ -136,7 +151,13 @@ def _logistic(design: np.ndarray, y: np.ndarray, offset: np.ndarray, iterations:
         beta += step
         if np.max(np.abs(step)) < 1e-10:
             break
-    return beta
+    mu = expit(design @ beta + offset)
+    information = design.T @ (design * (mu * (1 - mu))[:, None])
+    try:
+        covariance = np.linalg.inv(information)
+    except np.linalg.LinAlgError:
+        covariance = np.full_like(information, np.nan)
+    return beta, covariance
 
 
 DCA_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -372,11 +393,40 @@ def decision_curve_png(curve: dict) -> str:
 
 
 def calibration_text(m: dict) -> str:
+    slope, intercept = m.get("calibration_slope"), m.get("calibration_intercept")
     return (
-        f"Calibration slope {fmt(m.get('calibration_slope'))} (1 is ideal; below 1: predictions too extreme), "
-        f"calibration intercept {fmt(m.get('calibration_intercept'))} (0 is ideal), by logistic recalibration of "
-        "the out-of-fold probabilities."
+        f"Calibration slope {fmt(slope)} (95 % CI {fmt(m.get('calibration_slope_ci_low'))} to "
+        f"{fmt(m.get('calibration_slope_ci_high'))}; 1 is ideal), calibration intercept {fmt(intercept)} (95 % CI "
+        f"{fmt(m.get('calibration_intercept_ci_low'))} to {fmt(m.get('calibration_intercept_ci_high'))}; 0 is "
+        "ideal), by logistic recalibration of the out-of-fold probabilities. " + calibration_meaning(slope, intercept)
     )
+
+
+def calibration_meaning(slope, intercept) -> str:
+    """The plain sentence a reader needs: what the slope and intercept say about the predicted risks."""
+    if slope is None or intercept is None or not (np.isfinite(slope) and np.isfinite(intercept)):
+        return "Calibration could not be estimated (one class only, or constant predictions)."
+    if slope < 0.9:
+        spread = (
+            f"A slope of {fmt(slope)} means the predicted risks are too extreme: high risks are too high and low "
+            "risks too low (the usual sign of overfitting); they would need shrinking towards the average."
+        )
+    elif slope > 1.1:
+        spread = (
+            f"A slope of {fmt(slope)} means the predicted risks are too moderate: they spread less than the "
+            "observed risks (typical of strongly regularised or class-balanced models), so true high-risk "
+            "patients get risks that are too low and low-risk patients risks that are too high; the ranking "
+            "(AUC) is unaffected."
+        )
+    else:
+        spread = f"A slope of {fmt(slope)} means the spread of the predicted risks is about right."
+    if intercept > 0.1:
+        level = f" An intercept of {fmt(intercept)} means the predicted risks are too low on average."
+    elif intercept < -0.1:
+        level = f" An intercept of {fmt(intercept)} means the predicted risks are too high on average."
+    else:
+        level = f" An intercept of {fmt(intercept)} means the average predicted risk matches the observed rate."
+    return spread + level
 
 
 def classifier(family: str, seed: int):
