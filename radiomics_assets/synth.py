@@ -176,6 +176,16 @@ def _axial_slice(
     return ds
 
 
+def _twelve_bit_pixels(ds: Dataset, pixels: np.ndarray) -> None:
+    """The image pixel module of one unsigned 12-bit slice (stored in 16 bits), as CT and MR scanners write it."""
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+
+
 def write_ct_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[Dataset]:
     """Write one axial CT slice per file; returns the written datasets (headers and pixels)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,16 +201,11 @@ def write_ct_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[
         ds.SeriesNumber = 1
         ds.SeriesDescription = "synthetic CT"
         ds.SliceLocation = ds.ImagePositionPatient[2]
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
+        _twelve_bit_pixels(ds, stored[k])
         ds.RescaleIntercept = HU_INTERCEPT
         ds.RescaleSlope = 1
         ds.RescaleType = "HU"
         ds.KVP = 120
-        ds.PixelData = stored[k].tobytes()
         ds.save_as(folder / f"CT_{k + 1:04d}.dcm", enforce_file_format=True)
         written.append(ds)
     return written
@@ -388,13 +393,8 @@ def write_mr_series(patient: SyntheticPatient, folder: Path, seed: int) -> list[
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = 3
         ds.SeriesDescription = "synthetic T1"
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
+        _twelve_bit_pixels(ds, stored[k])
         ds.MagneticFieldStrength = 1.5
-        ds.PixelData = stored[k].tobytes()
         ds.save_as(folder / f"MR_{k + 1:04d}.dcm", enforce_file_format=True)
         written.append(ds)
     return written
