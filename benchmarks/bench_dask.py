@@ -46,7 +46,7 @@ from pathlib import Path
 
 from radiomics_assets.batch import STAGES, run_patients
 from radiomics_assets.batch.dask_cluster import local_cluster_commands
-from radiomics_assets.batch.workers import executor
+from radiomics_assets.batch.executors import executor
 from radiomics_assets.dagster_dev import free_port
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.synth import SynthConfig, write_cohort

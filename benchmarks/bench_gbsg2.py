@@ -87,7 +87,7 @@ def main() -> None:
         started = time.perf_counter()
         _, card = modelling.train_model(root, settings, study)
         seconds = time.perf_counter() - started
-        metrics = modelling.validate(root)
+        metrics = modelling.build_validation_report(root).as_json()
         task = modelling.task_for(study)
         data = modelling.cohort_data(warehouse, study, task)
         _, splits = outer_splits(data.y, np.asarray(data.X.index), settings, task)

@@ -2,16 +2,21 @@
 through the public importer, against two fixed references on the same outer splits.
 
     .venv/bin/python benchmarks/bench_radmlbench.py [--tables Ahn2021 HNSCC ...] [--repeats 1] [--permuted]
+        [--json docs/results/radmlbench.json]
 
 References (issue 31): median impute -> z-score -> ANOVA top-32 -> logistic regression, and a 500-tree random forest
 on all features. ``--permuted`` shuffles each table's outcome first: every column should then sit near 0.5.
-Prints one row per table, then the means and how often the procedure is within 0.01 of the better reference.
+Prints one row per table, then the means and how often the procedure is within 0.01 of the better reference;
+``--json PATH`` also writes them as the result file of the documentation's ``radmlbench`` figure
+(then ``benchmarks/render_figures.py`` re-renders the page).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +83,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--permuted", action="store_true")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and means to this file")
     args = parser.parse_args()
     settings = modelling.ModellingSettings(repeats=args.repeats, permutations=0, n_jobs=args.jobs)
     task = modelling.task_for()
@@ -102,6 +108,22 @@ def main() -> None:
         f"random_forest_500 {table.random_forest_500.mean():.3f}; procedure within 0.01 of the better reference on "
         f"{int((table.procedure >= better - 0.01).sum())} of {len(table)} tables"
     )
+    if args.json:
+        write_json(args.json, rows, table, args)
+
+
+def write_json(path: Path, rows: list[dict], table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """The result file of the documentation's figure: unrounded AUCs per table and their means."""
+    columns = ["procedure", "logreg_anova32", "random_forest_500"]
+    document = {
+        "source": "benchmarks/bench_radmlbench.py " + " ".join(sys.argv[1:]),
+        "note": f"{args.repeats} repeat(s) of 5 folds, fold-mean AUC"
+        + (", outcomes permuted" if args.permuted else ""),
+        "rows": [{key: row[key] for key in ["table", "patients", "features", *columns, "seconds"]} for row in rows],
+        "mean": {column: float(table[column].mean()) for column in columns},
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

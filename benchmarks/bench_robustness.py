@@ -4,8 +4,8 @@ What is measured
 ----------------
 A cohort is ingested, masked and extracted by the patient pipeline (``batch.run_patients``) into a temporary
 data root; then every stored (series, ROI) is perturbed and re-extracted exactly as the ``feature_robustness``
-asset does (``features.robustness.perturb_cohort`` on the worker pool), and the ICC of every feature is computed
-over all patients with ``modelling.robustness.icc_by_feature``. Printed: the wall time of the perturbation stage
+asset does (``features.perturbations.perturb_cohort`` on the worker pool), and the ICC of every feature is computed
+over all patients with ``modelling.feature_icc.icc_by_feature``. Printed: the wall time of the perturbation stage
 per patient, the ICC quartiles, how many features reach ICC 0.75 and 0.9, the median ICC per feature class and
 per perturbation kind (ICC over ``original`` plus that kind's perturbations only), the least robust features and,
 when the cohort has labels, the ICC of the 10 features with the strongest univariate AUC (does a threshold drop
@@ -38,9 +38,9 @@ from pathlib import Path
 import pandas as pd
 
 from radiomics_assets.batch import resolve_workers, run_patients
-from radiomics_assets.batch.workers import executor
+from radiomics_assets.batch.executors import executor
 from radiomics_assets.defs.resources import RadiomicsConfig
-from radiomics_assets.features import robustness
+from radiomics_assets.features import perturbations
 from radiomics_assets.ingest.dicom_headers import scan_inbox
 from radiomics_assets.ingest.file_pairs import labels_from_folders, scan_file_pairs
 from radiomics_assets.paths import DataRoot
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dicom", type=Path, help="folder of DICOM patients (e.g. the sarcoma sample) instead")
     parser.add_argument("--data-dir", type=Path, help="empty working folder (default: a new temporary folder)")
     args = parser.parse_args(argv)
-    from radiomics_assets.modelling.robustness import icc_by_feature
+    from radiomics_assets.modelling.feature_icc import icc_by_feature
 
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="bench_robustness_"))
     print(f"data root: {root}", flush=True)
@@ -137,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = Warehouse(root / "radiomics.duckdb")
     series, masks = warehouse.query("SELECT * FROM series"), warehouse.query("SELECT * FROM masks")
     masks = masks[masks.patient_id.isin(keys)]
-    tasks = robustness.cohort_tasks(series, masks, RadiomicsConfig(data_dir=str(root)).params())
-    settings = robustness.PerturbationSettings(repetitions=args.repetitions, seed=args.seed)
+    tasks = perturbations.cohort_tasks(series, masks, RadiomicsConfig(data_dir=str(root)).params())
+    settings = perturbations.PerturbationSettings(repetitions=args.repetitions, seed=args.seed)
     workers = min(resolve_workers(args.workers), len(tasks))
     started, cpu_started = time.perf_counter(), time.process_time()
     with executor(workers) as pool:
-        rows, failures = robustness.perturb_cohort(tasks, settings, pool)
+        rows, failures = perturbations.perturb_cohort(tasks, settings, pool)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     n_patients = rows.patient_id.nunique()
     print(

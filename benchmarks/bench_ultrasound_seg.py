@@ -8,18 +8,28 @@ What is measured
    maximum of the Euclidean distance transform of its ground-truth mask (the point deepest inside the lesion,
    standing in for a user's click). Dice and the Hausdorff distance (pixels; BUSI has no pixel spacing) against
    the ground truth (its mask files merged by OR, as the pipeline does); median and quartiles are printed, and
-   the number of misses (Dice < 0.5).
+   the number of misses (Dice < 0.5) and of poor masks (Dice < 0.7). Also: how well the segmentation's own
+   confidence (the contrast it records in the mask, ``masks.ultrasound.CONTRAST_KEY``, and the candidate agreement)
+   ranks the masks by Dice (Spearman), and, with ``--oracle``, the Dice of the best of the candidates (chosen with
+   the ground truth: the ceiling of any rule that picks among them).
 2. Classifier: two temporary data roots, run headless with ``radiomics-assets run`` (the real pipeline: sensor
    index, manifests, Dagster runs, PyRadiomics, nested CV): one with the ground-truth mask files, one with the
    images alone plus ``seeds.csv`` and ``RADIOMICS_AUTO_SEGMENTATION=ultrasound``. Both get the same
    ``labels.csv``. The nested-CV AUC of each is read from ``reports/metrics.json``; the Dice of the masks the
-   seeded run stored (table ``masks``) is printed too.
+   seeded run stored (table ``masks``) is printed too. With ``--candidate-features`` a third root is run: the
+   seeded images again with ``RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES=1`` (features averaged over the candidate
+   outlines, ``features.candidate_average``), and the extraction time per image with and without the option is
+   measured in this process on the seeded run's stored masks (one core, the two alternating image by image).
+   The permutation test is off in these runs (``RADIOMICS_PERMUTATIONS=0`` unless set): it does not change the AUC.
 
 How to run
 ----------
     .venv/bin/python benchmarks/bench_ultrasound_seg.py                  # both parts
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --keep /tmp/busi_bench   # keep the two data roots
+    .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only --oracle
+    .venv/bin/python benchmarks/bench_ultrasound_seg.py --candidate-features   # three arms
+    .venv/bin/python benchmarks/bench_ultrasound_features.py /tmp/busi_bench     # per-feature ICC, see there
 """
 
 from __future__ import annotations
@@ -38,14 +48,19 @@ import duckdb
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from scipy.stats import spearmanr
 
 from radiomics_assets.ingest.file_pairs import png_array, read_pair_image, scan_file_pairs
 from radiomics_assets.masks.autoseg import AutoSegmentation, Seed, segment_lesion
 from radiomics_assets.masks.ultrasound import (
+    AGREEMENT_KEY,
     BACKGROUND_RING_FRACTIONS,
+    CONTRAST_KEY,
     GRADIENT_SIGMAS_PX,
     MEDIAN_RADIUS_PX,
+    OUTLINE_MARGIN_PX,
     SEED_MARKER_RADII_PX,
+    ultrasound_candidates,
 )
 
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi_sample"
@@ -88,9 +103,21 @@ def lesion_cases(source: Path):
     return [(key, pair) for key, pair in sorted(pairs.items()) if pair.image.parent.name in CLASSES]
 
 
-def measure_segmentation(cases) -> dict[str, tuple[int, int]]:
+def best_candidate_dice(pixels: np.ndarray, seed_row_column: tuple[int, int], truth: np.ndarray) -> float:
+    """Dice of the candidate (with the outline margin) closest to the ground truth: the selection's ceiling."""
+    best = 0.0
+    for candidate in ultrasound_candidates(pixels, seed_row_column):
+        if candidate.region.any():
+            grown = sitk.BinaryDilate(
+                sitk.GetImageFromArray(candidate.region.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
+            )
+            best = max(best, dice(sitk.GetArrayFromImage(grown) > 0, truth))
+    return best
+
+
+def measure_segmentation(cases, oracle: bool = False) -> dict[str, tuple[int, int]]:
     settings = AutoSegmentation(method="ultrasound")
-    dices, distances, seeds = [], [], {}
+    dices, distances, seeds, contrasts, agreements, ceilings = [], [], {}, [], [], []
     started = time.perf_counter()
     for key, pair in cases:
         truth = ground_truth(pair)
@@ -101,6 +128,11 @@ def measure_segmentation(cases) -> dict[str, tuple[int, int]]:
         found = sitk.GetArrayFromImage(mask)[0] > 0
         dices.append(dice(found, truth))
         distances.append(hausdorff_px(found, truth))
+        contrasts.append(float(mask.GetMetaData(CONTRAST_KEY)))
+        agreements.append(float(mask.GetMetaData(AGREEMENT_KEY)))
+        if oracle:
+            pixels = sitk.GetArrayFromImage(image)[0].astype(np.float32)
+            ceilings.append(best_candidate_dice(pixels, (row, column), truth))
     elapsed = time.perf_counter() - started
     print(
         f"segmentation parameters: median radius {MEDIAN_RADIUS_PX} px, gradient sigmas {GRADIENT_SIGMAS_PX} px, "
@@ -109,7 +141,16 @@ def measure_segmentation(cases) -> dict[str, tuple[int, int]]:
     )
     print(f"Dice:      {quartiles(dices)}")
     print(f"Hausdorff: {quartiles(distances).replace('.000', '')} px")
-    print(f"Dice < 0.5 on {sum(d < 0.5 for d in dices)} of {len(dices)} images; {elapsed / len(cases):.2f} s per image")
+    print(
+        f"Dice < 0.5 on {sum(d < 0.5 for d in dices)}, < 0.7 on {sum(d < 0.7 for d in dices)} of {len(dices)} images"
+        + ("" if oracle else f"; {elapsed / len(cases):.2f} s per image")
+    )
+    print(
+        f"confidence vs Dice, Spearman: contrast {spearmanr(contrasts, dices).statistic:.2f}, "
+        f"candidate agreement {spearmanr(agreements, dices, nan_policy='omit').statistic:.2f}"
+    )
+    if oracle:
+        print(f"best candidate (chosen with the ground truth), Dice: {quartiles(ceilings)}")
     return seeds
 
 
@@ -148,41 +189,90 @@ def stored_mask_dice(root: Path, cases) -> list[float]:
     return [dice(sitk.GetArrayFromImage(sitk.ReadImage(path))[0] > 0, truths[key]) for key, path, _ in rows]
 
 
+def extraction_seconds(root: Path) -> tuple[list[float], list[float]]:
+    """Seconds per image of the plain extraction and of the candidate-averaged one, on the stored seeded masks of
+    ``root``, alternating the two per image (so a load change on the shared machine hits both alike)."""
+    from radiomics_assets.features.candidate_average import extract_candidate_average
+    from radiomics_assets.features.extraction import PARAMS_DIR, ExtractionTarget, extract, prepare_pyradiomics
+
+    prepare_pyradiomics()
+    params = PARAMS_DIR / "us.yaml"
+    with duckdb.connect(str(root / "radiomics.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT m.patient_id, m.series_uid, m.roi, m.mask_path, s.volume_path FROM masks m "
+            "JOIN series s USING (patient_id, series_uid) ORDER BY m.patient_id"
+        ).fetchall()
+    plain, averaged = [], []
+    for patient, series_uid, roi, mask_path, volume_path in rows:
+        target = ExtractionTarget(
+            patient, series_uid, "US", roi, sitk.ReadImage(volume_path), sitk.ReadImage(mask_path), source=mask_path
+        )
+        for extractor, times in ((extract, plain), (extract_candidate_average, averaged)):
+            started = time.perf_counter()
+            extractor(target, params)
+            times.append(time.perf_counter() - started)
+    return plain, averaged
+
+
+def print_run(name: str, m: dict) -> None:
+    print(
+        f"{name:>28}: nested-CV AUC {m['auc']:.3f} (95 % CI {m['auc_ci_low']:.3f}-{m['auc_ci_high']:.3f}; "
+        f"per repeat {', '.join(f'{a:.3f}' for a in m['auc_per_repeat'])}), model {m['model']}, "
+        f"{m['n_patients']} patients, run {m['_seconds']:.0f} s",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=BUSI, help="BUSI-layout folder (default the shared sample)")
     parser.add_argument("--segmentation-only", action="store_true")
-    parser.add_argument("--keep", type=Path, help="write the two data roots here and keep them")
+    parser.add_argument("--oracle", action="store_true", help="also the Dice of the best candidate (slower)")
+    parser.add_argument("--keep", type=Path, help="write the data roots here and keep them")
+    parser.add_argument(
+        "--candidate-features",
+        action="store_true",
+        help="a third run: seeded masks with features averaged over the candidate outlines, and extraction times",
+    )
     args = parser.parse_args()
     if not args.source.is_dir():
         print(f"no BUSI sample at {args.source}", file=sys.stderr)
         return 1
     cases = lesion_cases(args.source)
     print(f"{len(cases)} benign/malignant images from {args.source}")
-    seeds = measure_segmentation(cases)
+    seeds = measure_segmentation(cases, args.oracle)
     if args.segmentation_only:
         return 0
     base = args.keep or Path(tempfile.mkdtemp(prefix="busi_bench_"))
     try:
+        os.environ.setdefault("RADIOMICS_PERMUTATIONS", "0")
+        off = {"RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES": ""}
+        arms = [
+            ("ground-truth masks", "ground-truth", None, {"RADIOMICS_AUTO_SEGMENTATION": "", **off}),
+            ("seeded masks", "seeded", seeds, {"RADIOMICS_AUTO_SEGMENTATION": "ultrasound", **off}),
+        ]
+        if args.candidate_features:
+            on = {"RADIOMICS_AUTO_SEGMENTATION": "ultrasound", "RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES": "1"}
+            arms.append(("seeded, candidate-averaged", "candidates", seeds, on))
         results = {}
-        for name, case_seeds, env in (
-            ("ground-truth masks", None, {"RADIOMICS_AUTO_SEGMENTATION": ""}),
-            ("seeded masks", seeds, {"RADIOMICS_AUTO_SEGMENTATION": "ultrasound"}),
-        ):
-            root = base / name.split()[0]
+        for name, folder, case_seeds, env in arms:
+            root = base / folder
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
             write_root(root, cases, case_seeds)
             results[name] = run_pipeline(root, env)
-            m = results[name]
-            print(
-                f"{name:>18}: nested-CV AUC {m['auc']:.3f} (95 % CI {m['auc_ci_low']:.3f}-{m['auc_ci_high']:.3f}; "
-                f"per repeat {', '.join(f'{a:.3f}' for a in m['auc_per_repeat'])}), model {m['model']}, "
-                f"{m['n_patients']} patients, run {m['_seconds']:.0f} s"
-            )
+            print_run(name, results[name])
         print(f"stored seeded masks vs ground truth, Dice: {quartiles(stored_mask_dice(base / 'seeded', cases))}")
-        gap = results["seeded masks"]["auc"] - results["ground-truth masks"]["auc"]
-        print(f"AUC seeded - ground truth: {gap:+.3f}")
+        for name in list(results)[1:]:
+            print(f"AUC {name} - ground truth: {results[name]['auc'] - results['ground-truth masks']['auc']:+.3f}")
+        if args.candidate_features:
+            plain, averaged = extraction_seconds(base / "seeded")
+            print(
+                f"extraction per image (one core, alternating; the machine was shared): plain median "
+                f"{np.median(plain):.2f} s, candidate-averaged median {np.median(averaged):.2f} s "
+                f"(ratio of medians {np.median(averaged) / np.median(plain):.1f}; of totals "
+                f"{sum(averaged) / sum(plain):.1f}), n={len(plain)}"
+            )
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -21,7 +21,9 @@ see processes that their parent's parent never waits for, such as a multiprocess
 It also times pure extraction: ``radiomics_assets.features.extract`` called in this process, sequentially,
 on the volumes and masks the pipeline stored (loaded beforehand), E seconds, and the same with PyRadiomics
 exactly as installed (``stock_pyradiomics``: without the project's value-preserving speed-ups), whose values
-the stored features are compared with. With W workers the best a pipeline could do is E / W, so
+the stored features are compared with, and with the speed-ups but without the texture kernels and the binning
+reuse (``without_fast_texture``: "before"). Each stored pair runs in all three modes in turn, so a busy machine
+slows them alike; the times are printed per pair. With W workers the best a pipeline could do is E / W, so
 ``(pipeline wall - E / W) / K`` is everything else per partition: DICOM reading, mask rasterising, volume and
 DuckDB writes, Dagster bookkeeping and interpreter start-up, spread over K patients.
 The orchestration overhead proper (Dagster and the CLI) is ``(pipeline wall - D) / K``, where D is the same
@@ -69,11 +71,13 @@ import duckdb
 import pandas as pd
 import pydicom
 import SimpleITK as sitk
+from threadpoolctl import threadpool_limits
 
 from radiomics_assets.batch import STAGES, PatientSettings, run_patients
 from radiomics_assets.batch.workers import default_workers
 from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, params_by_modality
-from radiomics_assets.features.speedups import stock_pyradiomics
+from radiomics_assets.features.extraction import prepare_pyradiomics
+from radiomics_assets.features.speedups import stock_pyradiomics, without_fast_texture
 from radiomics_assets.ingest import read_series, scan_inbox, write_manifests
 from radiomics_assets.masks import MaskOptions, rasterise, read_structure_set, select_rois
 from radiomics_assets.paths import DataRoot, patient_key
@@ -283,14 +287,44 @@ def stored_targets(warehouse: Path) -> list[ExtractionTarget]:
     ]
 
 
-def time_extraction(targets: list[ExtractionTarget], params: Path, stock: bool) -> tuple[float, pd.DataFrame]:
-    """Sequential ``extract`` over the targets in this process (volumes already loaded): seconds and rows.
+EXTRACTION_MODES = {  # name -> context in which extract() runs
+    "stock": stock_pyradiomics,
+    "before": without_fast_texture,  # the speed-ups without the texture kernels and the binning reuse
+    "now": contextlib.nullcontext,
+}
 
-    ``stock``: PyRadiomics exactly as installed, without the project's value-preserving speed-ups."""
-    with stock_pyradiomics() if stock else contextlib.nullcontext():
-        start = time.perf_counter()
-        rows = [extract(target, params)[0] for target in targets]
-        return time.perf_counter() - start, pd.concat(rows, ignore_index=True)
+
+def time_extraction_per_series(targets: list[ExtractionTarget], params: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each stored pair extracted in every mode of :data:`EXTRACTION_MODES`, one after the other, so a busy
+    machine slows all modes alike: (wall and CPU seconds per pair and mode, stock PyRadiomics' rows).
+
+    CPU seconds are this process's (every thread's) user + system time: on a machine shared with other work
+    they measure the extraction's own cost, where wall time also measures the waiting. One thread, as in a
+    pipeline worker on one core (SimpleITK and BLAS pools pinned for the duration)."""
+    prepare_pyradiomics()  # as in the pipeline's workers: PyRadiomics' logging at errors only, speed-ups installed
+    itk_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        with threadpool_limits(1):
+            return _time_modes(targets, params)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
+
+
+def _time_modes(targets: list[ExtractionTarget], params: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    extract(targets[0], params)  # first call: parameter file, compiled kernels loaded from the cache
+    times, stock_rows = [], []
+    for target in targets:
+        row = {"pair": f"{target.patient_id} {target.modality} {target.roi}"}
+        for mode, context in EXTRACTION_MODES.items():
+            with context():
+                wall, cpu = time.perf_counter(), time.process_time()
+                features, _ = extract(target, params)
+                row[f"{mode} CPU"], row[f"{mode} wall"] = time.process_time() - cpu, time.perf_counter() - wall
+            if mode == "stock":
+                stock_rows.append(features)
+        times.append(row)
+    return pd.DataFrame(times), pd.concat(stock_rows, ignore_index=True)
 
 
 def relative_difference(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -396,8 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     ours = run_pipeline(data_root, work, params, "--no-cohort")
     print("pure extraction in-process, on the pipeline's stored volumes and masks ...", flush=True)
     targets = stored_targets(data_root / "radiomics.duckdb")
-    pure_s, _ = time_extraction(targets, params, stock=False)
-    stock_s, stock_rows = time_extraction(targets, params, stock=True)
+    per_series, stock_rows = time_extraction_per_series(targets, params)
+    pure_s, stock_s, before_s = (float(per_series[f"{mode} wall"].sum()) for mode in ("now", "stock", "before"))
+    pure_cpu, stock_cpu, before_cpu = (float(per_series[f"{mode} CPU"].sum()) for mode in ("now", "stock", "before"))
     stock_rel, stock_where, n_stock = stored_vs_stock(data_root / "radiomics.duckdb", stock_rows)
     print("the same patient work without Dagster (batch.run_patients in-process) ...", flush=True)
     direct_s = time_without_dagster(data_root / "inbox", work / "without_dagster", params)
@@ -436,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{pure_s / len(targets):.2f} s/pair; stock PyRadiomics on the same: {stock_s:.1f} s "
         f"(the speed-ups make it {stock_s / pure_s:.2f}x faster)"
     )
+    print("extraction time per stored pair (s), each pair in every mode in turn:")
+    print(per_series.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    totals = (("CPU", stock_cpu, before_cpu, pure_cpu), ("wall", stock_s, before_s, pure_s))
+    for unit, stock_t, before_t, now_t in totals:
+        print(
+            f"  {unit} totals: stock {stock_t:.1f} s, before the texture kernels {before_t:.1f} s "
+            f"({stock_t / before_t:.2f}x stock's speed), now {now_t:.1f} s ({stock_t / now_t:.2f}x stock's speed, "
+            f"{before_t / now_t:.2f}x before)"
+        )
     overhead = (ours.wall_s - pure_s / workers) / k
     print(
         f"everything but extraction: ({ours.wall_s:.1f} - E/{workers}) / {k} = {overhead:.2f} s per partition "

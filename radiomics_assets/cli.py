@@ -327,7 +327,7 @@ def cmd_labels_from_folders(args) -> int:
 
 
 def cmd_ibsi(args) -> int:
-    """IBSI-1 conformance report of PyRadiomics on the IBSI phantoms (see README "IBSI conformance")."""
+    """IBSI-1 conformance report of PyRadiomics on the IBSI phantoms (docs/ibsi.md)."""
     from radiomics_assets.features.ibsi import PhantomDataError, default_phantom_dir, run_conformance
     from radiomics_assets.paths import DataRoot
 
@@ -472,13 +472,13 @@ def _pixel_pair(text: str) -> tuple[int, int]:
 
 
 def cmd_predict(args) -> int:
-    """Score one PNG or DICOM US image with the promoted model (see README "Ultrasound")."""
+    """Score one PNG or DICOM US image with the promoted model (docs/tutorials/ultrasound.md)."""
     import json
 
     from radiomics_assets.errors import InputError
     from radiomics_assets.features.extraction import configured_params_dir
     from radiomics_assets.paths import DataRoot
-    from radiomics_assets.scoring import predict_image
+    from radiomics_assets.predict_ultrasound import predict_image
 
     root = DataRoot(_data_dir(args))
     params_file = args.params or os.environ.get("RADIOMICS_PARAMS_FILE") or configured_params_dir() / "us.yaml"
@@ -530,7 +530,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def cmd_import_features(args) -> int:
     """Copy a feature table made elsewhere into ``<data root>/feature_tables/`` and import it as a feature source
-    (see README "Bring your own features"); on a refused table the folder is left as it was."""
+    (docs/how-to/bring-your-own-features.md); on a refused table the folder is left as it was."""
     from radiomics_assets.errors import FileInputError
     from radiomics_assets.ingest.feature_tables import (
         ImportOptions,

@@ -1,4 +1,4 @@
-"""The data root and the fixed layout under it (the data contract in README.md)."""
+"""The data root and the fixed layout under it (the data contract: docs/reference/data-contract.md)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,10 @@ from pydicom.sr.codedict import codes
 
 from radiomics_assets.synth import SynthConfig, write_ct_series
 
+# The permutation test's default (199, so p can fall below 0.01) costs a few minutes per cohort job: the suite's
+# CLI and daemon runs read this instead; test_report_checklist runs the default of 199 itself.
+os.environ.setdefault("RADIOMICS_PERMUTATIONS", "9")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Small volumes keep the suite fast; geometry and DICOM structure are the same as the default cohort.
@@ -270,3 +274,21 @@ def write_us(path, rgb, *, photometric="RGB", delta_cm=(0.01, 0.012), units=(3, 
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+SERVER_FIXTURES = {"postgres_server", "dask_cluster"}
+"""Session fixtures that start a PostgreSQL server or a Dask scheduler and workers."""
+SERVER_STARTERS = {"running_dagster_dev", "sync_api", "sync_playwright"}
+"""Module-level names of a test module that starts `dagster dev` (and its daemon) or drives Chromium."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every server-starting test `servers` (registered in pyproject.toml), so `./dev test --fast`, i.e.
+    `-m "not servers"`, can leave them out. Found by what the test uses, not by a list of files: a fixture that
+    starts a server (also through another fixture: ``fixturenames`` is the closure) or a module that imports the
+    `dagster dev` starter or Playwright."""
+    for item in items:
+        module = getattr(item, "module", None)
+        starts_dagster_or_browser = module is not None and SERVER_STARTERS & set(vars(module))
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or starts_dagster_or_browser:
+            item.add_marker(pytest.mark.servers)

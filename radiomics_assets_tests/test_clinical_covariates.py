@@ -90,11 +90,11 @@ def test_compare_reports_clinical_radiomics_and_both_on_the_same_folds(tmp_path)
     assert gain["value"] == pytest.approx(comparison["both"]["value"] - comparison["clinical"]["value"])
     assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and gain["value"] > -0.05
     assert card["primary_metric"]["value"] == pytest.approx(comparison["both"]["value"])
-    result = modelling.validate(root, seed=0)
+    report = modelling.build_validation_report(root, seed=0)
     metrics = json.loads((root.reports / "metrics.json").read_text())
     assert metrics["task"] == "binary" and metrics["primary_metric"]["name"] == "auc"
     assert set(metrics["comparison"]) == {"metric", "clinical", "radiomics", "both", "gain"}
-    page = result["report_path"].read_text()
+    page = report.files.report_path.read_text()
     assert "Does radiomics add to the clinical model?" in page and "clinical covariates only" in page
     # Unlabelled patients are scored with their covariates from labels.csv.
     table = modelling.predict_unlabelled(root)

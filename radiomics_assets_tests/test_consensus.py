@@ -1,5 +1,6 @@
-"""The default classifier (``modelling.consensus``): the vote's weight follows the member that fits the data, the
-choice stays inside the training patients, and the Pipeline reports what the model uses."""
+"""The default classifier (``modelling.consensus``): an equal vote of its two members by default; the optional
+weight choice follows the member that fits the data and stays inside the training patients; the Pipeline reports
+what the model uses."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from radiomics_assets import modelling
 from radiomics_assets.modelling.consensus import WEIGHTS, ConsensusClassifier
-from radiomics_assets.modelling.estimators import CandidateSearch
+from radiomics_assets.modelling.estimators import CandidateSearch, _tunes_itself, make_pipeline
 from radiomics_assets.modelling.selection import selected_columns, selection_scores
 
 
@@ -32,12 +33,12 @@ def _additive(n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_vote_leaves_the_equal_weight_only_when_the_inner_folds_show_a_clear_winner():
     X, y = _interaction(240, 4, seed=0)
-    forest_case = ConsensusClassifier(n_estimators=200).fit(X, y)
+    forest_case = ConsensusClassifier(n_estimators=200, linear_weight=None).fit(X, y)
     assert forest_case.weight_ < 0.5, forest_case.inner_scores_
     assert forest_case.inner_scores_[0.0] > forest_case.inner_scores_[1.0] + 0.15  # the forest sees it, LR cannot
 
     X, y = _additive(240, 60, seed=1)
-    linear_case = ConsensusClassifier(n_estimators=200).fit(X, y)
+    linear_case = ConsensusClassifier(n_estimators=200, linear_weight=None).fit(X, y)
     scores = linear_case.inner_scores_
     assert scores[1.0] > scores[0.0] + 0.05, scores  # the linear member is the better one here ...
     # ... but the equal vote is within one standard error of the best weight, so the steadier average is kept.
@@ -51,7 +52,7 @@ def test_a_fixed_weight_averages_the_two_members_fitted_alone():
     model = ConsensusClassifier(k=10, n_estimators=50, linear_weight=0.25, random_state=3).fit(X, y)
     assert model.inner_scores_ == {} and np.isnan(model.inner_score_)
     linear = LogisticRegression(class_weight="balanced", max_iter=5000).fit(X[:, model.linear_[0].support_], y)
-    forest = RandomForestClassifier(50, class_weight="balanced_subsample", random_state=3).fit(X, y)
+    forest = RandomForestClassifier(50, class_weight="balanced", random_state=3).fit(X, y)
     expected = 0.25 * linear.predict_proba(X[:, model.linear_[0].support_]) + 0.75 * forest.predict_proba(X)
     np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-10)
     assert model.linear_[0].support_.sum() == 10
@@ -62,14 +63,14 @@ def test_three_classes_give_probabilities_that_sum_to_one():
     X = rng.standard_normal((90, 20))
     y = np.repeat([0, 1, 2], 30)
     X[:, 0] += y
-    model = ConsensusClassifier(n_estimators=50).fit(X, y)
+    model = ConsensusClassifier(n_estimators=50, linear_weight=None).fit(X, y)
     probabilities = model.predict_proba(X)
     assert probabilities.shape == (90, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     assert 0.0 <= model.weight_ <= 1.0 and np.isfinite(model.inner_score_)
 
 
-def test_the_default_search_fits_the_consensus_on_its_own_inner_folds_and_reports_every_feature_it_uses():
+def test_the_default_is_the_equal_vote_of_both_members_fitted_once_with_every_feature_reported():
     X, y = _additive(80, 30, seed=5)
     X = _frame(X)
     X["f029"] = 1.0  # constant: dropped before the model, so not among the features used
@@ -77,10 +78,25 @@ def test_the_default_search_fits_the_consensus_on_its_own_inner_folds_and_report
     assert search.best_ == "consensus" and list(search.candidate_results_) == ["consensus"]
     model = search.best_estimator_.named_steps["model"]
     assert isinstance(model, ConsensusClassifier)
-    assert len(model.cv) == 3  # the CandidateSearch's grouped inner folds, not a fresh split
-    assert search.best_score_ == model.inner_score_
-    assert search.best_params_ == {"model__linear_weight": model.weight_}  # what the model card and folds show
+    assert model.weight_ == 0.5 and model.inner_scores_ == {}  # no inner loop: nothing was chosen
+    assert model.forest_.n_estimators == 300 and model.forest_.class_weight == "balanced"
+    assert search.best_params_ == {"model__linear_weight": 0.5}  # what the model card and folds show
+    kept = search.best_estimator_[:-1].transform(X.to_numpy())
+    expected = 0.5 * model.linear_.predict_proba(kept) + 0.5 * model.forest_.predict_proba(kept)
+    np.testing.assert_allclose(search.predict_proba(X), expected, rtol=1e-12)
     used = selected_columns(search.best_estimator_, list(X.columns))
     assert used == [f"f{i:03d}" for i in range(29)]  # the forest member uses every variable feature
     scores = selection_scores(search.best_estimator_, list(X.columns))
     assert set(scores) == set(used) and max(scores, key=scores.get) in {f"f{i:03d}" for i in range(20)}
+
+
+def test_the_weight_choice_when_asked_runs_on_the_inner_folds_it_is_given():
+    X, y = _additive(80, 30, seed=5)
+    template = make_pipeline(0, "consensus", "anova")
+    assert not _tunes_itself(template)  # the default: a fixed vote
+    template.set_params(model__linear_weight=None)
+    assert _tunes_itself(template)
+    folds = [(np.arange(80)[np.arange(80) % 3 != i], np.arange(80)[np.arange(80) % 3 == i]) for i in range(3)]
+    model = CandidateSearch._refit({"pipeline": template, "params": {}}, folds, X, y).named_steps["model"]
+    assert model.cv == folds and set(model.inner_scores_) == set(WEIGHTS)
+    assert model.weight_ in WEIGHTS and model.inner_score_ == model.inner_scores_[model.weight_]

@@ -227,7 +227,7 @@ def test_code_table_uses_ibsi_identifiers_and_covers_pyradiomics():
         values = [c.value for c in FEATURE_CODES.values() if c.scheme == scheme]
         assert len(values) == len(set(values)) and max(map(len, values)) <= 16  # one feature per code; fits SH
     assert all(len(c.meaning) <= 64 for c in FEATURE_CODES.values())  # Code Meaning is LO
-    assert code_table_markdown() in (PROJECT_ROOT / "README.md").read_text()
+    assert code_table_markdown() in (PROJECT_ROOT / "docs" / "reference" / "feature-codes.md").read_text()
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed")

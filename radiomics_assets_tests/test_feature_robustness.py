@@ -18,7 +18,7 @@ from radiomics_assets.batch import run_patients
 from radiomics_assets.defs.cohort_assets import feature_robustness
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.errors import ParameterFileError
-from radiomics_assets.features import robustness
+from radiomics_assets.features import perturbations
 from radiomics_assets.features.extraction import PARAMS_DIR, ExtractionTarget
 from radiomics_assets.modelling.matrix import wide_matrix
 from radiomics_assets.synth import SynthConfig, write_cohort
@@ -57,40 +57,41 @@ def _face_neighbours_inside(mask: np.ndarray, axes) -> np.ndarray:
 def test_erosion_removes_exactly_the_boundary_voxels_and_dilation_adds_exactly_the_adjacent_ones():
     mask = _blob()
     boundary = mask & _face_neighbours_outside(mask, axes=(0, 1, 2))
-    eroded = robustness.erode_mask(mask, in_plane=False)
+    eroded = perturbations.erode_mask(mask, in_plane=False)
     assert boundary.sum() > 0 and (eroded == (mask & ~boundary)).all()
-    assert (robustness.boundary_voxels(mask, in_plane=False) == boundary).all()
-    dilated = robustness.dilate_mask(mask, in_plane=False)
+    assert (perturbations.boundary_voxels(mask, in_plane=False) == boundary).all()
+    dilated = perturbations.dilate_mask(mask, in_plane=False)
     assert (dilated == (mask | _face_neighbours_inside(mask, axes=(0, 1, 2)))).all()
     # In-plane (2D extraction): only neighbours within the slice count, so no slice grows into the next one.
     boundary_2d = mask & _face_neighbours_outside(mask, axes=(1, 2))
-    assert (robustness.erode_mask(mask, in_plane=True) == (mask & ~boundary_2d)).all()
-    dilated_2d = robustness.dilate_mask(mask, in_plane=True)
+    assert (perturbations.erode_mask(mask, in_plane=True) == (mask & ~boundary_2d)).all()
+    dilated_2d = perturbations.dilate_mask(mask, in_plane=True)
     assert (dilated_2d.any(axis=(1, 2)) == mask.any(axis=(1, 2))).all()
     assert (dilated_2d == (mask | _face_neighbours_inside(mask, axes=(1, 2)))).all()
     # A one-slice image (BUSI): a 3D erosion would empty it, the in-plane one removes only the rim.
     single = mask[4:5]
-    assert not robustness.erode_mask(single, in_plane=False).any()
-    assert 0 < robustness.erode_mask(single, in_plane=True).sum() < single.sum()
+    assert not perturbations.erode_mask(single, in_plane=False).any()
+    assert 0 < perturbations.erode_mask(single, in_plane=True).sum() < single.sum()
 
 
 def test_contour_randomisation_changes_only_a_band_around_the_boundary_and_is_seeded():
     mask = _blob()
     spacing = (2.0, 0.8, 0.8)  # z, y, x mm
     randomised = [
-        robustness.randomise_contour(mask, spacing, np.random.default_rng(seed), in_plane=False) for seed in (1, 1, 2)
+        perturbations.randomise_contour(mask, spacing, np.random.default_rng(seed), in_plane=False)
+        for seed in (1, 1, 2)
     ]
     assert (randomised[0] == randomised[1]).all()  # same seed, same mask
     assert (randomised[0] != randomised[2]).any()
-    distance = robustness.signed_distance_mm(mask, spacing, in_plane=False)
+    distance = perturbations.signed_distance_mm(mask, spacing, in_plane=False)
     for perturbed in randomised:
         changed = perturbed != mask
         assert (perturbed & ~mask).any() and (mask & ~perturbed).any()  # grows in places and shrinks in others
         assert np.abs(distance[changed]).max() <= 2 * 0.8 + 1e-9  # at most 2 in-plane voxels from the boundary
         assert abs(int(perturbed.sum()) - int(mask.sum())) < 0.35 * mask.sum()
     # In-plane: every slice's change stays within that slice's own band.
-    flat = robustness.randomise_contour(mask, spacing, np.random.default_rng(3), in_plane=True)
-    distance_2d = robustness.signed_distance_mm(mask, spacing, in_plane=True)
+    flat = perturbations.randomise_contour(mask, spacing, np.random.default_rng(3), in_plane=True)
+    distance_2d = perturbations.signed_distance_mm(mask, spacing, in_plane=True)
     assert np.abs(distance_2d[flat != mask]).max() <= 2 * 0.8 + 1e-9
     assert (flat.any(axis=(1, 2)) <= mask.any(axis=(1, 2))).all()
 
@@ -101,26 +102,26 @@ def test_noise_level_is_estimated_from_the_image_and_added_reproducibly():
     z, y, x = np.indices(mask.shape)
     structure = 3.0 * x - 2.0 * y + np.where(mask, 60.0, 0.0)  # a ramp and a sharp 60-unit lesion edge
     image = (structure + 7.0 * rng.standard_normal(mask.shape)).astype(np.float32)
-    sd = robustness.estimate_noise_sd(image, mask)
+    sd = perturbations.estimate_noise_sd(image, mask)
     assert sd == pytest.approx(7.0, rel=0.1)
-    noisy = [robustness.add_noise(image, mask, sd, np.random.default_rng(9)) for _ in range(2)]
+    noisy = [perturbations.add_noise(image, mask, sd, np.random.default_rng(9)) for _ in range(2)]
     assert noisy[0].dtype == np.float32 and (noisy[0] == noisy[1]).all()
     added = noisy[0].astype(np.float64) - image
     assert added[mask].std() == pytest.approx(sd, rel=0.1)
     # Integer images stay integers (rounded), as a scanner stores them.
-    as_int = robustness.add_noise(image.astype(np.int16), mask, sd, np.random.default_rng(9))
+    as_int = perturbations.add_noise(image.astype(np.int16), mask, sd, np.random.default_rng(9))
     assert as_int.dtype == np.int16
 
 
 def test_in_plane_perturbations_follow_how_pyradiomics_extracts(tmp_path):
     volume, one_slice = sitk.Image(8, 8, 4, sitk.sitkFloat32), sitk.Image(8, 8, 1, sitk.sitkFloat32)
-    assert not robustness.extracts_in_plane(volume, PARAMS_DIR / "ct.yaml")
-    assert robustness.extracts_in_plane(one_slice, PARAMS_DIR / "ct.yaml")  # a PNG: one slice, always 2D
-    assert robustness.extracts_in_plane(volume, PARAMS_DIR / "us.yaml")  # force2D
+    assert not perturbations.extracts_in_plane(volume, PARAMS_DIR / "ct.yaml")
+    assert perturbations.extracts_in_plane(one_slice, PARAMS_DIR / "ct.yaml")  # a PNG: one slice, always 2D
+    assert perturbations.extracts_in_plane(volume, PARAMS_DIR / "us.yaml")  # force2D
     sagittal = tmp_path / "sagittal.yaml"
     sagittal.write_text("setting:\n  force2D: true\n  force2Ddimension: 2\n")
     with pytest.raises(ParameterFileError, match="force2Ddimension 2"):
-        robustness.extracts_in_plane(volume, sagittal)
+        perturbations.extracts_in_plane(volume, sagittal)
 
 
 # --- PyRadiomics on a synthetic cohort through the real patient pipeline and the real asset -------------
@@ -157,8 +158,8 @@ def test_perturbed_features_rows_and_original_equal_the_stored_features(cohort_r
         sitk.ReadImage(series.volume_path),
         sitk.ReadImage(mask.mask_path),
     )
-    settings = robustness.PerturbationSettings(repetitions=2, seed=4)
-    rows = robustness.perturbed_features(target, PARAMS_DIR / "ct.yaml", settings)
+    settings = perturbations.PerturbationSettings(repetitions=2, seed=4)
+    rows = perturbations.perturbed_features(target, PARAMS_DIR / "ct.yaml", settings)
     assert list(rows.columns) == ["patient_id", "feature", "perturbation", "value"]
     assert list(dict.fromkeys(rows.perturbation)) == settings.names()
     stored = _stored(cohort_root, f"SELECT * FROM features WHERE patient_id = '{KEYS[0]}'")
@@ -174,7 +175,7 @@ def test_perturbed_features_rows_and_original_equal_the_stored_features(cohort_r
     shape = by.index.str.contains("__shape__")
     assert (by.loc[shape, "noise_1"] == by.loc[shape, "original"]).all()  # noise leaves the mask as it is
     assert (by.loc[shape, "contour_1"] != by.loc[shape, "original"]).any()
-    again = robustness.perturbed_features(target, PARAMS_DIR / "ct.yaml", settings)
+    again = perturbations.perturbed_features(target, PARAMS_DIR / "ct.yaml", settings)
     pd.testing.assert_frame_equal(rows, again)  # seeded: the same perturbations and values
 
 
@@ -191,7 +192,7 @@ def test_feature_robustness_asset_is_off_unless_configured(cohort_root):
 
 
 def test_feature_robustness_asset_stores_perturbations_and_iccs(cohort_root):
-    pytest.importorskip("radiomics_assets.modelling.robustness")
+    pytest.importorskip("radiomics_assets.modelling.feature_icc")
     broken = _stored(cohort_root, f"SELECT mask_path FROM masks WHERE patient_id = '{BROKEN}'").mask_path.iloc[0]
     saved = Path(broken).read_bytes()
     Path(broken).write_bytes(b"not an NRRD file")

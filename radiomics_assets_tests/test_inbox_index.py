@@ -2,9 +2,12 @@
 
 Sensor ticks are real evaluations of `inbox_sensor` on a real (temporary) Dagster instance; the partitions a
 tick requests are added to the instance as the daemon would. DICOM reads are counted by wrapping
-``pydicom.dcmread`` (every read in the package goes through it); the wrapper still reads the file.
+``pydicom.dcmread`` and ``read_header`` (every read in the package goes through one of them); the wrappers still
+read the file.
 """
 
+import copy
+import os
 import shutil
 import time
 from collections import Counter
@@ -19,11 +22,14 @@ from radiomics_assets.definitions import defs
 from radiomics_assets.defs.partitions import patients
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.defs.sensors import inbox_sensor
-from radiomics_assets.ingest import InboxIndex, find_patient, read_manifest, write_manifests
+from radiomics_assets.errors import DicomInputError
+from radiomics_assets.ingest import InboxIndex, find_patient, inbox_index, read_manifest, write_manifests
 from radiomics_assets.ingest import dicom_headers as dicom_series
+from radiomics_assets.ingest import inbox as inbox_walk
+from radiomics_assets.ingest.inbox import inbox_entries, walk_inbox
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.synth import SynthConfig, write_cohort, write_patient
-from radiomics_assets_tests.conftest import SMALL, requested_runs
+from radiomics_assets_tests.conftest import SHARED_DATA, SMALL, requested_runs
 
 ONE = SynthConfig(n_patients=1, seed=11, rows=64, columns=64, slices=20)
 
@@ -34,20 +40,19 @@ class DicomReads:
     def __init__(self, monkeypatch):
         self.paths: list[Path] = []
         self.header_paths: list[Path] = []
-        real_dcmread, real_read_until = pydicom.dcmread, dicom_series.read_until
+        real_dcmread, real_read_header = pydicom.dcmread, dicom_series.read_header
 
         def counting_dcmread(path, *args, **kwargs):
             self.paths.append(Path(path))
             return real_dcmread(path, *args, **kwargs)
 
-        def counting_read_until(path, last_tag):
+        def counting_read_header(path):
             self.paths.append(Path(path))
-            if last_tag == dicom_series.LAST_HEADER_TAG:
-                self.header_paths.append(Path(path))
-            return real_read_until(path, last_tag)
+            self.header_paths.append(Path(path))
+            return real_read_header(path)
 
         monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
-        monkeypatch.setattr(dicom_series, "read_until", counting_read_until)
+        monkeypatch.setattr(dicom_series, "read_header", counting_read_header)
 
     def reset(self) -> None:
         self.paths.clear()
@@ -184,7 +189,7 @@ def test_index_pages_header_reads_and_sensor_registers_thousands_across_ticks(tm
     assert len(snapshot.patients) == 100 and not snapshot.waiting_for_headers
     assert {len(entry.files) for entry in snapshot.patients.values()} == {21}
 
-    # The sensor on a fresh index: the default budget (2000 headers per tick) leaves 100 files for the next tick.
+    # The sensor on a fresh index: the default budget (20000 headers per tick) reads them all on the first tick.
     shutil.rmtree(data / "index")
     with dg.instance_for_test() as instance:
         sensor = Sensor(instance, data)
@@ -196,7 +201,7 @@ def test_index_pages_header_reads_and_sensor_registers_thousands_across_ticks(tm
             seconds_per_tick.append(time.perf_counter() - started)
             reads_per_tick.append(len(reads.header_paths))
             registered.update(key for key, _ in _runs(result))
-        assert reads_per_tick == [2000, 100, 0, 0]
+        assert reads_per_tick == [2100, 0, 0, 0]
         assert registered == Counter({f"BULK-{i:04d}": 1 for i in range(100)})
         assert sensor.registered() == set(registered)
         assert max(seconds_per_tick) < 30, seconds_per_tick  # the daemon's sensor timeout is 60 s
@@ -268,3 +273,292 @@ def test_broken_study_is_registered_and_its_run_names_the_file(tmp_path, monkeyp
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = str(failure.event_specific_data.error.to_string())
         assert "CT_0006.dcm: incomplete DICOM header" in message and "CT_0007.dcm: slice spacing" in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The walk that lists only changed folders, and the reader of only the needed tags.
+
+
+def _age(tree: Path, seconds: float = 3600) -> None:
+    """Dates every file and folder under ``tree`` back, as in an archive filled long ago."""
+    stamp = time.time() - seconds
+    for path in [*tree.rglob("*"), tree]:
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+
+
+def _view(snapshot, *inboxes: Path) -> dict:
+    """What a snapshot says, with the inbox paths in messages made relative (two roots may index one inbox)."""
+
+    def text(message: str) -> str:
+        for inbox in inboxes:
+            message = message.replace(str(inbox), "inbox")
+        return message
+
+    return {
+        "patients": {
+            key: (entry.dicom, entry.pair, entry.files, {rel: text(why) for rel, why in entry.unreadable.items()})
+            for key, entry in snapshot.patients.items()
+        },
+        "ignored": {rel: text(why) for rel, why in snapshot.ignored.items()},
+        "pending": snapshot.pending,
+        "n_files": snapshot.n_files,
+    }
+
+
+def test_an_idle_update_lists_no_folder_reads_nothing_and_keeps_the_grouping(tmp_path, monkeypatch):
+    monkeypatch.setenv(inbox_index.RECENT_ENV, "0")
+    data = tmp_path / "data"
+    _clone_patients(_staged_patient(tmp_path), data / "inbox", 3)
+    _age(data / "inbox")
+    n_folders = 1 + sum(1 for path in (data / "inbox").rglob("*") if path.is_dir())
+    index = InboxIndex(DataRoot(data))
+    first = index.update()
+    assert first.folders_listed == n_folders and first.header_reads == 63 and len(first.patients) == 3
+
+    reads = DicomReads(monkeypatch)
+    again = index.update()
+    assert again.folders_listed == 0 and again.header_reads == 0 and reads.header_paths == []
+    assert _view(again) == _view(first)
+
+    inbox_index._KNOWN.clear()  # a new process: the stored listings and headers, nothing listed or read
+    cold = index.update()
+    assert cold.folders_listed == 0 and reads.header_paths == [] and _view(cold) == _view(first)
+
+    # One new series: its folder and its patient's folder (whose entries changed) are listed, nothing else.
+    late = SynthConfig(n_patients=1, seed=12, rows=64, columns=64, slices=20)
+    write_patient(late, 0, 1, tmp_path / "late")
+    shutil.copytree(tmp_path / "late" / "SYN-0001" / "CT", data / "inbox" / "BULK-0001" / "CT_later")
+    grown = index.update()
+    assert grown.folders_listed == 2 and grown.header_reads == 20 and len(reads.header_paths) == 20
+    assert len(grown.patients["BULK-0001"].files) == 21  # its own PatientID: a patient of its own
+    assert len(grown.patients) == 4 and grown.patients["SYN-0001"].dicom[0].startswith("BULK-0001/CT_later/")
+
+
+def test_the_incremental_index_equals_a_fresh_full_index_after_every_change(tmp_path, monkeypatch):
+    monkeypatch.setenv(inbox_index.RECENT_ENV, "0")
+    source = _staged_patient(tmp_path)
+    data = tmp_path / "data"
+    inbox = data / "inbox"
+    _clone_patients(source, inbox, 4)
+    _clone_patients(source, tmp_path / "more", 5)  # BULK-0004 is moved in later
+    _age(inbox)
+    index = InboxIndex(DataRoot(data))
+    index.update()
+    other = tmp_path / "other"  # a second data root whose inbox is the same folder, indexed from nothing
+    other.mkdir()
+    (other / "inbox").symlink_to(inbox, target_is_directory=True)
+
+    def compare(step: str) -> dict:
+        incremental = index.update()
+        shutil.rmtree(other / "index", ignore_errors=True)
+        inbox_index._KNOWN.pop(str(inbox_index.index_path(DataRoot(other))), None)
+        full = InboxIndex(DataRoot(other)).update()
+        assert full.folders_listed > 0
+        assert _view(incremental, inbox, other / "inbox") == _view(full, inbox, other / "inbox"), step
+        assert {rel for rel, _ in inbox_entries(inbox)} == set(walk_inbox(inbox).files()), step
+        return _view(incremental)
+
+    shutil.move(tmp_path / "more" / "BULK-0004", inbox / "BULK-0004")  # old times, moved in whole
+    assert "BULK-0004" in compare("folder moved in")["patients"]
+    (inbox / "BULK-0001" / "CT" / "CT_0005.dcm").unlink()
+    compare("file removed")
+    (inbox / "BULK-0002" / "CT" / "CT_0003.dcm").rename(inbox / "BULK-0002" / "CT" / "CT_0003b.dcm")
+    assert "BULK-0002/CT/CT_0003b.dcm" in compare("file renamed")["patients"]["BULK-0002"][0]
+    (inbox / "BULK-0002" / "RTSTRUCT").rename(inbox / "BULK-0002" / "RS")
+    assert "BULK-0002/RS/RS.dcm" in compare("folder renamed")["patients"]["BULK-0002"][0]
+    shutil.rmtree(inbox / "BULK-0003")
+    assert "BULK-0003" not in compare("folder removed")["patients"]
+    bad = inbox / os.fsdecode(b"caf\xe9")
+    bad.mkdir()
+    shutil.copy2(source / "CT" / "CT_0001.dcm", bad / "CT_0001.dcm")
+    assert "caf\\xe9" in compare("folder with a name that is not UTF-8")["ignored"]
+    (inbox / "linked").symlink_to(source, target_is_directory=True)
+    assert "SYN-0001" in compare("symlinked study")["patients"]
+    (inbox / "hidden").mkdir()
+    (inbox / "hidden" / ".partial.dcm").write_bytes(b"not yet")
+    compare("hidden file")
+
+    # A file rewritten in place in a quiet folder: no folder time changes, so only a full walk sees it.
+    rewritten = inbox / "BULK-0000" / "CT" / "CT_0002.dcm"
+    ds = pydicom.dcmread(rewritten)
+    ds.PatientID = "MOVED-1"
+    quiet = rewritten.parent.stat()
+    ds.save_as(rewritten)
+    os.utime(rewritten.parent, ns=(quiet.st_atime_ns, quiet.st_mtime_ns))
+    assert "MOVED-1" not in index.update().patients  # as documented: not seen until the periodic full walk
+    monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")
+    assert compare("in-place rewrite, full walk")["patients"]["MOVED-1"][0] == ["BULK-0000/CT/CT_0002.dcm"]
+
+
+def test_a_folder_changed_within_its_listing_time_tick_is_listed_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(inbox_index.RECENT_ENV, "0")
+    monkeypatch.setattr(inbox_walk, "RACY_SECONDS", 1.0)  # a shorter step than the default 2 s: a shorter test
+    source = _staged_patient(tmp_path)
+    folder = tmp_path / "data" / "inbox" / "SYN-0001" / "CT"
+    folder.mkdir(parents=True)
+    slices = sorted((source / "CT").iterdir())
+    shutil.copy2(slices[0], folder)
+    _age(tmp_path / "data" / "inbox" / "SYN-0001", seconds=0)  # the folder's time is now, as the listing's
+    index = InboxIndex(DataRoot(tmp_path / "data"))
+    assert index.update().n_files == 1
+    # A file arrives within the same timestamp step: on a coarse file system the folder's time does not move.
+    same = folder.stat()
+    shutil.copy2(slices[1], folder)
+    os.utime(folder, ns=(same.st_atime_ns, same.st_mtime_ns))
+    assert index.update().n_files == 2  # the previous listing was racy, so the folder is listed again
+    time.sleep(1.1)
+    assert index.update().folders_listed == 3  # listed within RACY_SECONDS of the folder's time: again
+    later = index.update()
+    assert later.n_files == 2 and later.folders_listed == 0  # that listing was not racy: trusted now
+
+
+def test_a_file_still_being_written_in_a_busy_folder_is_stat_again(tmp_path):
+    source = _staged_patient(tmp_path)
+    folder = tmp_path / "data" / "inbox" / "SYN-0001" / "CT"
+    shutil.copytree(source / "CT", folder)
+    growing = folder / "CT_0009.dcm"
+    whole = growing.read_bytes()
+    growing.write_bytes(whole[:300])  # the copy has not reached the end of the header yet
+    index = InboxIndex(DataRoot(tmp_path / "data"))
+    first = index.update()
+    assert "SYN-0001/CT/CT_0009.dcm" in first.patients["SYN-0001"].unreadable
+    before = folder.stat()
+    with open(growing, "ab") as out:  # the copy goes on in place: the folder's time does not change
+        out.write(whole[300:])
+    os.utime(folder, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = index.update()  # the folder changed less than RADIOMICS_INBOX_RECENT_SECONDS ago: files stat'ed
+    assert second.header_reads == 1 and not second.patients["SYN-0001"].unreadable
+    assert next(f for f in second.patients["SYN-0001"].files if f.path.endswith("CT_0009.dcm")).size == len(whole)
+
+
+def _plain_and_pydicom(path: Path) -> tuple:
+    try:
+        with_pydicom = dicom_series.read_header_with_pydicom(path)
+    except DicomInputError as exc:
+        with_pydicom = str(exc)
+    return dicom_series._plain_header(path), with_pydicom
+
+
+def _variant(template: pydicom.Dataset, path: Path, *, implicit: bool = False, big_endian: bool = False, **values):
+    ds = copy.deepcopy(template)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    syntax = (
+        pydicom.uid.ImplicitVRLittleEndian
+        if implicit
+        else pydicom.uid.ExplicitVRBigEndian
+        if big_endian
+        else pydicom.uid.ExplicitVRLittleEndian
+    )
+    ds.file_meta.TransferSyntaxUID = syntax
+    pydicom.dcmwrite(
+        path,
+        ds,
+        implicit_vr=implicit,
+        little_endian=not big_endian,
+        enforce_file_format=not big_endian,
+        force_encoding=big_endian,  # pydicom converts to big endian only when forced
+    )
+    return path
+
+
+def test_the_needed_tags_reader_gives_pydicoms_values_or_leaves_the_file_to_pydicom(tmp_path):
+    write_cohort(SMALL, tmp_path)
+    cohort = sorted((tmp_path / "inbox").rglob("*.dcm"))
+    for path in cohort:
+        plain, with_pydicom = _plain_and_pydicom(path)
+        assert plain == with_pydicom, path  # every synthetic file is plain: the fast reader answers for all
+
+    template = pydicom.dcmread(cohort[0])
+    template.decode()
+    sequence_item = pydicom.Dataset()
+    sequence_item.ReferencedSOPInstanceUID = "1.2.3"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    plain_cases = {
+        "implicit VR": _variant(template, odd / "implicit.dcm", implicit=True),
+        "padded and multi-valued": _variant(
+            template,
+            odd / "padded.dcm",
+            PatientID="ID 7 ",
+            InstitutionName="Hospital\\Second site",
+            ConvolutionKernel=["Br40d", "3"],
+            ImageType=[" DERIVED", "SECONDARY "],
+            ImagePositionPatient=["-1.5e2", "0", "+3.25"],
+            SliceThickness="2.50",
+            MagneticFieldStrength="0",
+            Rows=128,
+            Columns=27,
+        ),
+        "undefined-length sequence": _variant(
+            template, odd / "sequence.dcm", ReferencedImageSequence=pydicom.Sequence([sequence_item])
+        ),
+    }
+    ds = pydicom.dcmread(plain_cases["undefined-length sequence"])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.ReferencedImageSequence[0].is_undefined_length_sequence_item = True
+    ds.save_as(plain_cases["undefined-length sequence"])
+    for label, path in plain_cases.items():
+        plain, with_pydicom = _plain_and_pydicom(path)
+        assert plain is not None and plain == with_pydicom, label
+    assert _plain_and_pydicom(plain_cases["padded and multi-valued"])[0].rows_columns == "128\\27"
+
+    to_pydicom = {
+        "non-ASCII text": _variant(
+            template, odd / "latin1.dcm", SpecificCharacterSet="ISO_IR 100", InstitutionName="Hôpital"
+        ),
+        "ISO 2022 character set": _variant(template, odd / "iso2022.dcm", SpecificCharacterSet=["", "ISO 2022 IR 87"]),
+        "big endian": _variant(template, odd / "big.dcm", big_endian=True),
+        "multi-frame": _variant(template, odd / "frames.dcm", NumberOfFrames=3),
+        "several PatientIDs": _variant(template, odd / "two_ids.dcm", PatientID=["A", "B"]),
+        "empty PatientID": _variant(template, odd / "no_id.dcm", PatientID=""),
+    }
+    truncated = odd / "truncated.dcm"
+    truncated.write_bytes(cohort[0].read_bytes()[:400])
+    not_dicom = odd / "notes.dcm"
+    not_dicom.write_text("scanner notes")
+    odd_syntax = odd / "odd_syntax.dcm"  # a transfer syntax UID that is not ASCII (found by fuzzing)
+    odd_syntax.write_bytes(cohort[0].read_bytes().replace(b"1.2.840.10008.1.2.1", b"1.2.840.10008.1.2\x9d", 1))
+    to_pydicom.update({"truncated": truncated, "not DICOM": not_dicom, "transfer syntax not ASCII": odd_syntax})
+    for label, path in to_pydicom.items():
+        plain, with_pydicom = _plain_and_pydicom(path)
+        assert plain is None, label
+        header, error = dicom_series.header_or_error(path)
+        assert (header or error) == with_pydicom, label
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not present")
+def test_the_needed_tags_reader_equals_pydicom_on_real_series():
+    paths = sorted((SHARED_DATA / "sarcoma").rglob("*.dcm"))
+    assert paths
+    answered = 0
+    for path in paths:
+        plain, with_pydicom = _plain_and_pydicom(path)
+        assert plain is None or plain == with_pydicom, path
+        answered += plain is not None
+    assert answered == len(paths)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_worker_processes_read_the_headers_as_this_process_does(tmp_path, monkeypatch, start_method):
+    data = tmp_path / "data"
+    _clone_patients(_staged_patient(tmp_path), data / "inbox", 4)
+    monkeypatch.setattr(inbox_index, "PARALLEL_MIN_READS", 10)  # a pool for this small inbox
+    monkeypatch.setattr(inbox_index, "READ_CHUNK", 16)
+    monkeypatch.setenv(inbox_index.READ_WORKERS_ENV, "2")
+    if start_method == "spawn":  # as in the sensor's threaded server
+        monkeypatch.setattr(inbox_index.threading, "active_count", lambda: 2)
+    index = InboxIndex(DataRoot(data))
+    budgeted = index.update(max_seconds=0)  # the budget is checked after each task of READ_CHUNK files
+    assert budgeted.header_reads == 16 and len(budgeted.pending) == 84 - 16
+    pooled = index.update()
+    assert pooled.header_reads == 84 - 16 and not pooled.pending
+
+    other = tmp_path / "other"  # the same inbox indexed in this process
+    other.mkdir()
+    (other / "inbox").symlink_to(data / "inbox", target_is_directory=True)
+    monkeypatch.setenv(inbox_index.READ_WORKERS_ENV, "1")
+    alone = InboxIndex(DataRoot(other)).update()
+    assert alone.header_reads == 84
+    assert _view(pooled, data / "inbox", other / "inbox") == _view(alone, data / "inbox", other / "inbox")
+    assert len(pooled.patients) == 4

@@ -1,5 +1,7 @@
 """Modelling is honest: no leakage with shuffled labels, and a planted signal is found."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,7 +182,7 @@ def test_external_test_cohort_is_held_out_and_reported(tmp_path):
     root, warehouse = _warehouse_cohort(tmp_path, n=40, test=12)
     _, card = modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), repeats=1, **FAST))
     assert card["training_cohort"]["n_patients"] == 28
-    result = modelling.validate(root, seed=0)
+    report = modelling.build_validation_report(root, seed=0)
     metrics = json.loads((root.reports / "metrics.json").read_text())
     assert metrics["n_patients"] == 28 and metrics["external"]["n_patients"] == 12
     assert {"auc", "auc_ci_low", "brier", "average_precision", "confusion_matrix"} <= set(metrics["external"])
@@ -207,7 +209,7 @@ def test_external_test_cohort_is_held_out_and_reported(tmp_path):
     X_test, y_test = modelling.external_test_set(warehouse)
     p_test = modelling.score(modelling.load_model(root), X_test)
     assert metrics["external"]["auc"] == pytest.approx(roc_auc_score(y_test, p_test))
-    html_text = result["report_path"].read_text()
+    html_text = report.files.report_path.read_text()
     assert "held-out test cohort" in html_text and html_text.count("data:image/png;base64,") >= 10
     assert "Permutation p-value" in html_text and 'alt="decision curve (out-of-fold)"' in html_text
     assert "information, not an estimate of the chosen model" in html_text
@@ -301,3 +303,19 @@ def test_a_feature_missing_for_every_training_patient_keeps_names_aligned():
     X["f000"] = np.nan  # e.g. a modality no training patient has: imputed as 0, then dropped as constant
     pipeline = modelling.make_pipeline(0).set_params(select__k=3).fit(X.to_numpy(), y.to_numpy())
     assert modelling.selected_columns(pipeline, list(X.columns)) == ["f007", "f012", "f021"]
+
+
+def test_the_permutation_test_stops_at_its_time_budget_and_counts_only_the_permutations_done():
+    X, y = _cohort(seed=1, n=40, p=30, planted=("f007", "f012", "f021"))
+    settings = modelling.ModellingSettings(
+        seed=0, models=("logreg",), folds=4, repeats=1, inner_folds=2, permutations=50, permutation_seconds=1e-6
+    )
+    cv = modelling.cross_validate(X, y, settings)
+    result = modelling.permutation_test(cv, X, settings)
+    # One batch (two per process, one process) runs before the clock is read: 2 of the 50 asked for.
+    assert result["n_permutations"] == 2 and result["n_permutations_requested"] == 50
+    assert result["stopped_by_time_budget"] and len(result["null_aucs"]) == 2
+    assert result["p_value"] == pytest.approx((1 + sum(a >= result["observed_auc"] for a in result["null_aucs"])) / 3)
+    unlimited = modelling.permutation_test(cv, X, replace(settings, permutations=2, permutation_seconds=0))
+    assert unlimited["null_aucs"] == result["null_aucs"]  # the same seeds: the budget only cuts the sequence
+    assert not unlimited["stopped_by_time_budget"]

@@ -31,7 +31,7 @@ from radiomics_assets.modelling.spacing import (
 )
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.pictures import OUTLINE_COLOURS, mask_outline_png
-from radiomics_assets.scoring import predict_image
+from radiomics_assets.predict_ultrasound import predict_image
 from radiomics_assets_tests.conftest import write_us
 
 US_PARAMS = PARAMS_DIR / "us.yaml"

@@ -28,7 +28,8 @@ from radiomics_assets.errors import FileInputError
 from radiomics_assets.features.extraction import PARAMS_DIR, params_by_modality
 from radiomics_assets.ingest.dicom_headers import scan_inbox
 from radiomics_assets.ingest.file_pairs import COLOUR_ENV, png_header, read_png_grey, read_png_mask
-from radiomics_assets.ingest.manifests import patient_inputs, write_manifests
+from radiomics_assets.ingest.manifests import write_manifests
+from radiomics_assets.ingest.patient_lookup import patient_inputs
 from radiomics_assets.masks.file_masks import _label_map
 from radiomics_assets.modelling.matrix import build_feature_matrix, wide_matrix
 from radiomics_assets.modelling.study import StudyError, csv_separator, load_outcomes, load_study, read_table_csv

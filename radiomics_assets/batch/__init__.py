@@ -1,5 +1,5 @@
 """Batch: the patient-level steps for many patients at once (``driver``) on a pool of workers or a Dask cluster
-(``workers``, ``dask_cluster``)."""
+(``executors`` picks ``workers``, the local pool, or ``dask_cluster``)."""
 
 from radiomics_assets.batch.driver import STAGES, PatientOutcome, PatientSettings, run_patients
 from radiomics_assets.batch.workers import (

@@ -60,7 +60,7 @@ class PrepareWorkerPlugin(WorkerPlugin):
 
 def local_cluster_commands(dask: Path, port: int, workers: int, log_dir: Path) -> dict[str, list[str]]:
     """The commands of a scheduler and ``workers`` one-thread workers on 127.0.0.1 (tests and the benchmark start
-    them as processes, as an operator would on machines: one thread per worker, see README "Beyond one machine")."""
+    them as processes, as an operator would on machines: one thread per worker, see docs/tutorials/cluster.md)."""
     address = f"tcp://127.0.0.1:{port}"
     commands = {"scheduler": [str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]}
     for i in range(1, workers + 1):

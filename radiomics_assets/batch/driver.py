@@ -3,7 +3,7 @@
 A backfill of K patients must not pay a process start-up and a run per patient, and must keep both cores
 busy. So one call handles a batch of patients: DICOM reading and mask building run per patient, feature
 extraction per (series, ROI), in a pool of worker processes or, when a Dask scheduler is configured, on the
-workers of that cluster (``batch.workers`` decides; both are a ``concurrent.futures`` executor, so the wait loop
+workers of that cluster (``batch.executors`` decides; both are a ``concurrent.futures`` executor, so the wait loop
 below is the same); every patient's extraction starts as soon as its masks exist. Each worker holds one task's
 volumes at a time, which bounds memory per worker.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from radiomics_assets.batch.executors import executor
 from radiomics_assets.batch.workers import (
     InProcessExecutor,
-    executor,
     in_flight_limit,
     resolve_dask_scheduler,
     resolve_workers,
@@ -57,6 +57,9 @@ class PatientSettings:
     mask_options: MaskOptions = field(default_factory=MaskOptions)
     max_grey_levels: int = DEFAULT_MAX_GREY_LEVELS
     """An extraction whose ROI would have more grey levels is refused (units/parameter mismatch)."""
+    ultrasound_candidate_features: bool = False
+    """Features of ``auto:ultrasound`` masks are the means over the segmentation's candidate outlines
+    (``features.candidate_average``)."""
 
     @property
     def data_root(self) -> DataRoot:
@@ -145,8 +148,10 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
     """Features and diagnostics of one (series, ROI); runs in a worker."""
     import SimpleITK as sitk
 
+    from radiomics_assets.features.candidate_average import extract_candidate_average
     from radiomics_assets.features.extraction import ExtractionTarget, extract
     from radiomics_assets.ingest.file_pairs import png_bits
+    from radiomics_assets.masks.sources import SEEDED_ULTRASOUND
 
     target = ExtractionTarget(
         patient_id=key,
@@ -159,7 +164,13 @@ def _extract_one(settings: PatientSettings, key: str, series_row: dict, mask_row
         source=str(series_row.get("source_path") or ""),
     )
     try:
-        rows, diagnostics = extract(target, settings.params[target.modality], max_grey_levels=settings.max_grey_levels)
+        if settings.ultrasound_candidate_features and mask_row.get("source_kind") == SEEDED_ULTRASOUND:
+            extractor = extract_candidate_average
+        else:
+            extractor = extract
+        rows, diagnostics = extractor(
+            target, settings.params[target.modality], max_grey_levels=settings.max_grey_levels
+        )
     except Exception as exc:  # noqa: BLE001 - say which volume and mask, the pool loses the traceback
         raise ExtractionError(f"{mask_row['mask_path']} on {series_row['volume_path']}: {_describe(exc)}") from None
     diagnostic_rows = pd.DataFrame(

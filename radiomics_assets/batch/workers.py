@@ -8,7 +8,6 @@ import multiprocessing
 import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing import forkserver
-from pathlib import Path
 
 
 def pin_threads(threads: int) -> None:
@@ -76,7 +75,7 @@ def start_workers_early() -> None:
 
 def worker_pool() -> Executor:
     """A pool of the configured number of processes with pinned thread pools; in-process for one."""
-    return executor(resolve_workers())
+    return local_pool(resolve_workers())
 
 
 DASK_SCHEDULER_ENV = "RADIOMICS_DASK_SCHEDULER"
@@ -95,15 +94,8 @@ def in_flight_limit(pool: Executor) -> float:
     return limit() if limit is not None else math.inf
 
 
-def executor(workers: int, *, dask_scheduler: str = "", data_dir: Path | None = None) -> Executor:
-    """The Dask cluster at ``dask_scheduler`` (checked: same software, ``data_dir`` visible) when one is given;
-    else ``workers`` local processes with pinned thread pools (in-process for one)."""
-    if dask_scheduler:
-        from radiomics_assets.batch.dask_cluster import DaskExecutor  # distributed is imported only when used
-
-        if data_dir is None:
-            raise ValueError("a Dask executor needs the data root, to check that every worker sees it")
-        return DaskExecutor(dask_scheduler, data_dir=data_dir)
+def local_pool(workers: int) -> Executor:
+    """``workers`` local processes with pinned thread pools (in-process for one)."""
     if workers <= 1:
         return InProcessExecutor()
     threads = max(1, default_workers() // workers)

@@ -139,45 +139,44 @@ def _rounded(value) -> float:
 def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Outer-CV metrics of the whole procedure, permutation test, decision curve, calibration, duplicate groups:
     ``reports/metrics.json`` and ``reports/report.html``."""
-    result = modelling.validate(radiomics.data_root(), radiomics.seed)
-    primary = result["primary_metric"]
+    report = modelling.build_validation_report(radiomics.data_root(), radiomics.seed)
+    primary, performance = report.primary, report.performance
     metadata = {
-        "task": result["task"],
-        "primary_metric": primary["name"],
+        "task": report.task,
+        "primary_metric": primary.name,
         # Rounded to what a cohort of this size can tell apart (the CI is wider than 0.001).
-        primary["name"]: _rounded(primary["value"]),
-        f"{primary['name']}_ci": f"{primary['ci_low']:.3f} to {primary['ci_high']:.3f}",
-        **{k: _rounded(v) for k, v in modelling.task_for(radiomics.study()).headline(result).items()},
-        **result["cohort"],
-        "cv_scheme": result["cv_scheme"],
-        "n_features_selected": result["n_features_selected"],
-        "model": result["model"],
-        "duplicate_groups": len(result["groups"]["groups"]),
-        "excluded_conflicting_labels": len(result["groups"]["excluded"]),
-        "excluded_no_outcome": result.get("excluded_no_outcome", 0),
+        primary.name: _rounded(primary.value),
+        f"{primary.name}_ci": f"{primary.ci_low:.3f} to {primary.ci_high:.3f}",
+        **{k: _rounded(v) for k, v in modelling.task_for(radiomics.study()).headline(performance).items()},
+        **report.cohort,
+        "cv_scheme": report.cv_scheme,
+        "n_features_selected": report.n_features_selected,
+        "model": report.model,
+        "duplicate_groups": len(report.groups.groups),
+        "excluded_conflicting_labels": len(report.groups.excluded),
+        "excluded_no_outcome": report.excluded_no_outcome,
     }
-    if result["task"] == "binary":
+    if report.task == "binary":
         for key in ("threshold", "brier", "auc_fold_sd", "calibration_slope", "calibration_intercept"):
-            metadata[key] = result[key] if key == "threshold" else _rounded(result[key])
-    if "comparison" in result:
-        comparison = result["comparison"]
-        gain = comparison["gain"]
+            metadata[key] = performance[key] if key == "threshold" else _rounded(performance[key])
+    if report.comparison is not None:
+        gain = report.comparison.gain
         metadata["radiomics_gain_over_clinical"] = (
             f"{gain['value']:+.3f} (95% CI {gain['ci_low']:+.3f} to {gain['ci_high']:+.3f})"
         )
         for key in ("clinical", "radiomics", "both"):
-            metadata[f"{primary['name']}_{key}"] = _rounded(comparison[key]["value"])
-    if result["permutation_p_value"] is not None:
-        metadata["permutation_p_value"] = _rounded(result["permutation_p_value"])
-    if "external" in result:
-        external = result["external"]["primary_metric"]
+            metadata[f"{primary.name}_{key}"] = _rounded(getattr(report.comparison, key)["value"])
+    if report.permutation_p_value is not None:
+        metadata["permutation_p_value"] = _rounded(report.permutation_p_value)
+    if report.external is not None:
+        external = report.external["primary_metric"]
         metadata[f"external_{external['name']}"] = _rounded(external["value"])
         metadata[f"external_{external['name']}_ci"] = f"{external['ci_low']:.3f} to {external['ci_high']:.3f}"
-        metadata["external_n_patients"] = result["external"]["n_patients"]
-    metadata["report"] = dg.MetadataValue.path(str(result["report_path"]))
-    if result["plot_png"]:  # binary: the ROC; survival: Kaplan-Meier of the risk groups; ...
-        key, title = ("roc", "ROC") if result["task"] == "binary" else ("plot", primary["name"])
-        metadata[key] = dg.MetadataValue.md(f"![{title}](data:image/png;base64,{result['plot_png']})")
+        metadata["external_n_patients"] = report.external["n_patients"]
+    metadata["report"] = dg.MetadataValue.path(str(report.files.report_path))
+    if report.files.plot_png:  # binary: the ROC; survival: Kaplan-Meier of the risk groups; ...
+        key, title = ("roc", "ROC") if report.task == "binary" else ("plot", primary.name)
+        metadata[key] = dg.MetadataValue.md(f"![{title}](data:image/png;base64,{report.files.plot_png})")
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -186,57 +185,41 @@ COHORT_ASSETS = [labels, feature_matrix, model, selected_features, validation_re
 
 # --- feature robustness (issue 14): appended, so that it merges apart from the assets above ---------------
 
-ICC_LEVELS = (0.75, 0.9)
-"""Reported in ``feature_robustness``'s metadata: how many features reach each ICC (Koo & Li: good, excellent)."""
-
 
 @dg.asset(group_name="modelling", kinds={"pyradiomics", "duckdb"}, deps=["features"])
 def feature_robustness(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     """Features re-extracted under mask and noise perturbations (table ``feature_perturbations``) and their ICC
     over all patients (table ``feature_robustness``: feature, icc, n_perturbations). Off while
     ``robustness_perturbations`` is 0. Reporting only: the model's filter recomputes ICC inside each CV fold.
+    The work is ``batch.robustness_run.run_feature_robustness``.
 
     No ``duckdb_writes`` pool: the perturbations take minutes and would hold it; its two writes go through the
     file-locked warehouse like every other."""
     if radiomics.robustness_perturbations <= 0:
         return dg.MaterializeResult(metadata={"status": "off (robustness_perturbations = 0): nothing written"})
-    import time
+    from radiomics_assets.batch.robustness_run import run_feature_robustness
 
-    from radiomics_assets.batch.workers import executor, resolve_workers
-    from radiomics_assets.errors import InputError
-    from radiomics_assets.features import robustness
-    from radiomics_assets.modelling.robustness import robustness_table
-    from radiomics_assets.warehouse import write_derived_table
-
-    warehouse = radiomics.warehouse()
-    settings = robustness.PerturbationSettings(repetitions=radiomics.robustness_perturbations, seed=radiomics.seed)
-    series, masks = warehouse.query("SELECT * FROM series"), warehouse.query("SELECT * FROM masks")
-    tasks = robustness.cohort_tasks(series, masks, radiomics.params())
-    started = time.perf_counter()
-    with executor(min(resolve_workers(radiomics.workers), max(len(tasks), 1))) as pool:
-        rows, failures = robustness.perturb_cohort(tasks, settings, pool)
-    seconds = time.perf_counter() - started
-    if rows.empty:
-        first = failures.error.iloc[0] if len(failures) else "no stored ROI masks"
-        raise InputError(f"feature_robustness: no patient could be perturbed; {first}")
-    table = robustness_table(rows)
-    write_derived_table(warehouse, "feature_perturbations", rows)
-    write_derived_table(warehouse, "feature_robustness", table)
-    patients = rows.patient_id.nunique()
+    run = run_feature_robustness(
+        radiomics.warehouse(),
+        radiomics.params(),
+        repetitions=radiomics.robustness_perturbations,
+        seed=radiomics.seed,
+        workers=radiomics.workers,
+    )
     metadata = {
         "status": "on",
-        "patients": patients,
-        "failed_patients": failures.patient_id.nunique(),
-        "features": len(table),
-        "features_without_icc": int(table.icc.isna().sum()),
-        "perturbations_per_roi": len(settings.names()) - 1,
-        **{f"features_icc_at_least_{level}": int((table.icc >= level).sum()) for level in ICC_LEVELS},
-        "icc_quartiles": ", ".join(f"{q:.3f}" for q in table.icc.quantile([0.25, 0.5, 0.75])),
-        "seconds_per_patient": round(seconds / (patients + failures.patient_id.nunique()), 2),
-        "least_robust": dg.MetadataValue.md(table.sort_values("icc").head(10).to_markdown(index=False, floatfmt=".3f")),
+        "patients": run.patients,
+        "failed_patients": run.failed_patients,
+        "features": run.features,
+        "features_without_icc": run.features_without_icc,
+        "perturbations_per_roi": run.perturbations_per_roi,
+        **{f"features_icc_at_least_{level}": count for level, count in run.features_icc_at_least.items()},
+        "icc_quartiles": ", ".join(f"{q:.3f}" for q in run.icc_quartiles),
+        "seconds_per_patient": run.seconds_per_patient,
+        "least_robust": dg.MetadataValue.md(run.least_robust.to_markdown(index=False, floatfmt=".3f")),
     }
-    if len(failures):
-        metadata["failures"] = dg.MetadataValue.md(failures.head(20).to_markdown(index=False))
+    if len(run.failures):
+        metadata["failures"] = dg.MetadataValue.md(run.failures.head(20).to_markdown(index=False))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -2,7 +2,6 @@
 
 import os
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -10,8 +9,10 @@ import dagster as dg
 
 from radiomics_assets.batch import DASK_SCHEDULER_ENV, WORKERS_ENV, PatientSettings
 from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
+from radiomics_assets.features.candidate_average import CANDIDATE_FEATURES_ENV
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
 from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
+from radiomics_assets.modelling.choices import ModelFamily, SelectionMethod
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.study import Study, load_study
 from radiomics_assets.paths import DataRoot, data_root
@@ -21,34 +22,14 @@ DUCKDB_WRITES = "duckdb_writes"
 """Concurrency pool of the assets that write DuckDB; its limit is set in dagster_instance.yaml."""
 
 
-class CandidateModel(StrEnum):
-    """A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type);
-    which ones fit depends on the study's outcome type (``consensus``: binary, multiclass; ``linear``: continuous;
-    ``coxnet``: survival)."""
-
-    consensus = "consensus"
-    logreg = "logreg"
-    random_forest = "random_forest"
-    svm = "svm"
-    gradient_boosting = "gradient_boosting"
-    linear = "linear"
-    coxnet = "coxnet"
-
-
-class SelectionMethodName(StrEnum):
-    """A selection method the launchpad accepts in ``selection_methods``."""
-
-    anova = "anova"
-    mannwhitney = "mannwhitney"
-    mutual_info = "mutual_info"
-    rfe = "rfe"
-    l1 = "l1"
-    tree = "tree"
-    cox = "cox"
-    concordance = "concordance"
-
-
-SelectionMethod = Literal["", "anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree", "cox", "concordance"]
+CandidateModel = ModelFamily
+"""A model family the launchpad accepts in ``candidate_models`` (a list of Literal is not a Dagster config type);
+which ones fit depends on the study's outcome type (``consensus``: binary, multiclass; ``linear``: continuous;
+``coxnet``: survival)."""
+SelectionMethodName = SelectionMethod
+"""A selection method the launchpad accepts in ``selection_methods``."""
+SelectionMethodOrDefault = Literal["", *(m.value for m in SelectionMethod)]
+"""One selection method, or "" for the outcome type's default."""
 AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound"]
 RegressionPolicy = Literal["warn", "block"]
 
@@ -72,14 +53,14 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Worker processes for a run's patients (0 = one per usable core); each pins SimpleITK to its share."""
     dask_scheduler: str = ""
     """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
-    = the local pool. Every worker must see the data root at the same path (README "Beyond one machine")."""
+    = the local pool. Every worker must see the data root at the same path (docs/tutorials/cluster.md)."""
     candidate_models: list[CandidateModel] = []
     """Candidate families; with several, the inner CV of each outer training set (and of the final fit) chooses
     among them. Empty = the study's default (binary and multiclass: consensus, the soft vote of a filtered logistic
     regression and a random forest; with clinical covariates: logreg, random_forest, svm, gradient_boosting;
     continuous: linear, random_forest, svm, gradient_boosting; survival: coxnet, random_forest,
     gradient_boosting)."""
-    selection_method: SelectionMethod = ""
+    selection_method: SelectionMethodOrDefault = ""
     """Empty = the outcome type's default (anova; survival: cox). anova | mannwhitney | mutual_info | cox |
     concordance (filters, + correlation filter) | rfe | l1 | tree."""
     selection_methods: list[SelectionMethodName] = []
@@ -87,10 +68,11 @@ class RadiomicsConfig(dg.ConfigurableResource):
     cv_folds: int = 5
     cv_repeats: int = 2
     cv_inner_folds: int = 3
-    permutations: int = 9
+    permutations: int = 199
     """Label permutations of the permutation test of the whole procedure (0 = off); p >= 1 / (1 + permutations).
-    Each costs one outer-CV repeat: 9 keep the cohort job within minutes with the consensus model; 19 let p reach
-    0.05 (twice the test's time), 199 fall below 0.01 (about twenty times; README, "Permutation test")."""
+    Each costs one outer-CV repeat; 199 let p fall below 0.01 (docs: "Permutation test" has the times)."""
+    permutation_seconds: int = 300
+    """Time budget of the permutation test in seconds (0 = none): past it the test reports the permutations done."""
     group_column: str = "group"
     """labels.csv column whose equal values (e.g. lesions of one person) stay in one CV fold; optional."""
     duplicate_max_distance: int = 8
@@ -132,13 +114,16 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """``dicom_exports`` writes a SEG per automated mask and an SR per series under ``exports/<patient>/``."""
     export_deidentified: bool = False
     """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
+    ultrasound_candidate_features: bool = False
+    """Store the features of seeded ultrasound masks (``auto:ultrasound``) as their means over the segmentation's
+    candidate outlines instead of the chosen outline's (issue 29; about 12 extractions per image)."""
     robustness_perturbations: int = 0
     """``feature_robustness``: random draws of contour randomisation and of image noise per ROI (plus one erosion
     and one dilation); 0 = the stage is off."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
-        """The resource with the defaults a deployment sets in its environment (README "Configuration")."""
+        """The resource with the defaults a deployment sets in its environment (docs/reference/configuration.md)."""
         env = os.environ if environ is None else environ
         values = {
             "params_dir": env.get(PARAMS_DIR_ENV, ""),
@@ -149,12 +134,14 @@ class RadiomicsConfig(dg.ConfigurableResource):
             "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
             "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
             "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
-            "permutations": int(env.get("RADIOMICS_PERMUTATIONS", "") or 9),
+            "permutations": int(env.get("RADIOMICS_PERMUTATIONS", "") or 199),
+            "permutation_seconds": int(env.get("RADIOMICS_PERMUTATION_SECONDS", "") or 300),
             "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
             "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
             "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
             "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
             "robustness_perturbations": int(env.get("RADIOMICS_ROBUSTNESS_PERTURBATIONS", "0") or 0),
+            "ultrasound_candidate_features": env.get(CANDIDATE_FEATURES_ENV, "") == "1",
         }
         return cls(**values)
 
@@ -205,6 +192,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             file_modality=self.file_modality,
             mask_options=self.mask_options(),
             max_grey_levels=self.max_grey_levels,
+            ultrasound_candidate_features=self.ultrasound_candidate_features,
         )
 
     def study(self) -> Study:
@@ -222,6 +210,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
             inner_folds=self.cv_inner_folds,
             standardise=self.standardise,
             permutations=self.permutations,
+            permutation_seconds=self.permutation_seconds,
             group_column=self.group_column,
             duplicate_max_distance=self.duplicate_max_distance,
             robustness_icc_threshold=self.robustness_icc_threshold,

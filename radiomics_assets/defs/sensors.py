@@ -1,7 +1,5 @@
 """Sensors: new studies in the inbox become patient partitions and runs; every failed run gets a log line."""
 
-import json
-
 import dagster as dg
 
 from radiomics_assets import failure_log
@@ -13,45 +11,18 @@ from radiomics_assets.defs.partitions import (
     patients,
 )
 from radiomics_assets.defs.resources import RadiomicsConfig
-from radiomics_assets.ingest import InboxIndex, InboxSnapshot, plan_registrations, write_manifest
+from radiomics_assets.ingest import InboxIndex
+from radiomics_assets.ingest.inbox_tick import IngestRun, plan_tick
 
 
-def _few(label: str, items: list[str], limit: int = 5) -> str:
-    if not items:
-        return ""
-    return f"{label} {len(items)}: {', '.join(items[:limit])}{' ...' if len(items) > limit else ''}"
-
-
-def _ingest_request(key: str, fingerprint: str, first: bool) -> dg.RunRequest:
-    """A re-run's key names its file set, so each new file set runs once; the tag ties the run to its manifest."""
-    return dg.RunRequest(
-        partition_key=key,
-        run_key=f"ingest-{key}" if first else f"ingest-{key}-{fingerprint[:12]}",
-        tags={"radiomics/inbox_fingerprint": fingerprint},
-    )
-
-
-def _new_patient_requests(keys: list[str], snapshot: InboxSnapshot) -> list[dg.RunRequest]:
-    """New patients in runs of up to MAX_PATIENTS_PER_RUN: one run start-up for many studies arriving together.
-
-    The keys are added as partitions in this order in the same tick, so each chunk is a contiguous range.
-    """
-    runs = []
-    for start in range(0, len(keys), MAX_PATIENTS_PER_RUN):
-        chunk = keys[start : start + MAX_PATIENTS_PER_RUN]
-        if len(chunk) == 1:
-            runs.append(_ingest_request(chunk[0], snapshot.patients[chunk[0]].fingerprint, first=True))
-        else:
-            tags = {PARTITION_RANGE_START: chunk[0], PARTITION_RANGE_END: chunk[-1]}
-            runs.append(dg.RunRequest(run_key=f"ingest-{chunk[0]}...{chunk[-1]}", tags=tags))
-    return runs
-
-
-def _seen_fingerprints(cursor: str | None) -> dict[str, str]:
-    try:
-        return dict(json.loads(cursor)["seen"]) if cursor else {}
-    except (ValueError, KeyError, TypeError):  # a cursor from the sensor version without one
-        return {}
+def _run_request(run: IngestRun) -> dg.RunRequest:
+    """One patient: its partition, tagged with its file set's fingerprint; several: a partition range."""
+    if run.fingerprint is not None:
+        return dg.RunRequest(
+            partition_key=run.keys[0], run_key=run.run_key, tags={"radiomics/inbox_fingerprint": run.fingerprint}
+        )
+    tags = {PARTITION_RANGE_START: run.keys[0], PARTITION_RANGE_END: run.keys[-1]}
+    return dg.RunRequest(run_key=run.run_key, tags=tags)
 
 
 @dg.sensor(
@@ -68,48 +39,15 @@ def inbox_sensor(context: dg.SensorEvaluationContext, radiomics: RadiomicsConfig
     root = radiomics.data_root()
     snapshot = InboxIndex(root, accept_maskless=radiomics.accept_maskless()).update()
     known = set(context.instance.get_dynamic_partitions(patients.name))
-    seen = _seen_fingerprints(context.cursor)
-    plan = plan_registrations(root, snapshot, seen, known, radiomics.inbox_settle_seconds)
-    for rel, why in snapshot.new_ignored.items():
-        context.log.warning(f"inbox file {rel} is not used: {why}")
-    for key in plan.register + plan.rerun + plan.adopt:
-        entry = snapshot.patients[key]
-        try:
-            write_manifest(root, entry)
-        except OSError as exc:  # one patient's manifest (disk, permissions) must not stop the tick for all
-            context.log.error(f"{key}: its manifest cannot be written ({exc}); it is not run this tick")
-            for chosen in (plan.register, plan.rerun, plan.adopt):
-                if key in chosen:
-                    chosen.remove(key)
-            plan.waiting[key] = "manifest not written"
-            continue
-        if entry.unreadable:
-            beside = "; ".join(entry.unreadable.values())
-            context.log.warning(
-                f"{key}: unreadable files beside its series (its run fails if a series needs them): {beside}"
-            )
-    runs = _new_patient_requests(plan.register, snapshot) + [
-        _ingest_request(key, snapshot.patients[key].fingerprint, first=False) for key in plan.rerun
-    ]
-    progress = f"{snapshot.n_files} files, {len(snapshot.patients)} patients, {snapshot.header_reads} headers read"
-    if snapshot.pending:
-        progress += f", {len(snapshot.pending)} left for the next ticks"
-    parts = (
-        progress,
-        _few("new", plan.register),
-        _few("re-run", plan.rerun),
-        _few("manifest only (registered before)", plan.adopt),
-        _few("waiting", [f"{key} ({why})" for key, why in plan.waiting.items()]),
-    )
-    summary = "; ".join(part for part in parts if part)
-    context.log.info(summary)
-    cursor = json.dumps({"seen": plan.seen}, sort_keys=True)
-    if not runs:
-        return dg.SensorResult(skip_reason=summary, cursor=cursor)
+    tick = plan_tick(root, snapshot, context.cursor, known, radiomics.inbox_settle_seconds, MAX_PATIENTS_PER_RUN)
+    for level, message in tick.log:
+        getattr(context.log, level)(message)
+    if not tick.runs:
+        return dg.SensorResult(skip_reason=tick.summary, cursor=tick.cursor)
     return dg.SensorResult(
-        dynamic_partitions_requests=[patients.build_add_request(plan.register)] if plan.register else [],
-        run_requests=runs,
-        cursor=cursor,
+        dynamic_partitions_requests=[patients.build_add_request(tick.new_partitions)] if tick.new_partitions else [],
+        run_requests=[_run_request(run) for run in tick.runs],
+        cursor=tick.cursor,
     )
 
 

@@ -369,7 +369,7 @@ def resolved_unit(code: FeatureCode, intensity: str) -> str:
 
 
 def code_table_markdown() -> str:
-    """The feature -> code, unit table as Markdown (rendered into README "DICOM exports")."""
+    """The feature -> code, unit table as Markdown (rendered into docs/reference/feature-codes.md)."""
     lines = ["| PyRadiomics feature | scheme | code | meaning | unit (UCUM) |", "|---|---|---|---|---|"]
     for code in FEATURE_CODES.values():
         unit = {

@@ -24,6 +24,7 @@ from radiomics_assets.exports.codes import intensity_unit
 from radiomics_assets.exports.seg import Producer, automated_segmentation, read_source_slices
 from radiomics_assets.exports.sr import ContourReference, RoiFeatures, SegmentReference, measurement_report
 from radiomics_assets.hashing import file_hash
+from radiomics_assets.masks.sources import MaskSource, automated_method, is_automated
 from radiomics_assets.paths import DataRoot, patient_key
 from radiomics_assets.warehouse import Warehouse
 
@@ -98,13 +99,13 @@ def _roi_reference(root: DataRoot, mask, written_seg) -> SegmentReference | Cont
     if written_seg is not None:
         return SegmentReference(written_seg, 1)
     source = root.path / str(mask.source_path).split(";")[0]
-    if mask.source_kind == "seg":
+    if mask.source_kind == MaskSource.SEG:
         segmentation = read_segmentation(source)
         numbers = [s.number for s in segmentation.segments if s.label == mask.roi]
         if len(numbers) != 1:
             raise DicomInputError(f"{source}: {len(numbers)} segments are labelled {mask.roi!r}, expected one")
         return SegmentReference(segmentation.dataset, numbers[0])
-    if mask.source_kind == "rtstruct":
+    if mask.source_kind == MaskSource.RTSTRUCT:
         structure_set = read_structure_set(source)
         rois = [r for r in structure_set.rois if r.name == mask.roi]
         if len(rois) != 1:
@@ -127,8 +128,8 @@ def _export_series(root, key, series, masks, features, inputs, settings, outcome
     rois = []
     for index, mask in enumerate(masks.itertuples()):
         written = None
-        if str(mask.source_kind).startswith("auto:"):
-            method = str(mask.source_kind).split(":", 1)[1]
+        if is_automated(mask.source_kind):
+            method = automated_method(mask.source_kind)
             written = automated_segmentation(
                 sitk.ReadImage(mask.mask_path),
                 sources,
@@ -208,7 +209,7 @@ def export_patient(root: DataRoot, key: str, settings: ExportSettings) -> Export
         outcome.skipped = "no stored masks (run the patient's roi_masks first)"
         return outcome
     inputs = patient_inputs(root, key)
-    if inputs.dicom is None or not (mask_rows.source_kind != "file").any():
+    if inputs.dicom is None or not (mask_rows.source_kind != MaskSource.FILE).any():
         outcome.skipped = "not a DICOM patient (image files have no source SOP instances to reference)"
         return outcome
     out_dir = exports_dir(root, key)
@@ -216,7 +217,7 @@ def export_patient(root: DataRoot, key: str, settings: ExportSettings) -> Export
     out_dir.mkdir(parents=True)
     for series in series_rows.itertuples():
         # Masks of image files (a NIfTI/PNG pair beside the DICOM series) have no source SOP instances: not exported.
-        masks = mask_rows[(mask_rows.series_uid == series.series_uid) & (mask_rows.source_kind != "file")]
+        masks = mask_rows[(mask_rows.series_uid == series.series_uid) & (mask_rows.source_kind != MaskSource.FILE)]
         features = feature_rows[feature_rows.series_uid == series.series_uid]
         if len(masks):
             _export_series(root, key, series, masks, features, inputs, settings, outcome, out_dir)

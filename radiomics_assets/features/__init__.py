@@ -2,7 +2,7 @@
 
 ``extraction`` runs PyRadiomics with a parameter file per modality (shipped under ``params/``), ``speedups``
 replaces four hot spots with value-identical code, ``quality`` holds the data checks of a patient's rows,
-``robustness`` re-extracts a (series, ROI) under mask and noise perturbations, and ``ibsi`` measures conformance on
+``perturbations`` re-extracts a (series, ROI) under mask and noise perturbations, and ``ibsi`` measures conformance on
 the IBSI phantoms.
 """
 
@@ -21,8 +21,8 @@ from radiomics_assets.features.extraction import (
     params_version,
     prepare_pyradiomics,
 )
+from radiomics_assets.features.perturbations import PerturbationSettings, perturb_cohort, perturbed_features
 from radiomics_assets.features.quality import feature_count_mismatches, non_finite_features, small_rois
-from radiomics_assets.features.robustness import PerturbationSettings, perturb_cohort, perturbed_features
 
 __all__ = [
     "DEFAULT_MAX_GREY_LEVELS",

@@ -21,7 +21,8 @@ import SimpleITK as sitk
 from radiomics import featureextractor
 
 from radiomics_assets.errors import ExtractionError, ParameterFileError
-from radiomics_assets.features import speedups
+from radiomics_assets.features.speedups import install as install_speedups
+from radiomics_assets.features.speedups import installed as installed_speedups
 from radiomics_assets.geometry import grid_mismatch
 from radiomics_assets.hashing import file_hash, image_hash
 
@@ -56,7 +57,7 @@ def prepare_pyradiomics() -> None:
     speed-ups of its hot spots are installed (``RADIOMICS_STOCK_PYRADIOMICS=1`` leaves PyRadiomics untouched).
     """
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    speedups.install()
+    install_speedups()
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def extract(
     check_grey_levels(replace(target, image=image), extractor, max_grey_levels=max_grey_levels)
     result = extractor.execute(image, target.mask)
     diagnostics = {k: v for k, v in result.items() if k.startswith("diagnostics_")}
-    diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = speedups.installed()
+    diagnostics["diagnostics_Versions_radiomics_assets_speedups"] = installed_speedups()
     provenance = {
         "patient_id": target.patient_id,
         "series_uid": target.series_uid,

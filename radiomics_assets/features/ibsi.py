@@ -9,7 +9,7 @@ tolerance, our value and pass/fail. Tags without a PyRadiomics counterpart are l
 The ``<config>-ibsi-interp`` variants of CT configurations B-E do IBSI's interpolation (``ibsi_interpolate``)
 before PyRadiomics, to separate PyRadiomics' preprocessing from its feature definitions.
 
-This is a report, not a gate: known PyRadiomics deviations from IBSI (README, "IBSI conformance") make some
+This is a report, not a gate: known PyRadiomics deviations from IBSI (docs/ibsi.md) make some
 mapped features fail by design.
 """
 

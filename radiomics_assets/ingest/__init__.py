@@ -3,8 +3,9 @@
 ``inbox`` walks the drop zone, ``dicom_headers`` reads and groups DICOM headers by patient and series,
 ``dicom_series`` validates a series' slice geometry and reads it, ``dicom_us`` reads DICOM US images as 2D images,
 ``file_pairs`` finds NIfTI/NRRD/PNG images with their mask files, ``inbox_index`` caches headers between sensor
-ticks, ``manifests`` records each patient's files, ``pet_suv`` converts PET to SUVbw, ``registration`` decides when
-a patient is registered or re-run, and ``studies`` stores the volumes. ``feature_tables`` imports feature tables
+ticks, ``manifests`` records each patient's files, ``patient_lookup`` finds them for a run (``PatientInputs``),
+``pet_suv`` converts PET to SUVbw, ``registration`` decides when a patient is registered or re-run, and ``studies``
+stores the volumes. ``feature_tables`` imports feature tables
 made elsewhere (CSV, Parquet) as feature sources beside the extracted features.
 """
 
@@ -41,15 +42,8 @@ from radiomics_assets.ingest.feature_tables import (
 from radiomics_assets.ingest.file_pairs import FilePair, labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.inbox import inbox_entries, inbox_files, printable_name
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry
-from radiomics_assets.ingest.manifests import (
-    Manifest,
-    PatientInputs,
-    find_patient,
-    patient_inputs,
-    read_manifest,
-    write_manifest,
-    write_manifests,
-)
+from radiomics_assets.ingest.manifests import Manifest, read_manifest, write_manifest, write_manifests
+from radiomics_assets.ingest.patient_lookup import PatientInputs, find_patient, patient_inputs
 from radiomics_assets.ingest.pet_suv import SuvConversion, suv_conversion, suv_factor
 from radiomics_assets.ingest.registration import RegistrationPlan, plan_registrations
 from radiomics_assets.ingest.studies import ingest_studies

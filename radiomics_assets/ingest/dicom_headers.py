@@ -1,19 +1,30 @@
-"""DICOM headers of the inbox: read up to the tags needed, grouped by patient and series (by UID, not folder)."""
+"""DICOM headers of the inbox: read up to the tags needed, grouped by patient and series (by UID, not folder).
+
+:func:`read_header` reads the tags of a plainly encoded file itself (``ingest.dicom_elements``; several times
+faster than building a pydicom data set, which matters when an archive is indexed) and decodes each value as
+pydicom 3 does. Any file or value with a subtlety (text that is not ASCII, a character set other than the
+default, Latin-1 or UTF-8, several values where one is printed, a multi-frame object, an error, pydicom
+settings other than its defaults) is read by pydicom as before, so both give equal headers and equal error
+messages (checked on synthetic, unusual and real files in ``test_inbox_index``).
+"""
 
 from __future__ import annotations
 
 import filecmp
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 
 from radiomics_assets.errors import DicomInputError
+from radiomics_assets.ingest.dicom_elements import read_elements
 from radiomics_assets.ingest.inbox import inbox_files
 from radiomics_assets.paths import patient_key
 
@@ -57,7 +68,7 @@ def read_until(path: Path, last_tag: int) -> pydicom.Dataset:
         return read_partial(fp, stop_when=lambda tag, vr, length: tag > last_tag)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the inbox index keeps one per file in memory
 class DicomFile:
     path: Path
     patient_id: str
@@ -122,7 +133,7 @@ class PatientFiles:
 
     @property
     def paths(self) -> list[Path]:
-        return sorted(f.path for f in self.all_files())
+        return sorted((f.path for f in self.all_files()), key=lambda path: path.parts)  # Path order, faster
 
 
 @dataclass
@@ -163,7 +174,178 @@ def scanner_identity(header: DicomFile) -> dict:
     return row
 
 
+_HEADER_KEYWORDS = (
+    "SpecificCharacterSet",
+    "ImageType",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "Modality",
+    "PatientID",
+    "IssuerOfPatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    *SCANNER_TAGS,
+)
+"""Every tag :func:`read_header` uses, read by :func:`_plain_header` without pydicom."""
+_TAGS = {keyword: tag_for_keyword(keyword) for keyword in _HEADER_KEYWORDS}
+_VR_OF_TAG = {tag: dictionary_VR(tag).encode() for tag in _TAGS.values()}
+_TAG_AND_VR = {keyword: (tag, _VR_OF_TAG[tag]) for keyword, tag in _TAGS.items()}
+_WANTED_TAGS = frozenset(_TAGS.values())
+_PLAIN_CHARACTER_SETS = ("", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192")
+"""Character sets in which the ASCII bytes (all this reader decodes itself) mean what they mean in ASCII."""
+_DS_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+class _NotPlainValue(Exception):
+    """A value whose decoding has a pydicom subtlety (charset, multiple values, odd number): pydicom reads it."""
+
+
+def _pydicom_defaults() -> bool:
+    """Whether pydicom decodes as :func:`_plain_header` assumes: its default settings (values as text, invalid
+    values only warned about)."""
+    return (
+        pydicom.config.settings.reading_validation_mode != pydicom.config.RAISE
+        and not pydicom.config.use_DS_numpy
+        and not pydicom.config.use_DS_decimal
+        and not pydicom.config.use_IS_numpy
+        and not pydicom.config.datetime_conversion
+        and not pydicom.config.use_none_as_empty_text_VR_value
+    )
+
+
+def _plain_header(path: Path) -> DicomFile | None:
+    """The header of ``path`` read without pydicom, equal to :func:`read_header`'s, or None where only
+    pydicom can tell (an unusual encoding, a value to decode with care, a multi-frame object, any error).
+
+    Each value is decoded as pydicom 3 decodes it and then turned into text as ``read_header`` does (the
+    comments name the pydicom converter); values outside the plain cases raise ``_NotPlainValue``.
+    """
+    if not _pydicom_defaults():
+        return None
+    read = read_elements(path, _WANTED_TAGS, LAST_HEADER_TAG)
+    if read is None:
+        return None
+    explicit, elements = read
+    try:
+        return _header_from_elements(path, explicit, elements)
+    except (_NotPlainValue, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _header_from_elements(path: Path, explicit: bool, elements: dict[int, tuple]) -> DicomFile | None:
+    def raw(keyword: str) -> bytes | None:
+        tag, vr = _TAG_AND_VR[keyword]
+        element = elements.get(tag)
+        if element is None:
+            return None
+        if explicit and element[0] != vr:
+            raise _NotPlainValue
+        return element[1]
+
+    def parts(keyword: str) -> list[str] | None:
+        """The values as pydicom splits and pads them (None when absent or empty)."""
+        value = raw(keyword)
+        if not value:
+            return None
+        if not value.isascii() or b"\x1b" in value:  # not plain ASCII: the character set decides
+            raise _NotPlainValue
+        text = value.decode("ascii")
+        vr = _TAG_AND_VR[keyword][1]
+        if vr in (b"LO", b"SH"):  # convert_text
+            return [part.rstrip("\0 ") for part in text.split("\\")]
+        if vr == b"UI":  # convert_UI
+            text = text.rstrip("\0 ")
+        elif vr == b"DS":  # convert_DS_string
+            text = text.strip()
+        return text.rstrip(" \x00").split("\\")  # multi_string
+
+    def single(keyword: str) -> str:
+        """``str(getattr(ds, keyword, ""))``: a value of several parts would print as a list."""
+        values = parts(keyword) or [""]
+        if len(values) > 1:
+            raise _NotPlainValue
+        return values[0]
+
+    def numbers(keyword: str) -> list[str] | None:
+        """A DS value's parts (DSfloat keeps each stripped part as its text), None when absent or empty."""
+        values = parts(keyword)
+        if values is None or values == [""]:
+            return None
+        if not all(_DS_NUMBER.fullmatch(part.strip()) for part in values):
+            raise _NotPlainValue
+        return [part.strip() for part in values]
+
+    def unsigned_short(keyword: str) -> int | None:
+        value = raw(keyword)
+        if value is None:
+            return None
+        if len(value) != 2:
+            raise _NotPlainValue
+        return int.from_bytes(value, "little")
+
+    if single("SpecificCharacterSet").strip() not in _PLAIN_CHARACTER_SETS:
+        raise _NotPlainValue
+    if any(not single(keyword).strip() for keyword in ("PatientID", "SeriesInstanceUID", "Modality")):
+        return None  # read_header's error message says what is missing
+    frames = single("NumberOfFrames").strip()
+    sop_class_uid = single("SOPClassUID")
+    if frames not in ("", "1") or sop_class_uid in ENHANCED_MULTIFRAME_SOP_CLASSES:
+        return None  # a multi-frame object: read_header reads its functional groups
+
+    def joined(keyword: str) -> str:  # _joined: one number alone is not iterable and gives ""
+        values = numbers(keyword)
+        return "\\".join(repr(float(v)) for v in values) if values and len(values) > 1 else ""
+
+    def scanner_text(keyword: str) -> str:  # _text
+        if _TAG_AND_VR[keyword][1] == b"DS":
+            values = numbers(keyword)
+            if values is None or (len(values) == 1 and float(values[0]) == 0):  # DSfloat 0.0 is falsy
+                return ""
+            return "\\".join(values)
+        return "\\".join(part.strip() for part in parts(keyword) or [""])
+
+    rows, columns = unsigned_short("Rows"), unsigned_short("Columns")
+    image_type = parts("ImageType")
+    return DicomFile(
+        path=path,
+        patient_id=single("PatientID").strip(),
+        study_uid=single("StudyInstanceUID"),
+        series_uid=single("SeriesInstanceUID"),
+        sop_uid=single("SOPInstanceUID"),
+        modality=single("Modality").upper(),
+        frame_of_reference_uid=single("FrameOfReferenceUID"),
+        sop_class_uid=sop_class_uid,
+        image_position=joined("ImagePositionPatient"),
+        image_orientation=joined("ImageOrientationPatient"),
+        rows_columns=f"{rows}\\{columns}" if rows is not None and columns is not None else "",
+        pixel_spacing=joined("PixelSpacing"),
+        image_type="\\".join(part.strip().upper() for part in image_type) if image_type else "",
+        issuer=single("IssuerOfPatientID").strip(),
+        study_date=single("StudyDate").strip(),
+        **{column: scanner_text(keyword) for keyword, column in SCANNER_TAGS.items()},
+    )
+
+
 def read_header(path: Path) -> DicomFile:
+    """The header fields of ``path``; raises ``DicomInputError`` naming the file when it is not usable DICOM.
+
+    Plain files are read by :func:`_plain_header` (a few times faster); every other file, and every error, by
+    pydicom."""
+    plain = _plain_header(path)
+    if plain is not None:
+        return plain
+    return read_header_with_pydicom(path)
+
+
+def read_header_with_pydicom(path: Path) -> DicomFile:
     try:
         ds = read_until(path, LAST_HEADER_TAG)
     except InvalidDicomError as exc:
@@ -357,11 +539,15 @@ def group_headers(
     issuers: dict[str, set[str]] = {}
     for header in headers:
         issuers.setdefault(header.patient_id, set()).add(header.issuer)
-    for header in sorted(headers, key=lambda h: h.path):
-        identity = patient_identity(
-            header.patient_id, header.issuer, issuers[header.patient_id], header.patient_id in split_ids
-        )
-        key = patient_key(identity)
+    keys: dict[tuple[str, str], tuple[str, str]] = {}  # (PatientID, issuer) -> (identity, key): once per patient
+    for header in sorted(headers, key=lambda h: h.path.parts):  # Path order, without Path's slow comparisons
+        known = keys.get((header.patient_id, header.issuer))
+        if known is None:
+            identity = patient_identity(
+                header.patient_id, header.issuer, issuers[header.patient_id], header.patient_id in split_ids
+            )
+            known = keys[(header.patient_id, header.issuer)] = (identity, patient_key(identity))
+        identity, key = known
         ids_of_key.setdefault(key, {}).setdefault(identity, header.path)
         by_key.setdefault(key, []).append(header)
     for key, files in by_key.items():
@@ -395,10 +581,12 @@ def group_headers(
                         "skipped"
                     )
         ignored.update(patient.skipped)
-    folders = {f.path.parent: p for p in patients.values() for f in p.all_files()}
+    # Folders as text (``os.path.dirname``): building a Path per file is most of the time at archive scale.
+    folders = {os.path.dirname(f.path): p for p in patients.values() for f in p.all_files()} if ignored else {}
     for path, why in sorted(ignored.items()):
-        if path.parent in folders and path not in folders[path.parent].skipped:
-            folders[path.parent].unreadable[path] = why
+        folder = os.path.dirname(path)
+        if folder in folders and path not in folders[folder].skipped:
+            folders[folder].unreadable[path] = why
     return InboxScan(patients=patients, ignored=ignored)
 
 

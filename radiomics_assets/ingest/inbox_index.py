@@ -1,10 +1,23 @@
 """Incremental index of the inbox: which files belong to which patient, without re-reading unchanged files.
 
-Every call walks the inbox and ``stat``s each file (cheap), but reads a DICOM header only for a file that is new
-or whose size or modification time changed since the previous call; the parsed headers are cached in
-``<data root>/index/inbox.sqlite`` (a small SQLite file of its own, so the sensor never waits for the warehouse's
-write lock). Header reads per call are capped; files beyond the cap stay *pending* and are read by later calls,
-so an inbox of many thousands of files is indexed over several calls that each end in bounded time.
+A call walks the inbox (``ingest.inbox.walk_inbox``): only folders that may have changed are listed again, the
+others keep the entries stored with their modification time in the index, so an idle call costs one ``stat`` per
+folder. Every ``RADIOMICS_INBOX_FULL_SCAN_SECONDS`` (default 1800; 0 = every call) the walk lists every folder
+and ``stat``s every file again: that is when a file rewritten in place under the same name in a folder quiet for
+longer than ``RADIOMICS_INBOX_RECENT_SECONDS`` (default 120; the files of a folder that changed more recently are
+``stat``ed on every call) is seen. A DICOM header is read only for a file that is new or whose size or
+modification time changed; the parsed headers and the folder listings are kept in
+``<data root>/index/inbox.sqlite`` (a small SQLite file of its own, so the sensor never waits for the
+warehouse's write lock), with the grouping by patient of the last complete call. When no folder changed, that
+grouping is returned as it is: an idle call reads neither headers nor header rows. A process keeps what it read
+of the index file in memory (about 1.7 kB per file: the Dagster code server evaluates every sensor tick in one
+long-lived process) and trusts it while the file's generation, rewritten by every call that changes the index
+from any process, is unchanged; after a change, the headers are grouped again (about 2 s per 100,000 files).
+
+Header reads per call are capped (count and seconds); files beyond the cap stay *pending* and are read by later
+calls, so a first indexing of a large inbox spreads over several calls that each end in bounded time. From
+``PARALLEL_MIN_READS`` headers on, a call reads them in ``RADIOMICS_INBOX_READ_WORKERS`` processes (default: one
+per usable core; 1 = in the calling process), each reading only the tags needed (``dicom_headers.read_header``).
 
 Per patient key the index gives the files (DICOM files plus unreadable files in their folders, or the
 image/mask file pair), a fingerprint of those files (path, size, mtime) and the time of the newest change.
@@ -15,26 +28,46 @@ scanning the whole inbox, so its cost does not grow with the number of other pat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import multiprocessing
+import os
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, header_or_error
 from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, pair_beside_dicom, scan_file_pairs
-from radiomics_assets.ingest.inbox import inbox_entries
+from radiomics_assets.ingest.inbox import FolderListing, InboxWalk, walk_inbox
 from radiomics_assets.paths import DataRoot
 
-DEFAULT_HEADER_READS = 2000
-"""Header reads per call: ~0.4 ms each from a local disk, far more from a cold network share."""
+DEFAULT_HEADER_READS = 20000
+"""Header reads per call: ~0.3 ms each from a local disk (tags read without pydicom), far more from a cold share."""
 DEFAULT_READ_SECONDS = 20.0
 """Stop reading headers after this long even below the count, so a slow share cannot hit the sensor timeout."""
 READ_CHUNK = 256
-"""Headers read between two checks of the time budget."""
+"""Headers a pool's worker reads per task; the time budget is checked between tasks."""
+GIVEN_POOL_CHUNK = 8
+"""Headers per task when the caller's pool reads (``read_map``)."""
+PARALLEL_MIN_READS = 5000
+"""Fewer headers than this are read in the calling process: starting worker processes (~2 s of imports each, in
+parallel) costs more than it saves."""
+READ_WORKERS_ENV = "RADIOMICS_INBOX_READ_WORKERS"
+FULL_SCAN_ENV = "RADIOMICS_INBOX_FULL_SCAN_SECONDS"
+DEFAULT_FULL_SCAN_SECONDS = 1800.0
+"""How often a call lists every folder and stats every file (see the module docstring)."""
+RECENT_ENV = "RADIOMICS_INBOX_RECENT_SECONDS"
+DEFAULT_RECENT_SECONDS = 120.0
+"""A folder with a change younger than this has its files stat'ed on every call (see ``ingest.inbox``)."""
 _PAIR_SUFFIXES = (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json")
 _HEADER_COLUMNS = tuple(f.name for f in fields(DicomFile) if f.name != "path")
+assert fields(DicomFile)[0].name == "path"  # cached_header passes the columns after it by position
 _COLUMNS = ("path", "size", "mtime_ns", *_HEADER_COLUMNS, "error")
 _SCHEMA = f"""CREATE TABLE IF NOT EXISTS headers (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -45,7 +78,7 @@ def index_path(root: DataRoot) -> Path:
     return root.path / "index" / "inbox.sqlite"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileStamp:
     """One file as the index saw it; ``changed_ns`` is the later of mtime and ctime (see ``newest_change_ns``)."""
 
@@ -92,11 +125,13 @@ class InboxSnapshot:
     n_files: int
     waiting_for_headers: set[str] = field(default_factory=set)
     """Patients that may own a pending file (one shares a top-level inbox folder with them): not complete yet."""
+    folders_listed: int = 0
+    """Folders this call listed (the others kept their stored listing; all of them on a full walk)."""
 
 
 def cached_header(path: Path, row: tuple) -> DicomFile:
     """The header of ``path`` from its row in the index (columns as in ``_COLUMNS``)."""
-    return DicomFile(path, **dict(zip(_HEADER_COLUMNS, row[3:-1], strict=True)))
+    return DicomFile(path, *row[3:-1])  # the columns are DicomFile's fields after path, in order
 
 
 def _top_folder(rel: str) -> str:
@@ -106,6 +141,118 @@ def _top_folder(rel: str) -> str:
 def _header_row(rel: str, size: int, mtime_ns: int, header: DicomFile | None, error: str | None) -> tuple:
     values = tuple(getattr(header, c) for c in _HEADER_COLUMNS) if header else (None,) * len(_HEADER_COLUMNS)
     return (rel, size, mtime_ns, *values, error)
+
+
+def _shared(row: tuple, strings: dict[str, str]) -> tuple:
+    """The row with each header value replaced by one kept instance of equal text: most values repeat over a
+    series or a patient, and a process that keeps the headers of an archive in memory keeps each once."""
+    return row[:3] + tuple(value if value is None else strings.setdefault(value, value) for value in row[3:])
+
+
+def _read_rows(inbox: str, items: list[tuple[str, int, int]]) -> list[tuple]:
+    """Index rows of (inbox-relative path, size, mtime_ns) items: runs in the pool's worker processes."""
+    rows = []
+    for rel, size, mtime_ns in items:
+        header, error = header_or_error(Path(inbox, rel))
+        rows.append(_header_row(rel, size, mtime_ns, header, error))
+    return rows
+
+
+def _read_rows_task(task: tuple[str, list[tuple[str, int, int]]]) -> list[tuple]:
+    """:func:`_read_rows` of one (inbox, items) task: one argument, as every pool's ``map`` can pass."""
+    return _read_rows(*task)
+
+
+@dataclass
+class _KnownIndex:
+    """What this process read and wrote of one index file, valid while the file's generation is this one.
+
+    Replaced whole, never changed in place (but for ``strings``, which only grows), so a tick running in another
+    thread sees one consistent state."""
+
+    generation: str | None
+    listings: dict[str, FolderListing]
+    rows: dict[str, tuple] | None
+    """The header rows by inbox-relative path (None: not read from the index file yet)."""
+    parsed: dict[str, DicomFile]
+    """Headers built from ``rows`` (those without an error), kept so that a regrouping builds only new ones."""
+    strings: dict[str, str]
+    """One instance of each header value in ``rows`` (see ``_shared``)."""
+    last_full_ns: int
+    reported: frozenset[str]
+    snapshot: InboxSnapshot | None = None
+    """The grouping of the last call, reused while nothing changed (None when it cannot be reused)."""
+
+
+_KNOWN: dict[str, _KnownIndex] = {}
+"""Index file -> what this process knows of it (the sensor evaluates every tick in one long-lived process)."""
+
+
+def _setting(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: not a number of seconds or workers") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r}: must not be negative")
+    return value
+
+
+def read_workers() -> int:
+    """``RADIOMICS_INBOX_READ_WORKERS``: processes reading many headers at once (0 or unset: one per usable core)."""
+    workers = int(_setting(READ_WORKERS_ENV, 0))
+    if workers == 0:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(workers, 1)
+
+
+def _listing_json(listing: FolderListing) -> str:
+    return json.dumps(
+        [
+            listing.dev,
+            listing.ino,
+            listing.mtime_ns,
+            listing.listed_ns,
+            listing.files,
+            listing.folders,
+            listing.unusable,
+        ]
+    )
+
+
+def _listing_of(text: str) -> FolderListing:
+    dev, ino, mtime_ns, listed_ns, files, folders, unusable = json.loads(text)
+    return FolderListing(dev, ino, mtime_ns, listed_ns, tuple(tuple(f) for f in files), tuple(folders), tuple(unusable))
+
+
+def _snapshot_json(snapshot: InboxSnapshot) -> str:
+    """The grouping of a complete call (no pending files), stored so that a new process starts from it."""
+    patients = [
+        [entry.key, entry.dicom, entry.pair, [[f.path, f.size, f.mtime_ns, f.changed_ns] for f in entry.files]]
+        + [entry.unreadable]
+        for entry in snapshot.patients.values()
+    ]
+    return json.dumps({"patients": patients, "ignored": snapshot.ignored, "n_files": snapshot.n_files})
+
+
+def _snapshot_of(text: str) -> InboxSnapshot:
+    body = json.loads(text)
+    patients = {
+        key: PatientEntry(key=key, dicom=dicom, pair=pair, files=[FileStamp(*f) for f in files], unreadable=why)
+        for key, dicom, pair, files, why in body["patients"]
+    }
+    return InboxSnapshot(
+        patients=patients, ignored=body["ignored"], new_ignored={}, pending=[], header_reads=0, n_files=body["n_files"]
+    )
+
+
+def _differs(new: dict[str, FolderListing], old: dict[str, FolderListing]) -> bool:
+    return new.keys() != old.keys() or any(
+        listing is not old[prefix] and not listing.same_entries(old[prefix]) for prefix, listing in new.items()
+    )
 
 
 class InboxIndex:
@@ -126,83 +273,258 @@ class InboxIndex:
             con.execute("DROP TABLE headers")
         con.execute(_SCHEMA)
         con.execute("CREATE TABLE IF NOT EXISTS unusable_names (name TEXT PRIMARY KEY)")  # reported once each
+        con.execute("CREATE TABLE IF NOT EXISTS folders (prefix TEXT PRIMARY KEY, listing TEXT NOT NULL)")
+        con.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("CREATE TABLE IF NOT EXISTS snapshot (generation TEXT PRIMARY KEY, body TEXT NOT NULL)")
         return con
+
+    def _known(self, con: sqlite3.Connection) -> _KnownIndex:
+        """This process's state of the index file, read again when another call (any process) changed it."""
+        meta = dict(con.execute("SELECT name, value FROM meta"))
+        generation = meta.get("generation")
+        known = _KNOWN.get(str(self.path))
+        if known is not None and generation is not None and known.generation == generation:
+            return known
+        stored = con.execute("SELECT body FROM snapshot WHERE generation = ?", (generation,)).fetchone()
+        return _KnownIndex(
+            generation=generation,
+            listings={prefix: _listing_of(text) for prefix, text in con.execute("SELECT prefix, listing FROM folders")},
+            rows=None,  # read when a file changed: an idle call needs only the listings and the stored grouping
+            parsed={},
+            strings={},
+            last_full_ns=int(meta.get("last_full_ns", 0)),
+            reported=frozenset(row[0] for row in con.execute("SELECT name FROM unusable_names")),
+            snapshot=_snapshot_of(stored[0]) if stored else None,
+        )
 
     def update(
         self,
         max_header_reads: int | None = DEFAULT_HEADER_READS,
         max_seconds: float | None = DEFAULT_READ_SECONDS,
-        read_map: Callable = map,
+        read_map: Callable | None = None,
     ) -> InboxSnapshot:
         """Walk the inbox, read the headers of new or changed files (within the budget) and group by patient.
 
-        ``read_map`` maps the header reader over a list of paths: a process pool's ``map`` reads on all cores.
+        ``read_map`` maps a function over a list of tasks (a process pool's ``map`` reads on all its workers);
+        None: in this process, or in ``RADIOMICS_INBOX_READ_WORKERS`` processes started for the call when at
+        least ``PARALLEL_MIN_READS`` headers are to be read.
         """
         started = time.monotonic()
-        unusable: dict[str, str] = {}
-        stamps = {
-            rel: FileStamp(rel, st.st_size, st.st_mtime_ns, max(st.st_mtime_ns, st.st_ctime_ns))
-            for rel, st in inbox_entries(self.inbox, unusable)
-        }
-
+        now_ns = time.time_ns()
         con = self._connect()
         try:
-            cached = {row[0]: row for row in con.execute(f"SELECT {', '.join(_COLUMNS)} FROM headers")}
-            headers: list[DicomFile] = []
-            unreadable: dict[Path, str] = {}
-            pending: list[str] = []
-            stale = [
-                rel
-                for rel, stamp in stamps.items()
-                if not rel.lower().endswith(_PAIR_SUFFIXES)  # image/mask pairs are found by name, see scan_file_pairs
-                and (rel not in cached or cached[rel][1:3] != (stamp.size, stamp.mtime_ns))
-            ]
-            if max_header_reads is not None:
-                stale, pending = stale[:max_header_reads], stale[max_header_reads:]
-            fresh: dict[str, tuple] = {}
-            # The time budget is checked between steps: before every read when reading here, every READ_CHUNK
-            # reads when a pool reads; without a budget everything goes to the pool at once.
-            step = max(len(stale), 1) if max_seconds is None else 1 if read_map is map else READ_CHUNK
-            for start in range(0, len(stale), step):
-                if max_seconds is not None and time.monotonic() - started > max_seconds:
-                    pending = stale[start:] + pending
-                    break
-                chunk = stale[start : start + step]
-                results = read_map(header_or_error, [self.inbox / rel for rel in chunk])
-                for rel, (header, error) in zip(chunk, results, strict=True):
-                    fresh[rel] = _header_row(rel, stamps[rel].size, stamps[rel].mtime_ns, header, error)
-            read_now, fresh_rows, reads = set(fresh), list(fresh.values()), len(fresh)
-            waiting = set(pending)
-            for rel in stamps:
-                row = fresh[rel] if rel in fresh else cached.get(rel)
-                if rel.lower().endswith(_PAIR_SUFFIXES) or rel in waiting or row is None:
-                    continue
-                path = self.inbox / rel
-                if row[-1] is not None:
-                    unreadable[path] = row[-1]
-                else:
-                    headers.append(cached_header(path, row))
-            gone = [(rel,) for rel in cached if rel not in stamps]
-            reported = {row[0] for row in con.execute("SELECT name FROM unusable_names")}
-            with con:
-                con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", fresh_rows)
-                con.executemany("DELETE FROM headers WHERE path = ?", gone)
-                con.execute("DELETE FROM unusable_names")
-                con.executemany("INSERT INTO unusable_names VALUES (?)", [(name,) for name in unusable])
+            known = self._known(con)
+            full_ns = _setting(FULL_SCAN_ENV, DEFAULT_FULL_SCAN_SECONDS) * 1e9
+            full = not known.listings or now_ns - known.last_full_ns >= full_ns
+            walk = walk_inbox(
+                self.inbox,
+                None if full else known.listings,
+                recent_seconds=_setting(RECENT_ENV, DEFAULT_RECENT_SECONDS),
+                now_ns=now_ns,
+            )
+            changed = _differs(walk.listings, known.listings) if full else walk.changed
+            if not changed and known.snapshot is not None and not known.snapshot.pending:
+                # Nothing was added, removed or rewritten: the previous grouping holds. Listings taken again
+                # (racy or recently busy folders) are stored for their new listing time.
+                relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
+                if relisted or full:
+                    generation = self._write(con, relisted, [], [], [], full and now_ns, None, keep_snapshot=True)
+                    _KNOWN[str(self.path)] = replace(
+                        known,
+                        generation=generation,
+                        listings=walk.listings,
+                        last_full_ns=now_ns if full else known.last_full_ns,
+                    )
+                return replace(known.snapshot, new_ignored={}, header_reads=0, folders_listed=walk.listed)
+            return self._update(con, known, walk, full and now_ns, started, max_header_reads, max_seconds, read_map)
         finally:
             con.close()
 
-        has_pairs = any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in stamps)
-        snapshot = self._group(group_headers(headers, unreadable), stamps, read_now, has_pairs)
-        snapshot.pending = pending
-        snapshot.header_reads = reads
-        snapshot.ignored.update(unusable)
-        snapshot.new_ignored.update({name: why for name, why in unusable.items() if name not in reported})
-        blocked = {_top_folder(rel) for rel in pending}
-        snapshot.waiting_for_headers = {
-            key for key, entry in snapshot.patients.items() if any(_top_folder(f.path) in blocked for f in entry.files)
+    def _update(
+        self,
+        con: sqlite3.Connection,
+        known: _KnownIndex,
+        walk: InboxWalk,
+        full_ns: int | bool,
+        started: float,
+        max_header_reads: int | None,
+        max_seconds: float | None,
+        read_map: Callable | None,
+    ) -> InboxSnapshot:
+        unusable = walk.unusable()
+        stamps = {
+            rel: FileStamp(rel, size, mtime_ns, changed_ns)
+            for rel, (size, mtime_ns, changed_ns) in walk.files().items()
         }
+        cached, strings = known.rows, known.strings
+        if cached is None:
+            strings = {}
+            query = f"SELECT {', '.join(_COLUMNS)} FROM headers"
+            cached = {row[0]: _shared(row, strings) for row in con.execute(query)}
+        stale = [
+            rel
+            for rel, stamp in stamps.items()
+            if not rel.lower().endswith(_PAIR_SUFFIXES)  # image/mask pairs are found by name, see scan_file_pairs
+            and (rel not in cached or cached[rel][1:3] != (stamp.size, stamp.mtime_ns))
+        ]
+        pending: list[str] = []
+        if max_header_reads is not None:
+            stale, pending = stale[:max_header_reads], stale[max_header_reads:]
+        fresh, unread, built = self._read(stale, stamps, started, max_seconds, read_map, strings)
+        pending = unread + pending
+
+        rows = {rel: row for rel, row in cached.items() if rel in stamps}
+        rows.update(fresh)
+        parsed = {rel: header for rel, header in known.parsed.items() if rel in rows and rel not in fresh}
+        parsed.update(built)
+        headers: list[DicomFile] = []
+        unreadable: dict[Path, str] = {}
+        waiting = set(pending)
+        for rel in stamps:
+            row = rows.get(rel)
+            if rel.lower().endswith(_PAIR_SUFFIXES) or rel in waiting or row is None:
+                continue
+            if row[-1] is not None:
+                unreadable[self.inbox / rel] = row[-1]
+                continue
+            header = parsed.get(rel)
+            if header is None:
+                header = parsed[rel] = cached_header(self.inbox / rel, row)
+            headers.append(header)
+        gone = [rel for rel in cached if rel not in stamps]
+        relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
+        removed = [p for p in known.listings if p not in walk.listings]
+        new_unusable = None if set(unusable) == known.reported else list(unusable)
+
+        has_pairs = any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in stamps)
+        snapshot = self._group(group_headers(headers, unreadable), stamps, set(fresh), has_pairs)
+        snapshot.pending = pending
+        snapshot.header_reads = len(fresh)
+        snapshot.folders_listed = walk.listed
+        snapshot.ignored.update(unusable)
+        snapshot.new_ignored.update({name: why for name, why in unusable.items() if name not in known.reported})
+        blocked = {_top_folder(rel) for rel in pending}
+        if blocked:
+            snapshot.waiting_for_headers = {
+                key
+                for key, entry in snapshot.patients.items()
+                if any(_top_folder(f.path) in blocked for f in entry.files)
+            }
+        # Image/mask pairs are matched by a walk of their own with settings that may change between calls.
+        reusable = not has_pairs and not pending
+        generation = self._write(
+            con,
+            relisted,
+            removed,
+            list(fresh.values()),
+            gone,
+            full_ns,
+            new_unusable,
+            snapshot=_snapshot_json(snapshot) if reusable else None,
+        )
+        _KNOWN[str(self.path)] = _KnownIndex(
+            generation=generation,
+            listings=walk.listings,
+            rows=rows,
+            parsed=parsed,
+            strings=strings,
+            last_full_ns=full_ns or known.last_full_ns,
+            reported=frozenset(unusable),
+            snapshot=snapshot if reusable else None,
+        )
         return snapshot
+
+    def _read(
+        self,
+        stale: list[str],
+        stamps: dict[str, FileStamp],
+        started: float,
+        max_seconds: float | None,
+        read_map: Callable | None,
+        strings: dict[str, str],
+    ) -> tuple[dict[str, tuple], list[str], dict[str, DicomFile]]:
+        """Index rows of the ``stale`` files read within ``max_seconds`` of ``started``, those left unread, and
+        the headers of the rows read (built while a pool reads on).
+
+        Read here, the time budget is checked before every read; read by a pool, in chunks of READ_CHUNK
+        files (each chunk's rows come back as plain tuples: cheap to send between processes), after every
+        chunk. A pool of ``read_workers()`` processes is started for the call when ``read_map`` is None and at
+        least PARALLEL_MIN_READS headers are to be read."""
+        fresh: dict[str, tuple] = {}
+        built: dict[str, DicomFile] = {}
+
+        def keep(rows: list[tuple]) -> None:
+            for row in rows:
+                row = fresh[row[0]] = _shared(row, strings)
+                if row[-1] is None:
+                    built[row[0]] = cached_header(self.inbox / row[0], row)
+
+        items = [(rel, stamps[rel].size, stamps[rel].mtime_ns) for rel in stale]
+        workers = read_workers() if read_map is None and len(stale) >= PARALLEL_MIN_READS else 1
+        if workers == 1 and read_map in (None, map):
+            for done, item in enumerate(items):
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    return fresh, stale[done:], built
+                keep(_read_rows(str(self.inbox), [item]))
+            return fresh, [], built
+        with contextlib.ExitStack() as stack:
+            if read_map is None:
+                # A fork starts at once (a spawned worker imports the package first, ~2 s of CPU each), but copies
+                # other threads' locks mid-use: the sensor runs in a threaded server, so there workers are spawned.
+                single_thread = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+                context = multiprocessing.get_context("fork" if single_thread else "spawn")
+                pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+                stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+                read_map = pool.map
+            # A given map may batch tasks itself (``radiomics-assets run``: 32 per batch): smaller tasks keep the
+            # batches small enough to spread over its workers.
+            size = READ_CHUNK if workers > 1 else GIVEN_POOL_CHUNK
+            chunks = [items[start : start + size] for start in range(0, len(items), size)]
+            results = read_map(_read_rows_task, [(str(self.inbox), chunk) for chunk in chunks])
+            for done, rows in enumerate(results):
+                keep(rows)
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    return fresh, stale[(done + 1) * size :], built
+        return fresh, [], built
+
+    def _write(
+        self,
+        con: sqlite3.Connection,
+        relisted: dict[str, FolderListing],
+        removed: list[str],
+        rows: list[tuple],
+        gone: list[str],
+        full_ns: int | bool,
+        unusable: list[str] | None,
+        *,
+        snapshot: str | None = None,
+        keep_snapshot: bool = False,
+    ) -> str:
+        """Store the changes of one call in one transaction; returns the index's new generation.
+
+        The stored grouping (``snapshot``, JSON) is replaced, or kept for the new generation (nothing changed)."""
+        generation = uuid.uuid4().hex
+        with con:
+            con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
+            con.executemany("DELETE FROM headers WHERE path = ?", [(rel,) for rel in gone])
+            con.executemany(
+                "INSERT OR REPLACE INTO folders VALUES (?, ?)",
+                [(prefix, _listing_json(listing)) for prefix, listing in relisted.items()],
+            )
+            con.executemany("DELETE FROM folders WHERE prefix = ?", [(prefix,) for prefix in removed])
+            if unusable is not None:
+                con.execute("DELETE FROM unusable_names")
+                con.executemany("INSERT INTO unusable_names VALUES (?)", [(name,) for name in unusable])
+            if full_ns:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('last_full_ns', ?)", (str(full_ns),))
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+            if keep_snapshot:
+                con.execute("UPDATE snapshot SET generation = ?", (generation,))
+            else:
+                con.execute("DELETE FROM snapshot")
+                if snapshot is not None:
+                    con.execute("INSERT INTO snapshot VALUES (?, ?)", (generation, snapshot))
+        return generation
 
     def _group(
         self, scan: InboxScan, stamps: dict[str, FileStamp], read_now: set[str], has_pairs: bool

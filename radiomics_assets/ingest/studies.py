@@ -1,5 +1,5 @@
 """The studies step: a patient's image series read, validated and stored as canonical volumes, with their
-``series`` rows (which files are the patient's: ``manifests.patient_inputs``)."""
+``series`` rows (which files are the patient's: ``patient_lookup.patient_inputs``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from radiomics_assets.ingest.file_pairs import (
     pair_modality,
     read_pair_image_described,
 )
-from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
+from radiomics_assets.ingest.patient_lookup import PatientInputs, Volumes, patient_inputs
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
 
 

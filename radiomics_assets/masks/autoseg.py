@@ -26,6 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from radiomics_assets.errors import DicomInputError, SeedFileError
+from radiomics_assets.masks.sources import automated_source
 from radiomics_assets.masks.ultrasound import segment_ultrasound
 from radiomics_assets.paths import patient_key
 
@@ -59,7 +60,7 @@ class AutoSegmentation:
 
     @property
     def source_kind(self) -> str:
-        return f"auto:{self.method}"
+        return automated_source(self.method)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from radiomics_assets.ingest.dicom_headers import DicomFile
 from radiomics_assets.ingest.file_pairs import (
     FilePair,
 )
-from radiomics_assets.ingest.manifests import PatientInputs, Volumes, patient_inputs
+from radiomics_assets.ingest.patient_lookup import PatientInputs, Volumes, patient_inputs
 from radiomics_assets.ingest.studies import stored_volume
 from radiomics_assets.masks.autoseg import (
     SEEDED_METHODS,
@@ -35,6 +35,7 @@ from radiomics_assets.masks.dicom_seg import frame_corners_mm, read_segmentation
 from radiomics_assets.masks.file_masks import read_pair_masks
 from radiomics_assets.masks.pairing import image_series_for
 from radiomics_assets.masks.rtstruct import RoiContours, rasterise, read_structure_set, select_rois
+from radiomics_assets.masks.sources import MaskSource
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _mask_row(root: DataRoot, key: str, series_uid: str, roi: str, kind: str, so
         "patient_id": key,
         "series_uid": series_uid,
         "roi": roi,
-        "source_kind": kind,
+        "source_kind": str(kind),
         "source_path": ";".join(str(Path(p).relative_to(root.path)) for p in sources),
         "voxel_count": voxels,
         "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0,
@@ -67,7 +68,10 @@ def _file_pair_masks(
     image = stored_volume(target.volume_path, volumes)
     masks = read_pair_masks(pair, image, resample_masks_to_image=resample)
     return pd.DataFrame(
-        [_mask_row(root, pair.key, target.series_uid, roi, "file", pair.masks, mask) for roi, mask in masks.items()]
+        [
+            _mask_row(root, pair.key, target.series_uid, roi, MaskSource.FILE, pair.masks, mask)
+            for roi, mask in masks.items()
+        ]
     )
 
 
@@ -145,7 +149,7 @@ def _rtstruct_rows(
             if not sitk.GetArrayViewFromImage(mask).any():
                 empty.append(roi)
                 continue
-            rows.append(_mask_row(root, key, target.series_uid, roi.name, "rtstruct", [rt.path], mask))
+            rows.append(_mask_row(root, key, target.series_uid, roi.name, MaskSource.RTSTRUCT, [rt.path], mask))
     for roi in empty:
         log.warning("%s: ROI %r has no contour inside a voxel; left out (patient %s)", rt.path, roi.name, key)
     if not rows:
@@ -175,7 +179,7 @@ def _seg_rows(
             raise DicomInputError(
                 f"{seg_file.path}: segment {segment.number} {segment.label!r} is empty on series {target.series_uid}"
             )
-        rows.append(_mask_row(root, key, target.series_uid, segment.label, "seg", [seg_file.path], mask))
+        rows.append(_mask_row(root, key, target.series_uid, segment.label, MaskSource.SEG, [seg_file.path], mask))
     return rows
 
 
@@ -246,7 +250,7 @@ def build_masks(
     if not rows:
         raise DicomInputError(
             f"patient {key}: no RTSTRUCT or DICOM-SEG in {root.inbox}, and automated segmentation is off "
-            "(set auto_segmentation, see README 'Accepted input layouts')"
+            "(set auto_segmentation, see docs/reference/input-layouts.md)"
         )
     with_roi = {row["series_uid"] for row in rows}
     for bare in series[~series.series_uid.isin(with_roi)].itertuples():

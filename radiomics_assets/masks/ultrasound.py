@@ -1,7 +1,7 @@
 """Semi-automatic segmentation of a lesion in a 2D ultrasound image from one seed point (the "click in the lesion").
 
 Method (SimpleITK), chosen by measuring it against the ground-truth masks of the BUSI sample
-(``benchmarks/bench_ultrasound_seg.py``, README "Ultrasound"):
+(``benchmarks/bench_ultrasound_seg.py``, docs/tutorials/ultrasound.md):
 
 1. speckle reduction: a median filter (radius ``MEDIAN_RADIUS_PX``), which removes speckle without blurring
    the lesion edge as much as a Gaussian would;
@@ -34,9 +34,26 @@ tuning set).
 
 Measured on the 40 benign/malignant BUSI sample images, seeds at the maximum of the ground truth's distance
 transform: median Dice 0.85 (quartiles 0.80-0.92), none of 40 below 0.5 (0.86 and 2 below 0.5 without the
-outline margin). Confidence-connected region growing after
-the same filter gave 0.61, the single watershed after anisotropic diffusion instead of the median 0.69 (README
-"Ultrasound").
+outline margin). Confidence-connected region growing after the same filter gave 0.61, the single watershed after
+anisotropic diffusion instead of the median 0.69 (docs/tutorials/ultrasound.md).
+
+What did not help (issue 29, measured on the same 40 images against median 0.848, lower quartile 0.804): the
+contrast choice is already close to the best candidate chosen *with* the ground truth (median 0.853, lower quartile
+0.826), so a better rule among these twelve can gain little, and adding candidates gives the rule more ways to go
+wrong. Candidates from a half-resolution image (a coarser median and edge scale, for large heterogeneous lesions):
+0.844, 0.796, 4 below 0.7 instead of 2. A third edge scale (sigma 8 px): 0.845, 0.801. Inpainting bright thin marks
+(calipers, text: saturated pixels removed by a 3 px white top-hat, filled by a grey opening): 0.847, 0.798. A
+solidity (convex-hull) term in the score: 0.852, 0.807 (within noise, not kept). A local region-competition
+refinement of the chosen region (pixels near its edge reassigned by the inside/outside mean): worse on every setting
+tried (lower quartile 0.66-0.81). A morphological opening against thin leaks: 0.850-0.859, lower quartile
+0.800-0.806. Leaving the band beneath a candidate out of its surround (so that posterior acoustic shadowing, dark
+like the lesion, does not lower the right region's contrast): 0.839, 0.792. The poorest masks left are large
+malignant lesions with posterior shadowing (the region takes in the shadow or stops at an inner edge; Dice 0.52,
+0.53, 0.72) and an image whose ground truth holds two lesions (one click finds one: 0.76).
+
+Confidence: the chosen candidate's contrast and the agreement of the candidates are stored in the mask's header
+(``CONTRAST_KEY``, ``AGREEMENT_KEY``); on the sample they rank the masks by Dice with Spearman 0.42 and 0.41
+(``masks/ultrasound_quality.py`` reports them).
 """
 
 from __future__ import annotations
@@ -77,11 +94,36 @@ area of 0.77 of the ground truth (benign 0.90, malignant 0.70), which biases the
 LESION, BACKGROUND = 1, 2
 
 
+CONTRAST_KEY = "ultrasound_contrast"
+"""Metadata key (stored in the mask's NRRD header) of the chosen candidate's surround contrast: the segmentation's
+own confidence (on the 40 BUSI sample images its Spearman correlation with the Dice against the expert outline is
+0.42; a low value flags a mask to look at)."""
+AGREEMENT_KEY = "ultrasound_candidate_agreement"
+"""Metadata key of the median Dice between the chosen region and the other grown candidates (before the outline
+margin): near 1 when every marker pair and edge scale found the same boundary, low when the boundary is ambiguous
+(Spearman 0.41 with the Dice against the expert outline on the BUSI sample)."""
+SEED_KEY = "ultrasound_seed"
+"""Metadata key of the seed (``column,row``) the mask was grown from."""
+
+
+@dataclass(frozen=True)
+class UltrasoundSegmentation:
+    """The mask of one seeded segmentation and the segmentation's own confidence in it."""
+
+    mask: np.ndarray
+    contrast: float
+    """Surround contrast of the chosen candidate (see ``_surround_contrast``); -inf when nothing grew."""
+    candidate_agreement: float
+    """Median Dice between the chosen region and the other grown candidates; NaN when it is the only one."""
+
+
 def segment_ultrasound(image: sitk.Image, seed_index: tuple[int, int, int], source: str) -> sitk.Image:
     """Binary uint8 lesion mask on the grid of ``image`` (a one-slice 3D volume or a 2D image).
 
     ``seed_index`` is the (column, row, slice) voxel index of a point inside the lesion; ``source`` names the image
-    in messages. Raises DicomInputError for a volume of more than one slice or a seed outside the image.
+    in messages. The mask carries the segmentation's confidence as metadata (``CONTRAST_KEY``, ``AGREEMENT_KEY``,
+    ``SEED_KEY``), which the NRRD file the masks step writes keeps (``masks/ultrasound_quality.py`` reads it).
+    Raises DicomInputError for a volume of more than one slice or a seed outside the image.
     """
     if image.GetDimension() == 3 and image.GetSize()[2] != 1:
         raise DicomInputError(
@@ -92,9 +134,12 @@ def segment_ultrasound(image: sitk.Image, seed_index: tuple[int, int, int], sour
     column, row = int(seed_index[0]), int(seed_index[1])
     if not (0 <= row < pixels.shape[0] and 0 <= column < pixels.shape[1]):
         raise DicomInputError(f"{source}: seed column {column}, row {row} lies outside the {pixels.shape} image")
-    lesion = segment_ultrasound_array(pixels, (row, column))
-    mask = sitk.GetImageFromArray(lesion.astype(np.uint8).reshape(sitk.GetArrayViewFromImage(image).shape))
+    result = segment_ultrasound_result(pixels, (row, column))
+    mask = sitk.GetImageFromArray(result.mask.astype(np.uint8).reshape(sitk.GetArrayViewFromImage(image).shape))
     mask.CopyInformation(image)
+    mask.SetMetaData(CONTRAST_KEY, repr(result.contrast))
+    mask.SetMetaData(AGREEMENT_KEY, repr(result.candidate_agreement))
+    mask.SetMetaData(SEED_KEY, f"{column},{row}")
     return mask
 
 
@@ -112,15 +157,50 @@ def segment_ultrasound_array(pixels: np.ndarray, seed_row_column: tuple[int, int
 
     Works in pixel units (the spacing is set to 1), so the parameters mean the same on every image.
     """
+    return segment_ultrasound_result(pixels, seed_row_column).mask
+
+
+def segment_ultrasound_result(pixels: np.ndarray, seed_row_column: tuple[int, int]) -> UltrasoundSegmentation:
+    """``segment_ultrasound_array`` with the confidence of the result (contrast and candidate agreement)."""
     candidates = ultrasound_candidates(pixels, seed_row_column)
     grown = [c for c in candidates if c.grew] or candidates
-    chosen = max(grown, key=lambda c: c.contrast).region  # max keeps the first of equals: deterministic
+    best = max(range(len(grown)), key=lambda i: grown[i].contrast)  # max keeps the first of equals: deterministic
+    chosen = grown[best].region
+    others = [_dice(chosen, c.region) for i, c in enumerate(grown) if i != best]
+    agreement = float(np.median(others)) if others else float("nan")
     if not chosen.any():
-        return chosen
+        return UltrasoundSegmentation(chosen, grown[best].contrast, agreement)
     outline = sitk.BinaryDilate(
         sitk.GetImageFromArray(chosen.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
     )
-    return sitk.GetArrayFromImage(outline) > 0
+    return UltrasoundSegmentation(sitk.GetArrayFromImage(outline) > 0, grown[best].contrast, agreement)
+
+
+def ultrasound_candidate_masks(image: sitk.Image, seed_index: tuple[int, int, int]) -> list[sitk.Image]:
+    """Every grown candidate of the seeded segmentation as a mask on the grid of ``image`` (a one-slice volume),
+    with the outline margin, in the candidates' fixed order (all of them when none grew).
+
+    For features averaged over the candidate outlines instead of taken on the chosen one: on the 40 BUSI sample
+    images such averages gave a higher proxy AUC than the chosen mask's features
+    (``benchmarks/bench_ultrasound_features.py --candidates``), the outline's arbitrariness averaging out.
+    """
+    rows, columns = image.GetSize()[1], image.GetSize()[0]
+    pixels = sitk.GetArrayFromImage(image).astype(np.float32).reshape(rows, columns)
+    candidates = ultrasound_candidates(pixels, (int(seed_index[1]), int(seed_index[0])))
+    masks = []
+    for candidate in [c for c in candidates if c.grew] or candidates:
+        grown = sitk.BinaryDilate(
+            sitk.GetImageFromArray(candidate.region.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
+        )
+        mask = sitk.GetImageFromArray(sitk.GetArrayFromImage(grown).reshape(sitk.GetArrayViewFromImage(image).shape))
+        mask.CopyInformation(image)
+        masks.append(mask)
+    return masks
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * float(np.logical_and(a, b).sum()) / total if total else 1.0
 
 
 def ultrasound_candidates(pixels: np.ndarray, seed_row_column: tuple[int, int]) -> list[Candidate]:

@@ -1,6 +1,6 @@
 """Modelling: from the feature table to a validated model (the cohort assets).
 
-``duplicates`` groups duplicate images (and labels.csv groups) for grouped CV, ``robustness`` computes each
+``duplicates`` groups duplicate images (and labels.csv groups) for grouped CV, ``feature_icc`` computes each
 feature's ICC over perturbed re-extractions.
 
 ``study`` types the outcome and the covariates (``study.yaml``); ``tasks`` holds one file per outcome type
@@ -81,10 +81,11 @@ _EXPORTS = {
     "predict_unlabelled": "training",
     "score": "training",
     "train_model": "training",
-    "icc_by_feature": "robustness",
-    "robust_features": "robustness",
-    "robustness_table": "robustness",
-    "validate": "report",
+    "icc_by_feature": "feature_icc",
+    "robust_features": "feature_icc",
+    "robustness_table": "feature_icc",
+    "build_validation_report": "validation_report",
+    "ValidationReport": "validation_report",
     "write_report": "report",
     "Groups": "duplicates",
     "patient_groups": "duplicates",

@@ -6,7 +6,7 @@ as ``reports/checklist.json``.
 Every count is read from the DuckDB tables (``series``, ``masks``, ``features``, ``labels``, ``feature_matrix``) or
 from what the training step stored (patients left out for a missing outcome or conflicting duplicate labels, the
 analysed patients), so the report agrees with the feature store a reviewer can open. No Dagster here: the cohort
-asset calls :func:`report_sections` through ``report.validate``.
+asset calls :func:`report_sections` through ``validation_report.build_validation_report``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import html
 import math
 import os
 import subprocess
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import duckdb
@@ -309,7 +310,7 @@ def _settings_of(text: str) -> dict:
 def _ibsi_statement(root: DataRoot | None) -> dict:
     statement = {
         "settings": "Fixed bin width on calibrated units (CT HU, PET SUV) and a stated resampling grid and "
-        "interpolator follow IBSI recommendations; PyRadiomics deviates from IBSI on known points (README, IBSI "
+        "interpolator follow IBSI recommendations; PyRadiomics deviates from IBSI on known points (docs/ibsi.md, IBSI "
         "conformance).",
     }
     if root is not None and (root.reports / "ibsi_conformance.csv").exists():
@@ -492,27 +493,46 @@ def several_timepoints(warehouse: Warehouse) -> int:
     return int(studies[studies > 1].index.get_level_values(0).nunique())
 
 
-def report_sections(root: DataRoot, stored, saved, task, figures: dict) -> dict:
-    """The new ``metrics.json`` keys: ``cohort_flow``, ``cohort_exclusions``, ``patient_table``, ``imaging``,
-    ``extraction``, ``reproducibility``, ``sample_size``, ``limitations``."""
+@dataclass(frozen=True)
+class ReviewerSections:
+    """The reviewer's items of the validation report (issue 26), each a top-level key of ``metrics.json``."""
+
+    cohort_flow: dict
+    cohort_exclusions: list[dict]
+    patient_table: dict
+    imaging: dict
+    extraction: dict
+    reproducibility: dict
+    sample_size: dict
+    limitations: list[str]
+
+    def as_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def report_sections(
+    root: DataRoot, stored, saved, task, *, primary: dict, n_features_available: int, groups: dict, cohort: dict
+) -> ReviewerSections:
+    """The ``metrics.json`` keys ``cohort_flow``, ``cohort_exclusions``, ``patient_table``, ``imaging``,
+    ``extraction``, ``reproducibility``, ``sample_size``, ``limitations``; ``primary`` is the report's
+    ``primary_metric``, ``groups`` its ``groups`` and ``cohort`` its ``cohort``."""
     warehouse = Warehouse(root.warehouse)
     cv, settings = stored.cv, stored.settings
     analysed = list(cv.patient_ids)
     excluded = list(getattr(stored, "excluded_outcomes", []))
     flow, exclusions = cohort_flow(warehouse, analysed, excluded, list(stored.groups.excluded))
     imaging = imaging_summary(warehouse, None)
-    primary = figures.get("primary_metric", {})
     c_statistic = primary.get("value") if task.kind.value == "binary" else None
-    sample = sample_size(task, cv.y, figures.get("n_features_available", 0), c_statistic)
+    sample = sample_size(task, cv.y, n_features_available, c_statistic)
     from radiomics_assets import __version__ as package_version
 
-    return {
-        "cohort_flow": flow,
-        "cohort_exclusions": exclusions,
-        "patient_table": patient_table(warehouse, stored.study, task, analysed),
-        "imaging": imaging,
-        "extraction": extraction_summary(warehouse, root),
-        "reproducibility": {
+    return ReviewerSections(
+        cohort_flow=flow,
+        cohort_exclusions=exclusions,
+        patient_table=patient_table(warehouse, stored.study, task, analysed),
+        imaging=imaging,
+        extraction=extraction_summary(warehouse, root),
+        reproducibility={
             "radiomics_assets_version": package_version,
             "git_commit": git_commit(),
             "model_id": saved.model_id,
@@ -522,11 +542,9 @@ def report_sections(root: DataRoot, stored, saved, task, figures: dict) -> dict:
             f"settings.seed = {settings.seed}; the outer splits also from the outcomes (validation.split_seed)",
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
         },
-        "sample_size": sample,
-        "limitations": limitations(
-            flow, sample, imaging, figures.get("groups", {}), figures.get("cohort", {}), several_timepoints(warehouse)
-        ),
-    }
+        sample_size=sample,
+        limitations=limitations(flow, sample, imaging, groups, cohort, several_timepoints(warehouse)),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ checklist
@@ -665,7 +683,7 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     )
     a[12] = (
         "answered",
-        "README.md (Architecture) and report.html#extraction",
+        "docs/reference/architecture.md and report.html#extraction",
         "inbox -> series (DICOM/NIfTI ingest) -> masks -> features (PyRadiomics) -> DuckDB feature store -> "
         "feature_matrix -> nested cross-validated model -> report.",
     )

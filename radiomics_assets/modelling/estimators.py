@@ -24,8 +24,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from radiomics_assets.modelling.consensus import ConsensusClassifier
+from radiomics_assets.modelling.feature_icc import robust_features
 from radiomics_assets.modelling.harmonise import BATCH_PREFIX, Harmoniser, batch_method
-from radiomics_assets.modelling.robustness import robust_features
 from radiomics_assets.modelling.selection import NearZeroVariance, Selector
 from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, ModellingSettings
 from radiomics_assets.modelling.study import CLINICAL_PREFIX
@@ -342,7 +342,9 @@ class CandidateSearch(BaseEstimator):
 
 
 def _tunes_itself(pipeline: Pipeline) -> bool:
-    return "cv" in pipeline.named_steps["model"].get_params(deep=False)
+    """A model that chooses part of itself on inner folds (the consensus with ``linear_weight=None``)."""
+    params = pipeline.named_steps["model"].get_params(deep=False)
+    return "cv" in params and params.get("linear_weight", 0.0) is None
 
 
 def _finite(value: float) -> float:

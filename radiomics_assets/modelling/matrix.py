@@ -3,6 +3,9 @@
 ``labels.csv`` is read under the study (``study.py``) into table ``labels``; extracted features (table
 ``features``) and imported feature tables (``imported_features``) become one wide matrix (table
 ``feature_matrix``); :func:`cohort_data` joins it with the typed outcome and the coded covariates for one cohort.
+Also here: the missing-block summary (which patients lack a block of features, and how they are imputed), each
+patient's batch (scanner or site, ``batch:`` of the study) as a design column, the labels.csv groups, and the
+shortcuts to the training, external-test and unlabelled sets.
 """
 
 from __future__ import annotations
@@ -247,59 +250,6 @@ def batch_design(warehouse: Warehouse, study: Study, patient_ids: list[str]) -> 
     codes = {name: float(i) for i, name in enumerate(sorted(batches.unique()))}
     column = batch_column_name(study.harmonise.value)
     return pd.DataFrame({column: batches.reindex(patient_ids).map(codes).fillna(-1.0)}, index=patient_ids)
-
-
-def batch_effect_report(
-    warehouse: Warehouse, study: Study, cv=None, seed: int = 0, settings=None
-) -> tuple[dict | None, str]:
-    """``metrics.json``'s ``batch_effect`` and the report's section (None and "" without ``batch:`` in the study):
-    the batch effect of the training cohort's radiomics features before and after the harmonise step (fitted
-    inside folds); with ``settings`` and harmonisation on, the outcome estimate with and without it (``outcome``);
-    with ``validation: leave_site_out``, the metric of each held-out site."""
-    if not study.batch.configured:
-        return None, ""
-    from radiomics_assets.modelling.harmonise import BATCH_PREFIX, batch_effect, report_section
-    from radiomics_assets.modelling.tasks import task_for
-
-    data = cohort_data(warehouse, study, task_for(study), "train")
-    radiomics = [c for c in data.X.columns if not str(c).startswith((CLINICAL_PREFIX, BATCH_PREFIX))]
-    names = patient_batches(warehouse, study).reindex(data.X.index).fillna("unknown")
-    X = data.X[radiomics]
-    effect = batch_effect(X, names.to_numpy(), study.harmonise.value, seed=seed)
-    effect["source"] = study.batch.describe()
-    if settings is not None and cv is not None and study.harmonise.value != "none":
-        effect["outcome"] = _outcome_without_harmonisation(warehouse, study, cv, settings)
-    site_scores = getattr(cv, "site_scores", {}) if cv is not None else {}
-    if site_scores:
-        code_names = dict(enumerate(sorted(patient_batches(warehouse, study).unique())))
-        effect["per_site"] = {code_names.get(int(float(k)), k): v for k, v in site_scores.items()}
-    return effect, report_section(effect, X, names.to_numpy())
-
-
-def _outcome_without_harmonisation(warehouse: Warehouse, study: Study, cv, settings) -> dict:
-    """The same procedure on the same patients, groups and splitting rule with the harmonise step off: what
-    ComBat changes in the outcome estimate (both honest, the step fitted inside the folds)."""
-    from radiomics_assets.modelling.estimators import ColumnRoles
-    from radiomics_assets.modelling.harmonise import BATCH_PREFIX, batch_column_name
-    from radiomics_assets.modelling.training import _model_predictors, predictor_columns, training_data
-    from radiomics_assets.modelling.validation import cross_validate
-
-    data = training_data(warehouse, study, cv.task, settings)
-    X = data.X[predictor_columns(data.X, _model_predictors(study))]
-    X = X.rename(columns={c: batch_column_name("none") for c in X.columns if str(c).startswith(BATCH_PREFIX)})
-    roles = ColumnRoles.of(X.columns, study.covariates.categorical)
-    without = cross_validate(
-        X,
-        data.y,
-        settings,
-        data.groups,
-        data.perturbations,
-        with_candidates=False,
-        task=cv.task,
-        roles=roles,
-        validation=study.validation.value,
-    )
-    return {"metric": cv.task.primary_metric, "with_harmonisation": cv.score, "without": without.score}
 
 
 def training_set(warehouse: Warehouse, study: Study | None = None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -1,14 +1,17 @@
-"""Validation report: ``metrics.json`` and a self-contained ``report.html`` (plots embedded as PNG), for every
-outcome type. The frame (summary, predictor comparison, permutation test, candidates, groups, robustness,
-external cohort, features, missing data) is written here once; each task writes its own figures
-(``tasks.<type>.report_html``)."""
+"""Validation report rendering: ``metrics.json`` and a self-contained ``report.html`` (plots embedded as PNG), for
+every outcome type, from a :class:`~radiomics_assets.modelling.validation_report.ValidationReport` (built by
+``validation_report.build_validation_report``). The frame (summary, predictor comparison, permutation test,
+candidates, groups, robustness, external cohort, features, missing data) is written here once; each task writes its
+own figures (``tasks.<type>.report_html``)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,39 +21,44 @@ from radiomics_assets.modelling.checklist import (
     cohort_html,
     extraction_html,
     imaging_html,
-    report_sections,
     sample_size_html,
 )
-from radiomics_assets.modelling.matrix import batch_effect_report, cohort_data, missing_data_summary
 from radiomics_assets.modelling.plots import fmt, img, null_png
-from radiomics_assets.modelling.selection import selected_columns, selection_scores
-from radiomics_assets.modelling.study import Study
 from radiomics_assets.modelling.tasks import Task
-from radiomics_assets.modelling.training import (
-    ValidationResult,
-    library_versions,
-    load_model,
-    load_validation,
-    robustness_report,
-    score,
-    study_summary,
-    task_of,
-)
-from radiomics_assets.modelling.validation import compare_candidates
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
 
+if TYPE_CHECKING:
+    from radiomics_assets.modelling.validation import PredictorComparison
+    from radiomics_assets.modelling.validation_report import (
+        DuplicateGroups,
+        PermutationTest,
+        SelectedFeature,
+        ValidationReport,
+    )
 
-def _comparison_table(metrics: dict, task: Task) -> str:
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What :func:`write_report` wrote."""
+
+    metrics_path: Path
+    report_path: Path
+    plot_png: str
+    """The task's main plot (base64 PNG) for the UI: binary the ROC, survival Kaplan-Meier, ..."""
+    checklist_path: Path | None = None
+
+
+def _comparison_table(model_comparison: dict[str, dict], task: Task) -> str:
     name = task.primary_metric
     keys = (name, f"{name}_ci_low", f"{name}_ci_high", f"{name}_fold_sd", "average_precision", "brier")
-    shown = [k for k in keys if any(k in c for c in metrics.get("model_comparison", {}).values())]
+    shown = [k for k in keys if any(k in c for c in model_comparison.values())]
     rows = "".join(
         f"<tr><td>{html.escape(m)}</td><td>{c.get('times_chosen', 0)}</td>"
         + "".join(f"<td>{fmt(c.get(k))}</td>" for k in shown)
         + f"<td>{fmt(c.get(f'{name}_minus_procedure'))} ({fmt(c.get('difference_ci_low'))} to "
         f"{fmt(c.get('difference_ci_high'))}), p {fmt(c.get('difference_p_value'))}</td></tr>"
-        for m, c in metrics.get("model_comparison", {}).items()
+        for m, c in model_comparison.items()
     )
     header = "".join(f"<th>{html.escape(k.replace(name, task.metric_label))}</th>" for k in shown)
     return (
@@ -60,10 +68,10 @@ def _comparison_table(metrics: dict, task: Task) -> str:
     )
 
 
-def _features_table(selected: list[dict]) -> str:
+def _features_table(selected: list[SelectedFeature]) -> str:
     rows = "".join(
-        f"<tr><td><code>{html.escape(r['feature'])}</code></td><td>{fmt(r['selection_frequency'], 2)}</td>"
-        f"<td>{fmt(r['selection_score'])}</td></tr>"
+        f"<tr><td><code>{html.escape(r.feature)}</code></td><td>{fmt(r.selection_frequency, 2)}</td>"
+        f"<td>{fmt(r.selection_score)}</td></tr>"
         for r in selected
     )
     return (
@@ -88,51 +96,56 @@ def _missing_data(missing: dict) -> str:
     )
 
 
-def _permutation_html(permutation: dict, task: Task) -> str:
-    if not permutation or not permutation.get("n_permutations"):
+def _permutation_html(permutation: PermutationTest, task: Task) -> str:
+    if not permutation.n_permutations or permutation.observed is None:
         return "<p>No permutation test (setting <code>permutations</code> = 0).</p>"
-    name, label = task.primary_metric, task.metric_label
-    expected = permutation.get("expected_null_sd")
+    label, n = task.metric_label, permutation.n_permutations
+    expected = permutation.expected_null_sd
     return (
         f"<p>The whole procedure (candidate choice, tuning, selection, fit, outer CV) was re-run on "
-        f"{permutation['n_permutations']} random permutations of the outcome (between groups"
+        f"{n} random permutations of the outcome (between groups"
         + ("; follow-up time and event permuted together" if task.kind.value == "survival" else "")
-        + f"). Null {html.escape(label)}: mean {fmt(permutation[f'null_{name}_mean'])}, SD "
-        f"{fmt(permutation[f'null_{name}_sd'])}"
+        + f"). Null {html.escape(label)}: mean {fmt(permutation.null_mean)}, SD {fmt(permutation.null_sd)}"
         + (f" (chance predicts SD &asymp; {fmt(expected)} for one repeat)" if expected is not None else "")
-        + f"; chance level {fmt(task.chance_level)}. <b>Permutation p-value {fmt(permutation['p_value'])}</b> = (1 + "
-        f"#null &ge; observed {fmt(permutation[f'observed_{name}'])}) / (1 + {permutation['n_permutations']}); "
-        f"the smallest possible is {fmt(1 / (1 + permutation['n_permutations']))}"
+        + f"; chance level {fmt(task.chance_level)}. <b>Permutation p-value {fmt(permutation.p_value)}</b> = (1 + "
+        f"#null &ge; observed {fmt(permutation.observed)}) / (1 + {n}); the smallest possible is {fmt(1 / (1 + n))}"
         + (
-            f"; the test took {fmt(permutation['seconds'], 1)} s with {permutation.get('n_jobs')} process(es)"
-            if permutation.get("seconds") is not None
+            f"; the test took {fmt(permutation.seconds, 1)} s with {permutation.n_jobs} process(es)"
+            if permutation.seconds is not None
             else ""
         )
         + ".</p>"
+        + (
+            f"<p><b>The test stopped at its time budget</b> ({fmt(permutation.time_budget_seconds, 0)} s, "
+            f"setting <code>permutation_seconds</code>) after {n} of {permutation.n_permutations_requested} "
+            "permutations: the p-value is exact for the permutations done (when to stop depended on the clock, not "
+            "on the null values), but cannot fall below the smallest value above; raise the budget for a smaller "
+            "one.</p>"
+            if permutation.stopped_by_time_budget
+            else ""
+        )
         + img(
             "permutation null distribution",
-            null_png(permutation[f"null_{name}s"], permutation[f"observed_{name}"], task.chance_level, label),
+            null_png(permutation.null_values, permutation.observed, task.chance_level, label),
         )
     )
 
 
-def _groups_html(groups: dict) -> str:
-    if not groups:
-        return "<p>No record of duplicate groups.</p>"
+def _groups_html(groups: DuplicateGroups) -> str:
     text = (
-        f"<p>{html.escape(groups['rule'])}. {len(groups['groups'])} group(s) of more than one patient; "
-        f"{len(groups['excluded'])} patient(s) excluded from training because their group holds both labels"
-        + (f": {html.escape(', '.join(groups['excluded']))}" if groups["excluded"] else "")
+        f"<p>{html.escape(groups.rule)}. {len(groups.groups)} group(s) of more than one patient; "
+        f"{len(groups.excluded)} patient(s) excluded from training because their group holds both labels"
+        + (f": {html.escape(', '.join(groups.excluded))}" if groups.excluded else "")
         + ".</p>"
     )
-    if not groups["groups"]:
+    if not groups.groups:
         return text
     rows = "".join(
         f"<tr><td>{html.escape(g['group'])}</td><td>{html.escape(', '.join(g['patients']))}</td>"
         f"<td>{html.escape(', '.join(map(str, g['labels'])))}</td>"
         f"<td>{'<b>yes: excluded</b>' if g['conflicting_labels'] else 'no'}</td>"
         f"<td>{html.escape('; '.join(g['links']))}</td></tr>"
-        for g in groups["groups"]
+        for g in groups.groups
     )
     return text + (
         "<table><tr><th>group</th><th>patients</th><th>labels</th><th>conflicting labels</th><th>links</th></tr>"
@@ -160,23 +173,23 @@ def _robustness_html(rows: list[dict] | None, threshold: float) -> str:
     )
 
 
-def _headline_sentence(metrics: dict, task: Task) -> str:
-    primary = metrics["primary_metric"]
+def _headline_sentence(report: ValidationReport, task: Task) -> str:
+    primary = report.primary
     text = (
-        f'<p style="font-size:1.2em"><b>{html.escape(task.metric_label)} {fmt(primary["value"])} (95 % CI '
-        f"{fmt(primary['ci_low'])} to {fmt(primary['ci_high'])})</b>, cross-validated over the whole procedure; "
-        f"chance is {fmt(primary['chance'])}"
+        f'<p style="font-size:1.2em"><b>{html.escape(task.metric_label)} {fmt(primary.value)} (95 % CI '
+        f"{fmt(primary.ci_low)} to {fmt(primary.ci_high)})</b>, cross-validated over the whole procedure; "
+        f"chance is {fmt(primary.chance)}"
     )
-    if metrics.get("permutation_p_value") is not None:
-        text += f"; permutation p-value {fmt(metrics['permutation_p_value'])}"
+    if report.permutation_p_value is not None:
+        text += f"; permutation p-value {fmt(report.permutation_p_value)}"
     return text + ".</p>"
 
 
-def _predictors_html(comparison: dict | None, task: Task) -> str:
+def _predictors_html(comparison: PredictorComparison | None, task: Task) -> str:
     """The reviewer's first question: does radiomics add to the clinical model? With a number and its CI."""
-    if not comparison:
+    if comparison is None:
         return ""
-    gain = comparison["gain"]
+    gain = comparison.gain
     verdict = (
         "adds to the clinical model (the CI of the gain lies above 0)"
         if gain["ci_low"] > 0
@@ -185,12 +198,12 @@ def _predictors_html(comparison: dict | None, task: Task) -> str:
         else "makes the clinical model worse (the CI of the gain lies below 0)"
     )
     rows = "".join(
-        f"<tr><td>{label}</td><td>{fmt(comparison[key]['value'])}</td><td>{fmt(comparison[key]['ci_low'])} to "
-        f"{fmt(comparison[key]['ci_high'])}</td></tr>"
-        for key, label in (
-            ("clinical", "clinical covariates only"),
-            ("radiomics", "radiomics features only"),
-            ("both", "clinical + radiomics (the kept model)"),
+        f"<tr><td>{label}</td><td>{fmt(figures['value'])}</td><td>{fmt(figures['ci_low'])} to "
+        f"{fmt(figures['ci_high'])}</td></tr>"
+        for figures, label in (
+            (comparison.clinical, "clinical covariates only"),
+            (comparison.radiomics, "radiomics features only"),
+            (comparison.both, "clinical + radiomics (the kept model)"),
         )
     )
     return (
@@ -206,10 +219,9 @@ def _predictors_html(comparison: dict | None, task: Task) -> str:
     )
 
 
-def _outcome_text(metrics: dict) -> str:
-    study = metrics.get("study", {})
-    outcome = study.get("outcome", {})
-    kind = metrics.get("task", "binary")
+def _outcome_text(report: ValidationReport) -> str:
+    outcome = report.study.get("outcome", {})
+    kind = report.task
     if kind == "survival":
         what = f"time to event (column {outcome.get('time')!r}, event {outcome.get('event')!r}"
         what += f", in {outcome.get('unit')})" if outcome.get("unit") else ")"
@@ -218,45 +230,46 @@ def _outcome_text(metrics: dict) -> str:
         what += (
             f", positive class {outcome.get('positive')!r})" if kind == "binary" and outcome.get("positive") else ")"
         )
-    covariates = study.get("covariates", {})
+    covariates = report.study.get("covariates", {})
     names = covariates.get("numeric", []) + covariates.get("categorical", [])
     return (
-        f"{what}; covariates: {', '.join(names) or 'none'}; predictors: {study.get('predictors', 'radiomics')}; "
-        f"study from {study.get('source', '')}"
+        f"{what}; covariates: {', '.join(names) or 'none'}; predictors: {report.study.get('predictors', 'radiomics')}; "
+        f"study from {report.study.get('source', '')}"
     )
 
 
 def write_report(
     out_dir: Path,
-    metrics: dict,
+    report: ValidationReport,
     task: Task,
     cv,
     external: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     gallery: str = "",
-) -> dict:
-    """Write both files; returns their paths and the task's main plot (base64 PNG) for UI metadata.
+) -> ReportFiles:
+    """Write ``metrics.json`` (:meth:`ValidationReport.as_json`), ``checklist.json`` and ``report.html``.
 
-    ``metrics`` is what :func:`validate` assembles (it is also ``metrics.json``); ``cv`` the procedure's
-    cross-validation, ``external`` the test cohort's outcomes and predictions. Plots are embedded as base64 PNG,
-    so the page has no external reference and can be mailed as one file.
+    ``cv`` is the procedure's cross-validation, ``external`` the test cohort's outcomes and predictions. Plots are
+    embedded as base64 PNG, so the page has no external reference and can be mailed as one file. The task's
+    figures and the reviewer's sections render from the ``metrics.json`` mapping, so page and file cannot differ.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = report.as_json()
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     checklist = clear_checklist(metrics) if "cohort_flow" in metrics else None
     if checklist is not None:
         (out_dir / "checklist.json").write_text(json.dumps(checklist, indent=2, default=_json_default))
     body = task.report_html(metrics, cv)
     external_html = "<p>No external test cohort (no <code>cohort=test</code> rows in labels.csv).</p>"
-    if external is not None and "external" in metrics:
+    if external is not None and report.external is not None:
         external_html = (
             f"<p>The final model, trained on the training cohort only, scored once on the "
-            f"{metrics['external']['n_patients']} patients of the held-out test cohort (never used for selection, "
-            "tuning or fitting).</p>" + task.external_html(metrics["external"], external[0], external[1])
+            f"{report.external['n_patients']} patients of the held-out test cohort (never used for selection, "
+            "tuning or fitting).</p>" + task.external_html(report.external, external[0], external[1])
         )
-    params = ", ".join(f"{k} = {v}" for k, v in metrics.get("best_params", {}).items()) or "n/a"
-    versions = ", ".join(f"{k} {v}" for k, v in metrics.get("library_versions", {}).items()) or "n/a"
-    counts = _counts_text(metrics.get("cohort", {}))
+    params = ", ".join(f"{k} = {v}" for k, v in report.best_params.items()) or "n/a"
+    versions = ", ".join(f"{k} {v}" for k, v in report.library_versions.items()) or "n/a"
+    counts = _counts_text(report.cohort)
     (out_dir / "report.html").write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>radiomics_assets validation report</title>
 <style>body{{font-family:sans-serif;max-width:64em;margin:2em auto;line-height:1.4}}
@@ -268,17 +281,17 @@ table,figure,img,pre{{break-inside:avoid}}img{{max-width:100%}}a{{color:inherit;
 @page{{size:A4;margin:15mm}}}}</style></head>
 <body><h1>Validation report</h1>
 <h2 id="summary">Summary</h2>
-{_headline_sentence(metrics, task)}
-{_predictors_html(metrics.get("comparison"), task)}
+{_headline_sentence(report, task)}
+{_predictors_html(report.comparison, task)}
 <ul>
-<li>Outcome: {html.escape(_outcome_text(metrics))}.</li>
-<li>Final model (the procedure fitted on all training patients): <b>{html.escape(str(metrics.get("model", "")))}</b>
-(model id <code>{html.escape(str(metrics.get("model_id", "")))}</code>), feature selection
-<code>{html.escape(str(metrics.get("selection_method", "")))}</code>, tuned parameters: {html.escape(params)}.</li>
-<li>Training cohort: {metrics["n_patients"]} patients ({html.escape(counts)});
-{metrics.get("excluded_no_outcome", 0)} patient(s) of labels.csv left out for a missing outcome;
-{metrics["n_features_available"]} predictors available, {metrics["n_features_selected"]} used by the final model.</li>
-<li>Validation scheme: {html.escape(metrics["cv_scheme"])}. Every internal figure is out-of-fold: the whole
+<li>Outcome: {html.escape(_outcome_text(report))}.</li>
+<li>Final model (the procedure fitted on all training patients): <b>{html.escape(report.model)}</b>
+(model id <code>{html.escape(report.model_id)}</code>), feature selection
+<code>{html.escape(str(report.selection_method))}</code>, tuned parameters: {html.escape(params)}.</li>
+<li>Training cohort: {report.n_patients} patients ({html.escape(counts)});
+{report.excluded_no_outcome} patient(s) of labels.csv left out for a missing outcome;
+{report.n_features_available} predictors available, {report.n_features_selected} used by the final model.</li>
+<li>Validation scheme: {html.escape(report.cv_scheme)}. Every internal figure is out-of-fold: the whole
 procedure (robustness filter, imputation, near-zero-variance filter, scaling, covariate encoding, feature selection,
 model, hyperparameters and the choice among candidates) was refitted inside each outer training fold, so no patient
 was scored by a model, or a choice, that had seen it.</li>
@@ -290,35 +303,35 @@ was scored by a model, or a choice, that had seen it.</li>
 <h2 id="performance">Cross-validated performance of the whole procedure</h2>
 {body}
 <h2 id="permutation">Permutation test</h2>
-{_permutation_html(metrics.get("permutation", {}), task)}
+{_permutation_html(report.permutation, task)}
 <h2 id="candidates">Candidates (information, not an estimate of the chosen model)</h2>
 <p>Each candidate's figures come from refitting its inner-CV-best parameters in every outer training set, on the
 same splits. Choosing the best of these figures afterwards would be optimistic (the choice would be fitted to the
 outer folds); the headline above evaluates the choice itself. The last column compares each candidate with the
 procedure by a paired bootstrap of patients on the same out-of-fold predictions.</p>
-{_comparison_table(metrics, task)}
+{_comparison_table(report.model_comparison, task)}
 <h2 id="groups">Duplicate images and groups</h2>
-{_groups_html(metrics.get("groups", {}))}
+{_groups_html(report.groups)}
 <h2 id="robustness">Feature robustness</h2>
-{_robustness_html(metrics.get("feature_robustness"), metrics.get("robustness_icc_threshold", 0.0))}
+{_robustness_html(report.feature_robustness, report.robustness_icc_threshold)}
 <h2 id="external">External validation</h2>
 {external_html}
 <h2 id="features">Predictors used by the final model</h2>
-{_features_table(metrics.get("selected_features", []))}
+{_features_table(report.selected_features)}
 <h2 id="missing">Missing modalities and ROIs</h2>
-{_missing_data(metrics.get("missing_data", {}))}
+{_missing_data(report.missing_data)}
 {gallery}
 <h2>Library versions</h2>
 <p>{html.escape(versions)}</p>
 {checklist_html(checklist) if checklist is not None else ""}
 </body></html>
 """)
-    return {
-        "metrics_path": out_dir / "metrics.json",
-        "report_path": out_dir / "report.html",
-        "plot_png": _first_image(body),
-        **({"checklist_path": out_dir / "checklist.json"} if checklist is not None else {}),
-    }
+    return ReportFiles(
+        metrics_path=out_dir / "metrics.json",
+        report_path=out_dir / "report.html",
+        plot_png=_first_image(body),
+        checklist_path=out_dir / "checklist.json" if checklist is not None else None,
+    )
 
 
 def _counts_text(cohort: dict) -> str:
@@ -348,76 +361,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def validate(root: DataRoot, seed: int = 0) -> dict:
-    """Report of the procedure's outer CV, its permutation test, the candidates, the groups and the test cohort."""
-    warehouse = Warehouse(root.warehouse)
-    stored: ValidationResult = load_validation(root)
-    cv, permutation, groups, settings = stored.cv, stored.permutation, stored.groups, stored.settings
-    study = getattr(stored, "study", None) or Study()
-    saved = load_model(root)
-    task = task_of(saved)
-    figures = {"task": task.kind.value, **task.metrics(cv, n_bootstrap=1000, seed=seed)}
-    figures["cohort"] = task.cohort_summary(cv.y)
-    figures["n_patients"] = int(len(cv.y))
-    if task.kind.value == "survival":
-        figures["n_events"] = figures["cohort"].get("n_events")
-    comparison = getattr(stored, "comparison", None)
-    if comparison is not None:
-        figures["comparison"] = comparison.as_dict()
-    selected = selected_columns(saved.pipeline, saved.feature_columns)
-    scores = selection_scores(saved.pipeline, saved.feature_columns)
-    figures["study"] = study_summary(study)
-    figures["excluded_no_outcome"] = len(getattr(stored, "excluded_outcomes", []))
-    figures["model"] = saved.model
-    figures["model_id"] = saved.model_id
-    figures["selection_method"] = saved.selection
-    figures["best_params"] = saved.best_params
-    figures["chosen_per_outer_fold"] = cv.chosen
-    figures["n_features_selected"] = len(selected)
-    figures["n_features_available"] = len(saved.feature_columns)
-    figures["selected_features"] = [
-        {"feature": f, "selection_frequency": cv.selection_frequency.get(f, 0.0), "selection_score": scores.get(f)}
-        for f in selected
-    ]
-    figures["missing_data"] = missing_data_summary(warehouse)
-    figures["library_versions"] = library_versions()
-    figures["model_comparison"] = compare_candidates(cv, n_bootstrap=1000, seed=seed)
-    permutation = dict(permutation)
-    if task.kind.value == "binary":
-        from radiomics_assets.modelling.tasks.binary import expected_null_sd
-
-        permutation["expected_null_sd"] = expected_null_sd(cv.y, cv.fold_of)
-    card_path = root.models / "model_card.json"
-    if card_path.exists():  # the reviewer's question "how long did the test take", answered from the run itself
-        seconds = json.loads(card_path.read_text()).get("seconds", {})
-        permutation["seconds"] = seconds.get("permutation_test")
-        permutation["n_jobs"] = settings.n_jobs
-    figures["permutation"] = permutation
-    figures["permutation_p_value"] = permutation.get("p_value")
-    figures["groups"] = {
-        "rule": "patients share a group when a stored image has the same content hash, when perceptual hashes "
-        f"differ by <= {settings.duplicate_max_distance} of 64 bits, or when labels.csv gives the same "
-        f"'{settings.group_column}'; groups stay in one CV fold (outer and inner)",
-        "groups": groups.table,
-        "excluded": groups.excluded,
-        "notes": groups.notes,
-    }
-    robustness = robustness_report(warehouse)
-    figures["robustness_icc_threshold"] = settings.robustness_icc_threshold
-    figures["feature_robustness"] = None if robustness is None else robustness.to_dict(orient="records")
-    # The reviewer's items (cohort flow, patients, imaging, extraction, sample size, limitations): issue 26.
-    figures |= report_sections(root, stored, saved, task, figures)
-    test = cohort_data(warehouse, study, task, "test")
-    external = None
-    if len(test.y):
-        prediction = score(saved, test.X)
-        figures["external"] = task.external_metrics(test.y, prediction, seed=seed)
-        external = (test.y, prediction)
-    figures["batch_effect"], batch_html = batch_effect_report(warehouse, study, cv, seed, settings)  # issue 27
-    written = write_report(root.reports, figures, task, cv, external, gallery=batch_html + gallery_html(root))
-    return {**figures, **written}
 
 
 GALLERY_PER_CLASS = 3

@@ -18,6 +18,8 @@ from sklearn.feature_selection import (
 from sklearn.linear_model import LassoCV, LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from radiomics_assets.modelling.choices import SelectionMethod
+
 
 def _univariate(values: np.ndarray, y: np.ndarray, outcome: str) -> tuple[float, float]:
     """(p-value, effect) of one feature against the outcome: binary Mann-Whitney p and AUC; multiclass
@@ -97,14 +99,33 @@ class NearZeroVariance(SelectorMixin, BaseEstimator):
         return self.support_
 
 
-FILTER_METHODS = ("anova", "mannwhitney", "mutual_info", "cox", "concordance")
+FILTER_METHODS = (
+    SelectionMethod.anova,
+    SelectionMethod.mannwhitney,
+    SelectionMethod.mutual_info,
+    SelectionMethod.cox,
+    SelectionMethod.concordance,
+)
 """Univariate rankings, each followed by the |Spearman| redundancy filter."""
 
 SELECTION_METHODS_BY_OUTCOME = {
-    "binary": ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree"),
-    "multiclass": ("anova", "mutual_info", "rfe", "l1", "tree"),
-    "continuous": ("anova", "mutual_info", "l1", "tree"),
-    "survival": ("cox", "concordance"),
+    "binary": (
+        SelectionMethod.anova,
+        SelectionMethod.mannwhitney,
+        SelectionMethod.mutual_info,
+        SelectionMethod.rfe,
+        SelectionMethod.l1,
+        SelectionMethod.tree,
+    ),
+    "multiclass": (
+        SelectionMethod.anova,
+        SelectionMethod.mutual_info,
+        SelectionMethod.rfe,
+        SelectionMethod.l1,
+        SelectionMethod.tree,
+    ),
+    "continuous": (SelectionMethod.anova, SelectionMethod.mutual_info, SelectionMethod.l1, SelectionMethod.tree),
+    "survival": (SelectionMethod.cox, SelectionMethod.concordance),
 }
 """Selection methods per outcome type; the first is the default. ``anova`` is the F test of a class difference
 (binary, multiclass) or of a linear relation (continuous); ``cox`` the univariate Cox score test and

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODEL_FAMILIES = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting", "linear", "coxnet")
+from radiomics_assets.modelling.choices import ModelFamily, SelectionMethod
+
+MODEL_FAMILIES = tuple(ModelFamily)
 """Every model family some outcome type fits (``tasks.<type>.model_families`` says which, and the default order)."""
-MODELS = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting")
-"""The binary (and multiclass) model families (``consensus``: see ``modelling.consensus``)."""
-SELECTION_METHODS = ("anova", "mannwhitney", "mutual_info", "rfe", "l1", "tree", "cox", "concordance")
+SELECTION_METHODS = tuple(SelectionMethod)
 """Every selection method (``selection.SELECTION_METHODS_BY_OUTCOME`` says which apply to which outcome type)."""
 
 
@@ -33,11 +33,15 @@ class ModellingSettings:
     """Inner cross-validation folds that choose the candidate (fewer when a class is smaller)."""
     standardise: bool = True
     """Z-score each feature inside the Pipeline (fitted on the training folds); off suits tree models only."""
-    permutations: int = 9
+    permutations: int = 199
     """Outcome permutations of the permutation test of the whole procedure (0 = no test); p >= 1 / (1 + permutations):
-    19 let p reach 0.05, 199 reach 0.005. 9 by default: with the default consensus model (a 500-tree forest refitted
-    on 3 inner folds) a permutation costs one outer repeat, about 12 s of 2 cores at 51 patients and a minute at 600,
-    so 199 would make the cohort job last about 40 minutes at 51 patients (README, "Permutation test")."""
+    19 let p reach 0.05, 199 reach 0.005. Each costs one outer repeat of the whole procedure; with the default
+    consensus (one forest and one linear fit per fold, no inner loop) 199 take about 2 minutes of 2 cores at 51
+    patients (docs: "Permutation test")."""
+    permutation_seconds: float = 300.0
+    """Time budget of the permutation test (0 = none): past it, the test stops after the current batch and reports
+    the permutations done (the p-value stays exact for that count; the report says it stopped). 199 fit well inside
+    it at 51 patients; at 600 patients x 100 features it bounds the cohort job to a few minutes."""
     group_column: str = "group"
     """Optional labels.csv column: patients sharing a value (e.g. lesions of one person) stay in one fold."""
     duplicate_max_distance: int = 8
@@ -60,6 +64,8 @@ class ModellingSettings:
                 f"cross-validation needs folds >= 2, inner_folds >= 2 and repeats >= 1, got {self.folds}, "
                 f"{self.inner_folds} and {self.repeats}"
             )
+        if self.permutation_seconds < 0:
+            raise ValueError(f"permutation_seconds must be >= 0, got {self.permutation_seconds}")
         if self.permutations < 0 or self.n_jobs < 1:
             raise ValueError(f"permutations must be >= 0 and n_jobs >= 1, got {self.permutations}, {self.n_jobs}")
         if not 0.0 <= self.robustness_icc_threshold <= 1.0:
@@ -84,7 +90,8 @@ class ModellingSettings:
                 f"selection method(s) {wrong} do not apply to a {task.kind} outcome; choose some of "
                 f"{list(task.selection_methods)}"
             )
-        return [(m, s) for m in models for s in methods]
+        # Plain strings from here on: candidate names are data (model card, metrics.json, Dagster metadata).
+        return [(str(m), str(s)) for m in models for s in methods]
 
     @property
     def candidates(self) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 
 from radiomics_assets.modelling.duplicates import Groups, patient_groups
 from radiomics_assets.modelling.estimators import ColumnRoles
+from radiomics_assets.modelling.feature_icc import robustness_table
 from radiomics_assets.modelling.harmonise import BATCH_PREFIX
 from radiomics_assets.modelling.matrix import (
     MIN_BLOCK_COVERAGE,
@@ -32,7 +33,6 @@ from radiomics_assets.modelling.matrix import (
     label_groups,
     unlabelled_set,
 )
-from radiomics_assets.modelling.robustness import robustness_table
 from radiomics_assets.modelling.selection import rank_features, selected_columns, selection_scores
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.spacing import TrainingSpacing, training_spacing
@@ -82,6 +82,9 @@ class SavedModel:
     study: Study | None = None
     clinical_codes: dict[str, list[str]] = field(default_factory=dict)
     """Categorical covariate -> its categories in code order (new patients are coded the same way)."""
+    ultrasound_candidate_features: bool = False
+    """The seeded ultrasound masks' features were averaged over the candidate outlines
+    (``features.candidate_average``): ``predict`` computes a new image's the same way. Read with ``getattr``."""
 
 
 def task_of(saved: SavedModel) -> Task:
@@ -251,11 +254,14 @@ def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None
     ``models/model.pkl`` (a :class:`SavedModel`), ``models/model_card.json`` and ``models/cv_results.pkl`` (a
     :class:`ValidationResult`, for the report).
     """
+    from radiomics_assets.features.candidate_average import candidate_averaged_training  # PyRadiomics: loaded late
+
     study = study or load_study(root)
     task = task_for(study)
     started = time.perf_counter()
     warehouse = Warehouse(root.warehouse)
     data = training_data(warehouse, study, task, settings)
+    candidate_averaged = candidate_averaged_training(warehouse, list(data.X.index))  # a mix fails before the CV
     if getattr(task, "classes", None) == ():
         task.classes = _class_names(warehouse, study)
     timings = {"groups": time.perf_counter() - started}
@@ -290,6 +296,7 @@ def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None
         task=task,
         study=study,
         clinical_codes=data.codes,
+        ultrasound_candidate_features=candidate_averaged,
     )
     saved.model_id = hashlib.sha256(pickle.dumps(saved)).hexdigest()[:12]
     path.write_bytes(pickle.dumps(saved))
@@ -362,6 +369,7 @@ def model_card(saved: SavedModel, result: ValidationResult, final, data: Trainin
         "inner_cv_score": float(final.best_score_),
         "params_hashes": saved.params_hashes,
         "pixel_spacing": {m: asdict(s) for m, s in saved.pixel_spacing.items()},
+        "ultrasound_candidate_features": saved.ultrasound_candidate_features,
         "cv_estimate": cv_estimate,
         "candidates": {
             candidate: {k: c[k] for k in (name, f"{name}_fold_sd", "brier") if k in c}

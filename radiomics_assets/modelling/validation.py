@@ -17,6 +17,7 @@ Everything here is written once for every outcome type; what differs per type is
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -285,11 +286,17 @@ def permutation_test(
 
     What is and is not made cheaper (issue 26): the permutations run in ``settings.n_jobs`` processes, one
     permutation per task (each then fits its folds in one process, so no worker waits on another's folds); each
-    costs one outer repeat. Nothing else is shared between labellings, on purpose: the outer splits are seeded by
-    the outcomes (:func:`split_seed`), and every fitted step that costs anything (the feature filter, the forest,
-    the consensus's vote weight) depends on the labels, so reusing it would leak the observed labels into the null.
-    A cheaper model under permutation only (e.g. fewer trees) would test another procedure than the one whose
-    figure is reported, so the refits are the procedure itself.
+    costs one outer repeat; the default consensus has no inner loop (one forest and one linear fit per fold). Nothing
+    else is shared between labellings, on purpose: the outer splits are seeded by the outcomes
+    (:func:`split_seed`), and every fitted step that costs anything (the feature filter, the forest) depends on the
+    labels, so reusing it would leak the observed labels into the null. A cheaper model under permutation only
+    (e.g. fewer trees) would test another procedure than the one whose figure is reported, so the refits are the
+    procedure itself.
+
+    Time budget: after ``settings.permutation_seconds`` (0 = none) the test stops at the end of the current batch of
+    permutations and reports the ones done (``n_permutations``; ``n_permutations_requested`` is the setting). The
+    p-value stays exact for the count done: when to stop depends on the clock, never on how the null values
+    compare with the observed one, so the permutations done are still exchangeable with the observed labelling.
     """
     task = cv.task
     name = task.primary_metric
@@ -298,21 +305,32 @@ def permutation_test(
         return {"n_permutations": 0, "p_value": None, f"null_{name}s": [], "metric": name}
     observed = task.cv_estimate(cv.y, cv.repeat_predictions[:1], cv.fold_of[:1])
     groups = np.asarray(X.index if groups is None else groups)
-    seeds = np.random.SeedSequence(settings.seed).generate_state(n)
-    null = Parallel(n_jobs=settings.n_jobs)(
-        delayed(_null_score)(X, cv.y, groups, settings, perturbations, int(s), task, roles, cv.validation)
-        for s in seeds
-    )
+    seeds = [int(s) for s in np.random.SeedSequence(settings.seed).generate_state(n)]
+    batch = 2 * settings.n_jobs  # the budget is checked between batches; two per process keep both busy
+    started = time.perf_counter()
+    null: list[float] = []
+    with Parallel(n_jobs=settings.n_jobs) as parallel:
+        for first in range(0, n, batch):
+            null += parallel(
+                delayed(_null_score)(X, cv.y, groups, settings, perturbations, s, task, roles, cv.validation)
+                for s in seeds[first : first + batch]
+            )
+            if settings.permutation_seconds and time.perf_counter() - started > settings.permutation_seconds:
+                break
     null = np.asarray(null, dtype=float)
+    done = len(null)
     return {
-        "n_permutations": n,
+        "n_permutations": done,
+        "n_permutations_requested": n,
+        "stopped_by_time_budget": done < n,
+        "time_budget_seconds": settings.permutation_seconds,
         "metric": name,
         "chance": task.chance_level,
         "statistic": f"{task.metric_label} of the first outer repeat",
         f"observed_{name}": float(observed),
-        "p_value": float((1 + np.sum(null >= observed)) / (1 + n)),
+        "p_value": float((1 + np.sum(null >= observed)) / (1 + done)),
         f"null_{name}_mean": float(null.mean()),
-        f"null_{name}_sd": float(null.std(ddof=1)) if n > 1 else float("nan"),
+        f"null_{name}_sd": float(null.std(ddof=1)) if done > 1 else float("nan"),
         f"null_{name}s": [float(a) for a in null],
     }
 

@@ -31,6 +31,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
+from radiomics_assets.modelling.choices import ModelFamily
 from radiomics_assets.modelling.consensus import ConsensusClassifier
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
@@ -40,7 +41,14 @@ THRESHOLD = 0.5
 """Probability at or above which a patient is called positive, fixed in advance (never tuned on the data):
 the classifiers are class-balanced, so 0.5 is their natural operating point."""
 
-MODEL_FAMILIES = ("consensus", "logreg", "random_forest", "svm", "gradient_boosting")
+MODEL_FAMILIES = (
+    ModelFamily.consensus,
+    ModelFamily.logreg,
+    ModelFamily.random_forest,
+    ModelFamily.svm,
+    ModelFamily.gradient_boosting,
+)
+"""The binary (and multiclass) families, the default first."""
 INNER_CV_FAMILIES = MODEL_FAMILIES[1:]
 """The default candidates of a study with clinical covariates (the consensus selects among all of its inputs, and
 covariates are never subject to selection)."""
@@ -447,7 +455,7 @@ def classifier(family: str, seed: int):
 
 
 PARAM_GRIDS: dict[str, dict[str, list]] = {
-    "consensus": {},  # fixed members; the vote's weight is chosen inside its own fit (modelling.consensus)
+    "consensus": {},  # fixed members and an equal vote (modelling.consensus): nothing to tune
     "logreg": {"select__k": [5, 10], "model__C": [0.1, 1.0]},
     "random_forest": {"select__k": [5, 20], "model__max_depth": [3]},
     "svm": {"select__k": [5, 10], "model__C": [0.5, 5.0]},

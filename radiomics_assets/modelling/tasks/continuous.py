@@ -28,11 +28,12 @@ from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegresso
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
 
+from radiomics_assets.modelling.choices import ModelFamily
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
 
-MODEL_FAMILIES = ("linear", "random_forest", "svm", "gradient_boosting")
+MODEL_FAMILIES = (ModelFamily.linear, ModelFamily.random_forest, ModelFamily.svm, ModelFamily.gradient_boosting)
 
 PARAM_GRIDS: dict[str, dict[str, list]] = {
     "linear": {"select__k": [5, 10], "model__alpha": [1.0, 10.0, 100.0]},

@@ -27,11 +27,12 @@ from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.metrics import brier_score, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.nonparametric import CensoringDistributionEstimator, kaplan_meier_estimator
 
+from radiomics_assets.modelling.choices import ModelFamily
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
 
-MODEL_FAMILIES = ("coxnet", "random_forest", "gradient_boosting")
+MODEL_FAMILIES = (ModelFamily.coxnet, ModelFamily.random_forest, ModelFamily.gradient_boosting)
 
 TIED_TOL = 1e-8
 """Two risk scores closer than this are a tie (counts 0.5), as in scikit-survival's c-indices."""

@@ -2,7 +2,8 @@
 
 The image goes the way a training patient went: the same reader (PNG luminance, or DICOM US with its physical
 pixel spacing), the same mask sources (a mask file, or the seeded ``ultrasound`` segmentation), PyRadiomics with the
-modality's parameter file, and the model's own feature columns. What would make the score meaningless fails
+modality's parameter file (for a seeded mask, averaged over the candidate outlines when the model's training features
+were: ``features.candidate_average``), and the model's own feature columns. What would make the score meaningless fails
 before scoring: no promoted model, a model of another modality, a parameter file other than the one the model's
 features were extracted with, an image whose pixel spacing differs from the training images' (``modelling.spacing``),
 or features the model needs that this extraction does not give.
@@ -60,6 +61,10 @@ class ImagePrediction:
     picture: Path | None
     task: str = "binary"
     outputs: dict = field(default_factory=dict)
+    mask_contrast: float | None = None
+    """The seeded segmentation's own confidence in its mask (surround contrast, ``masks.ultrasound.CONTRAST_KEY``:
+    higher is a clearer lesion boundary; compare with the study's distribution, ``masks.ultrasound_quality``);
+    None for a mask file."""
 
     def as_dict(self) -> dict:
         return {
@@ -73,6 +78,7 @@ class ImagePrediction:
             "mask_source": self.mask_source,
             "roi": self.roi,
             "picture": str(self.picture) if self.picture else None,
+            "mask_contrast": self.mask_contrast,
         }
 
 
@@ -171,6 +177,7 @@ def predict_image(
     the model's features). The picture (image with the mask outline) is written to
     ``<picture_dir>/<image stem>_mask.png`` unless ``picture_dir`` is None.
     """
+    from radiomics_assets.features.candidate_average import extract_candidate_average
     from radiomics_assets.features.extraction import ExtractionTarget, extract, prepare_pyradiomics
     from radiomics_assets.modelling.matrix import wide_matrix
     from radiomics_assets.pictures import mask_outline_png
@@ -193,7 +200,12 @@ def predict_image(
     _check_spacing(saved, image, Path(image_path), params_path)
     mask, mask_source = _mask_from(image, mask_path, seed, str(image_path))
     prepare_pyradiomics()
-    rows, _ = extract(ExtractionTarget("new", "new", US, roi, image, mask), params_path)
+    target = ExtractionTarget("new", "new", US, roi, image, mask, source=str(image_path))
+    if seed is not None and getattr(saved, "ultrasound_candidate_features", False):
+        # The model learned from features averaged over the candidate outlines: this image's are made the same way.
+        rows, _ = extract_candidate_average(target, params_path)
+    else:
+        rows, _ = extract(target, params_path)
     X = wide_matrix(rows)
     missing = [c for c in saved.feature_columns if c not in X.columns]
     if missing:
@@ -220,7 +232,14 @@ def predict_image(
         mask_source=mask_source,
         roi=roi,
         picture=picture,
+        mask_contrast=_recorded_contrast(mask),
     )
+
+
+def _recorded_contrast(mask: sitk.Image) -> float | None:
+    from radiomics_assets.masks.ultrasound import CONTRAST_KEY
+
+    return float(mask.GetMetaData(CONTRAST_KEY)) if mask.HasMetaDataKey(CONTRAST_KEY) else None
 
 
 def _plain(value):

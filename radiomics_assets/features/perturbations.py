@@ -4,7 +4,7 @@ A feature that changes more between a lesion's plausible re-segmentations (or re
 patients cannot carry a signal; radiomics quality practice (MIRP, the R package familiar) measures this with
 an ICC over perturbed re-extractions and keeps only features above a threshold. This module makes the
 perturbations and re-extracts one (image, mask) pair under each of them; the ICC is computed over the cohort
-by ``modelling.robustness``.
+by ``modelling.feature_icc``.
 
 Perturbations of one (series, ROI), all on the stored image grid (before any resampling PyRadiomics does):
 
