@@ -101,7 +101,7 @@ def main() -> None:
             ),
             ("pipeline, Uno's C", f"{metrics.get('uno_c', float('nan')):.3f}"),
             ("pipeline, integrated Brier score", f"{metrics.get('integrated_brier_score', float('nan')):.3f}"),
-            ("pipeline, chosen per outer fold", ", ".join(card["cv_estimate"]["chosen_per_outer_fold"])),
+            ("pipeline, chosen per outer fold", ", ".join(card.cv_estimate["chosen_per_outer_fold"])),
             ("pipeline, permutation p", str(metrics["permutation_p_value"])),
             ("plain Cox PH on the same outer splits, Harrell's C", f"{reference:.3f} (fold SD {np.std(per_fold):.3f})"),
             ("cohort job seconds (model)", f"{seconds:.0f}"),

@@ -14,6 +14,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from radiomics_assets import environment
 from radiomics_assets.paths import DATA_DIR_ENV, data_root
 from radiomics_assets.terminal import PatientFailure, RunDisplay, headline_metrics
 
@@ -62,7 +63,7 @@ def log_failed_run(root: Path, result) -> None:
         errors or ["run failed"],
     )
     line = failure_log.append(root / "logs" / "failures.log", record)
-    command = os.environ.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", "")
+    command = environment.read(environment.FAILURE_NOTIFY_COMMAND)
     if command:
         problem = failure_log.notify(command, line)
         if problem:
@@ -190,9 +191,9 @@ def cmd_synth_study(args) -> int:
 
 def _accept_maskless(root: Path):
     """Mask-less images are patients when seeded or with automated segmentation on (as the resource decides)."""
-    from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
+    from radiomics_assets.masks.autoseg import maskless_images_accepted
 
-    return maskless_images_accepted(root, os.environ.get(AUTO_SEGMENTATION_ENV, ""))
+    return maskless_images_accepted(root, environment.read(environment.AUTO_SEGMENTATION))
 
 
 def cmd_run(args) -> int:
@@ -447,7 +448,7 @@ def cmd_status(args) -> int:
 
 def _recent_runs(root: Path) -> list[tuple[str, str, str, float | None]]:
     """(job, status, run id, start time) of the newest run in the data root's Dagster instance, if it has one."""
-    home = Path(os.environ.get("DAGSTER_HOME") or root / ".dagster")
+    home = Path(environment.read(environment.DAGSTER_HOME) or root / ".dagster")
     if not (home / "dagster.yaml").exists():  # no run was ever made here: do not create an instance to say so
         return []
     os.environ["DAGSTER_HOME"] = str(home)
@@ -481,7 +482,7 @@ def cmd_predict(args) -> int:
     from radiomics_assets.predict_ultrasound import predict_image
 
     root = DataRoot(_data_dir(args))
-    params_file = args.params or os.environ.get("RADIOMICS_PARAMS_FILE") or configured_params_dir() / "us.yaml"
+    params_file = args.params or environment.read(environment.PARAMS_FILE) or configured_params_dir() / "us.yaml"
     picture_dir = Path(args.picture_dir) if args.picture_dir else root.reports / "predictions"
     try:
         result = predict_image(

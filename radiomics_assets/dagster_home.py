@@ -19,11 +19,13 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from urllib.parse import quote
 
+from radiomics_assets import environment
+
 SQLITE_INSTANCE_YAML = Path(__file__).with_name("dagster_instance.yaml")
 POSTGRES_INSTANCE_YAML = Path(__file__).with_name("dagster_instance_postgres.yaml")
-PG_URL_ENV = "DAGSTER_PG_URL"
+PG_URL_ENV = environment.DAGSTER_PG_URL.name
 PSYCOPG2_SCHEME = "postgresql+psycopg2"
-PG_PART_ENVS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+PG_PART_ENVS = tuple(v.name for v in environment.POSTGRES_PARTS)
 
 
 NUX_OFF = """nux:
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if environ.get(PG_URL_ENV) and environ[PG_URL_ENV] != os.environ.get(PG_URL_ENV):
+    if environ.get(PG_URL_ENV) and environ[PG_URL_ENV] != environment.read(environment.DAGSTER_PG_URL):
         print(f"export {PG_URL_ENV}={shlex.quote(environ[PG_URL_ENV])}")
     return 0
 

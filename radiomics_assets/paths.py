@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA_DIR_ENV = "RADIOMICS_DATA_DIR"
+from radiomics_assets import environment
+
+DATA_DIR_ENV = environment.DATA_DIR.name
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Stored volumes and masks: gzip-compressed NRRD (3D Slicer's and PyRadiomics' own format), written 2.7x faster
 # than gzip-compressed NIfTI by SimpleITK for 6 % more bytes.
@@ -57,7 +58,7 @@ def working_store(published: str | Path) -> Path:
 def data_root(data_dir: str | Path | None = None) -> DataRoot:
     """The one resolution of the data root: ``data_dir`` when given, else ``$RADIOMICS_DATA_DIR``, else ``data/``
     in the project (read when called, so a run uses the environment it was started with)."""
-    chosen = data_dir if data_dir else os.environ.get(DATA_DIR_ENV, PROJECT_ROOT / "data")
+    chosen = data_dir if data_dir else environment.read(environment.DATA_DIR)
     return DataRoot(Path(chosen).resolve())
 
 

@@ -45,11 +45,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from radiomics_assets import environment
 from radiomics_assets.errors import WarehouseBusyError
 from radiomics_assets.paths import working_store
 
-LOCK_TIMEOUT_ENV = "RADIOMICS_WAREHOUSE_LOCK_TIMEOUT"
-DEFAULT_LOCK_TIMEOUT_S = 300.0
+LOCK_TIMEOUT_ENV = environment.WAREHOUSE_LOCK_TIMEOUT.name
+DEFAULT_LOCK_TIMEOUT_S = float(environment.WAREHOUSE_LOCK_TIMEOUT.default)
 """How long a write waits for the working store before its partition fails: far above a patient's write (tens of
 milliseconds) or a cohort table (seconds), short enough that a forgotten holder is reported the same hour."""
 _MAX_BACKOFF_S = 0.5
@@ -102,8 +103,7 @@ table as it was, so they are added to it (each is also in :data:`SCHEMA`, for ne
 
 
 def lock_timeout_from_env() -> float:
-    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
-    return float(value) if value else DEFAULT_LOCK_TIMEOUT_S
+    return environment.read_number(environment.WAREHOUSE_LOCK_TIMEOUT)
 
 
 def open_features(root: str | Path | None = None) -> duckdb.DuckDBPyConnection:

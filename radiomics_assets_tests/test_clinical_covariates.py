@@ -81,15 +81,15 @@ def test_compare_reports_clinical_radiomics_and_both_on_the_same_folds(tmp_path)
     features, labels = _cohort(120, radiomics_effect=0.0, unlabelled=4)
     root = _warehouse(tmp_path, features, labels)
     _, card = modelling.train_model(root, FAST, STUDY)
-    comparison = card["comparison"]
-    assert card["predictors"] == "both" and card["task"] == "binary"
+    comparison = card.comparison.as_dict()
+    assert card.predictors == "both" and card.task == "binary"
     # The outcome is clinical: clinical-only is good, radiomics-only near chance, combined close to clinical.
     assert comparison["clinical"]["value"] > 0.75, comparison
     assert abs(comparison["radiomics"]["value"] - 0.5) < 0.15, comparison
     gain = comparison["gain"]
     assert gain["value"] == pytest.approx(comparison["both"]["value"] - comparison["clinical"]["value"])
     assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and gain["value"] > -0.05
-    assert card["primary_metric"]["value"] == pytest.approx(comparison["both"]["value"])
+    assert card.primary_metric.value == pytest.approx(comparison["both"]["value"])
     report = modelling.build_validation_report(root, seed=0)
     metrics = json.loads((root.reports / "metrics.json").read_text())
     assert metrics["task"] == "binary" and metrics["primary_metric"]["name"] == "auc"
@@ -105,5 +105,5 @@ def test_radiomics_signal_shows_as_a_positive_gain(tmp_path):
     features, labels = _cohort(160, seed=1, radiomics_effect=2.5)
     root = _warehouse(tmp_path, features, labels)
     _, card = modelling.train_model(root, FAST, STUDY)
-    gain = card["comparison"]["gain"]
-    assert gain["value"] > 0.03 and gain["ci_high"] > 0, card["comparison"]
+    gain = card.comparison.gain
+    assert gain["value"] > 0.03 and gain["ci_high"] > 0, card.comparison

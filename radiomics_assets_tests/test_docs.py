@@ -64,6 +64,28 @@ def test_every_environment_variable_the_package_reads_is_documented_and_no_other
     assert sorted(page - package - tooling) == [], "named in docs/reference/configuration.md but read nowhere"
 
 
+def test_the_environment_registry_is_the_one_loader_and_the_page_lists_it():
+    from radiomics_assets import environment
+
+    registered = {variable.name for variable in environment.VARIABLES}
+    rows = _table_after(CONFIGURATION.read_text(), "| variable | default | what |")  # the first table: the package's
+    documented = set().union(*(set(re.findall(r"`([A-Z][A-Z0-9_]+)`", row[0])) for row in rows))
+    assert sorted(registered ^ documented) == [], "environment.VARIABLES and the configuration page differ"
+    # No other module reads a setting from the process environment itself (os.environ is only passed on or set).
+    readers = [
+        str(path.relative_to(PROJECT))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "environment.py"
+        and re.search(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^]]+\]\s*[^=\s]", path.read_text())
+    ]
+    assert readers == []
+    assert environment.read(environment.PERMUTATIONS, {}) == "199"
+    assert environment.read(environment.PERMUTATIONS, {"RADIOMICS_PERMUTATIONS": " 19 "}) == "19"
+    assert environment.read(environment.PERMUTATIONS, {"RADIOMICS_PERMUTATIONS": " "}) == "199"
+    with pytest.raises(ValueError, match="RADIOMICS_INBOX_RECENT_SECONDS='soon': not a number"):
+        environment.read_number(environment.INBOX_RECENT_SECONDS, {"RADIOMICS_INBOX_RECENT_SECONDS": "soon"})
+
+
 def test_every_resource_field_is_in_the_configuration_table_and_no_other():
     tree = ast.parse((PACKAGE / "defs" / "resources.py").read_text())
     config = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RadiomicsConfig")

@@ -105,7 +105,9 @@ def test_geometry_mismatch_fails_clearly_and_resample_option_fixes_it(root):
         fixed = _run(instance, "g1", resample_masks_to_image=True)
         assert fixed.success, step_failure_messages(fixed)
     (voxels,) = _query(root, "SELECT voxel_count FROM masks").voxel_count
-    assert voxels > 0
+    # Nearest neighbour onto the 0.8 mm grid: image voxel i sits on fine voxel 2i, so the 20 x 12 x 10 fine box
+    # (columns 10-29, rows 8-19) keeps columns 5-14 and rows 4-9 of the image: 10 x 6 x 10 voxels.
+    assert voxels == 600
 
 
 def _png(path, array):

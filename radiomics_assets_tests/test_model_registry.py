@@ -45,7 +45,7 @@ def _write_cohort(root: DataRoot, effect: float, n: int = 40, unlabelled: int = 
 def _train(root: DataRoot, effect: float) -> dict:
     _write_cohort(root, effect)
     _, card = modelling.train_model(root, modelling.ModellingSettings(**TRAIN))
-    return card
+    return card.as_json()  # the registry keeps cards as stored JSON
 
 
 @pytest.fixture(scope="module")

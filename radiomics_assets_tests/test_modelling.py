@@ -155,7 +155,7 @@ def test_procedure_chooses_a_candidate_and_writes_a_card(tmp_path):
     root, warehouse = _warehouse_cohort(tmp_path)
     settings = modelling.ModellingSettings(seed=0, models=("logreg", "svm"), repeats=2, **FAST)
     path, card = modelling.train_model(root, settings)
-    assert path.exists() and card["model"] in {"logreg", "svm"}
+    assert path.exists() and card.model in {"logreg", "svm"}
     written = json.loads((root.models / "model_card.json").read_text())
     assert written["training_cohort"] == {"n_patients": 40, "n_positive": 20, "n_negative": 20}
     assert set(written["candidates"]) == {"logreg", "svm"} and written["features_used"]
@@ -172,8 +172,8 @@ def test_procedure_chooses_a_candidate_and_writes_a_card(tmp_path):
     assert {"f007", "f012", "f021"} & set(chosen.feature)
     assert (ranked.set_index("feature").loc[["f007", "f012", "f021"], "selection_frequency"] >= 0.5).all()
     saved = modelling.load_model(root)
-    assert isinstance(saved, modelling.SavedModel) and saved.model_id == card["model_id"] and saved.threshold == 0.5
-    assert saved.feature_columns == [f"f{i:03d}" for i in range(30)] and saved.trained_at == card["trained_at"]
+    assert isinstance(saved, modelling.SavedModel) and saved.model_id == card.model_id and saved.threshold == 0.5
+    assert saved.feature_columns == [f"f{i:03d}" for i in range(30)] and saved.trained_at == card.trained_at
 
 
 def test_external_test_cohort_is_held_out_and_reported(tmp_path):
@@ -181,7 +181,7 @@ def test_external_test_cohort_is_held_out_and_reported(tmp_path):
 
     root, warehouse = _warehouse_cohort(tmp_path, n=40, test=12)
     _, card = modelling.train_model(root, modelling.ModellingSettings(seed=0, models=("logreg",), repeats=1, **FAST))
-    assert card["training_cohort"]["n_patients"] == 28
+    assert card.training_cohort["n_patients"] == 28
     report = modelling.build_validation_report(root, seed=0)
     metrics = json.loads((root.reports / "metrics.json").read_text())
     assert metrics["n_patients"] == 28 and metrics["external"]["n_patients"] == 12

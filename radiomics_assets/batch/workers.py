@@ -9,6 +9,8 @@ import os
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from multiprocessing import forkserver
 
+from radiomics_assets import environment
+
 
 def pin_threads(threads: int) -> None:
     """Pin SimpleITK's and BLAS's thread pools: N workers x all cores each would oversubscribe the machine."""
@@ -39,12 +41,12 @@ class InProcessExecutor(Executor):
         return future
 
 
-WORKERS_ENV = "RADIOMICS_WORKERS"
+WORKERS_ENV = environment.WORKERS.name
 
 
 def workers_from_env() -> int:
     """``$RADIOMICS_WORKERS``; 0 (one worker per usable core) when unset."""
-    return int(os.environ.get(WORKERS_ENV, "0") or 0)
+    return int(environment.read(environment.WORKERS))
 
 
 def resolve_workers(requested: int = 0) -> int:
@@ -78,13 +80,13 @@ def worker_pool() -> Executor:
     return local_pool(resolve_workers())
 
 
-DASK_SCHEDULER_ENV = "RADIOMICS_DASK_SCHEDULER"
+DASK_SCHEDULER_ENV = environment.DASK_SCHEDULER.name
 
 
 def resolve_dask_scheduler(requested: str = "") -> str:
     """The one place the executor kind is decided: the Dask scheduler address ``requested`` if set, else
     ``$RADIOMICS_DASK_SCHEDULER`` (``tcp://host:8786``); "" means the local pool."""
-    return requested or os.environ.get(DASK_SCHEDULER_ENV, "")
+    return requested or environment.read(environment.DASK_SCHEDULER)
 
 
 def in_flight_limit(pool: Executor) -> float:

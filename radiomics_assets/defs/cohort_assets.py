@@ -89,8 +89,9 @@ def model(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
     root = radiomics.data_root()
     path, card = modelling.train_model(root, radiomics.modelling_settings(), radiomics.study())
     # Keeps every model under models/<version>/; the top-level files stay the promoted (current) model's.
-    decision = registry.register(root.models, card, radiomics.auc_regression_margin, radiomics.on_auc_regression)
-    card_metadata = {key: metadata_value(value) for key, value in card.items()}
+    card_json = card.as_json()
+    decision = registry.register(root.models, card_json, radiomics.auc_regression_margin, radiomics.on_auc_regression)
+    card_metadata = {key: metadata_value(value) for key, value in card_json.items()}
     metadata = {
         "path": dg.MetadataValue.path(str(path.parent / decision.version / path.name)),
         **card_metadata,

@@ -1,17 +1,16 @@
 """The one resource: where the data lives and how to process it, built once from the environment."""
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 
-from radiomics_assets.batch import DASK_SCHEDULER_ENV, WORKERS_ENV, PatientSettings
-from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, PARAMS_DIR_ENV, params_by_modality
-from radiomics_assets.features.candidate_average import CANDIDATE_FEATURES_ENV
+from radiomics_assets import environment
+from radiomics_assets.batch import PatientSettings
+from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
-from radiomics_assets.masks.autoseg import AUTO_SEGMENTATION_ENV, maskless_images_accepted
+from radiomics_assets.masks.autoseg import maskless_images_accepted
 from radiomics_assets.modelling.choices import ModelFamily, SelectionMethod
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.study import Study, load_study
@@ -49,7 +48,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     min_roi_voxels: int = 64
     """Below this many voxels texture features are unreliable; the check warns."""
     seed: int = 0
-    workers: int = 0
+    workers: int = int(environment.WORKERS.default)
     """Worker processes for a run's patients (0 = one per usable core); each pins SimpleITK to its share."""
     dask_scheduler: str = ""
     """Dask scheduler (``tcp://host:8786``) whose workers run the patients' tasks instead of local processes; empty
@@ -68,10 +67,10 @@ class RadiomicsConfig(dg.ConfigurableResource):
     cv_folds: int = 5
     cv_repeats: int = 2
     cv_inner_folds: int = 3
-    permutations: int = 199
+    permutations: int = int(environment.PERMUTATIONS.default)
     """Label permutations of the permutation test of the whole procedure (0 = off); p >= 1 / (1 + permutations).
     Each costs one outer-CV repeat; 199 let p fall below 0.01 (docs: "Permutation test" has the times)."""
-    permutation_seconds: int = 300
+    permutation_seconds: int = int(environment.PERMUTATION_SECONDS.default)
     """Time budget of the permutation test in seconds (0 = none): past it the test reports the permutations done."""
     group_column: str = "group"
     """labels.csv column whose equal values (e.g. lesions of one person) stay in one CV fold; optional."""
@@ -87,7 +86,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Modality of NIfTI/NRRD image files without a ``<id>.json`` sidecar (PNG images are ``US``)."""
     resample_masks_to_image: bool = False
     """Resample a NIfTI/NRRD mask on another grid than its image (nearest neighbour) instead of failing."""
-    inbox_settle_seconds: int = 30
+    inbox_settle_seconds: int = int(environment.INBOX_SETTLE_SECONDS.default)
     """The inbox sensor registers a patient only when none of its files changed for this long (copy finished)."""
     auto_segmentation: AutoSegmentationMethod = ""
     """Segment series that have no RTSTRUCT/SEG: threshold | otsu | connected_threshold | confidence_connected |
@@ -101,7 +100,7 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """``confidence_connected`` grows within region mean +/- this many standard deviations."""
     auto_roi_name: str = "auto"
     """ROI name of automated masks (name it like your contoured ROIs to pool them in one feature column)."""
-    auc_regression_margin: float = 0.05
+    auc_regression_margin: float = float(environment.AUC_REGRESSION_MARGIN.default)
     """``auc_not_regressed`` fails when a new model's CV AUC is more than this below the current model's."""
     on_auc_regression: RegressionPolicy = "warn"
     """warn: promote the regressed model anyway (the check warns); block: keep it as a candidate, current stays."""
@@ -117,31 +116,35 @@ class RadiomicsConfig(dg.ConfigurableResource):
     ultrasound_candidate_features: bool = False
     """Store the features of seeded ultrasound masks (``auto:ultrasound``) as their means over the segmentation's
     candidate outlines instead of the chosen outline's (issue 29; about 12 extractions per image)."""
-    robustness_perturbations: int = 0
+    robustness_perturbations: int = int(environment.ROBUSTNESS_PERTURBATIONS.default)
     """``feature_robustness``: random draws of contour randomisation and of image noise per ROI (plus one erosion
     and one dilation); 0 = the stage is off."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "RadiomicsConfig":
         """The resource with the defaults a deployment sets in its environment (docs/reference/configuration.md)."""
-        env = os.environ if environ is None else environ
+        e = environment
+
+        def read(variable: environment.Variable) -> str:
+            return e.read(variable, environ)
+
         values = {
-            "params_dir": env.get(PARAMS_DIR_ENV, ""),
-            "params_file": env.get("RADIOMICS_PARAMS_FILE", ""),
-            "workers": int(env.get(WORKERS_ENV, "0") or 0),
-            "dask_scheduler": env.get(DASK_SCHEDULER_ENV, ""),
-            "inbox_settle_seconds": round(float(env.get("RADIOMICS_INBOX_SETTLE_SECONDS", "30"))),
-            "auc_regression_margin": float(env.get("RADIOMICS_AUC_REGRESSION_MARGIN", "0.05")),
-            "on_auc_regression": env.get("RADIOMICS_ON_AUC_REGRESSION", "warn"),
-            "failure_notify_command": env.get("RADIOMICS_FAILURE_NOTIFY_COMMAND", ""),
-            "permutations": int(env.get("RADIOMICS_PERMUTATIONS", "") or 199),
-            "permutation_seconds": int(env.get("RADIOMICS_PERMUTATION_SECONDS", "") or 300),
-            "max_grey_levels": int(env.get("RADIOMICS_MAX_GREY_LEVELS", "") or DEFAULT_MAX_GREY_LEVELS),
-            "export_dicom": env.get("RADIOMICS_EXPORT_DICOM", "") == "1",
-            "export_deidentified": env.get("RADIOMICS_EXPORT_DEIDENTIFIED", "") == "1",
-            "auto_segmentation": env.get(AUTO_SEGMENTATION_ENV, ""),
-            "robustness_perturbations": int(env.get("RADIOMICS_ROBUSTNESS_PERTURBATIONS", "0") or 0),
-            "ultrasound_candidate_features": env.get(CANDIDATE_FEATURES_ENV, "") == "1",
+            "params_dir": read(e.PARAMS_DIR),
+            "params_file": read(e.PARAMS_FILE),
+            "workers": int(read(e.WORKERS)),
+            "dask_scheduler": read(e.DASK_SCHEDULER),
+            "inbox_settle_seconds": round(float(read(e.INBOX_SETTLE_SECONDS))),
+            "auc_regression_margin": float(read(e.AUC_REGRESSION_MARGIN)),
+            "on_auc_regression": read(e.ON_AUC_REGRESSION),
+            "failure_notify_command": read(e.FAILURE_NOTIFY_COMMAND),
+            "permutations": int(read(e.PERMUTATIONS)),
+            "permutation_seconds": int(read(e.PERMUTATION_SECONDS)),
+            "max_grey_levels": int(read(e.MAX_GREY_LEVELS)),
+            "export_dicom": read(e.EXPORT_DICOM) == "1",
+            "export_deidentified": read(e.EXPORT_DEIDENTIFIED) == "1",
+            "auto_segmentation": read(e.AUTO_SEGMENTATION),
+            "robustness_perturbations": int(read(e.ROBUSTNESS_PERTURBATIONS)),
+            "ultrasound_candidate_features": read(e.ULTRASOUND_CANDIDATE_FEATURES) == "1",
         }
         return cls(**values)
 

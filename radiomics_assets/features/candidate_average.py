@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from radiomics_assets import environment
 from radiomics_assets.errors import ExtractionError
 from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, ExtractionTarget, extract, load_extractor
 from radiomics_assets.hashing import image_hash
 from radiomics_assets.masks.sources import SEEDED_ULTRASOUND
 from radiomics_assets.masks.ultrasound import SEED_KEY, ultrasound_candidate_masks
 
-CANDIDATE_FEATURES_ENV = "RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES"
+CANDIDATE_FEATURES_ENV = environment.ULTRASOUND_CANDIDATE_FEATURES.name
 CANDIDATE_MASKS_DIAGNOSTIC = "diagnostics_radiomics_assets_candidate_masks"
 """Diagnostics entry: the number of candidate masks the stored feature values are the mean over (absent: the
 features are the stored mask's own)."""

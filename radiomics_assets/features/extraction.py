@@ -10,7 +10,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,15 +19,16 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
+from radiomics_assets import environment
 from radiomics_assets.errors import ExtractionError, ParameterFileError
 from radiomics_assets.features.speedups import install as install_speedups
 from radiomics_assets.features.speedups import installed as installed_speedups
 from radiomics_assets.geometry import grid_mismatch
 from radiomics_assets.hashing import file_hash, image_hash
 
-PARAMS_DIR = Path(__file__).parent / "params"
-PARAMS_DIR_ENV = "RADIOMICS_PARAMS_DIR"
-DEFAULT_MAX_GREY_LEVELS = 1000
+PARAMS_DIR = Path(environment.PARAMS_DIR.default)
+PARAMS_DIR_ENV = environment.PARAMS_DIR.name
+DEFAULT_MAX_GREY_LEVELS = int(environment.MAX_GREY_LEVELS.default)
 """Most grey levels (bins) an extraction may discretise the ROI into. The shipped parameter files give at most
 a few hundred on CT (HU), PET (SUV), MR and ultrasound; tens of thousands mean units that do not match the
 parameter file (e.g. PET in Bq/ml with an SUV bin width), whose texture matrices would exhaust memory."""
@@ -83,7 +83,7 @@ def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None =
 
 def configured_params_dir() -> Path:
     """``$RADIOMICS_PARAMS_DIR`` if set, else the shipped parameter files."""
-    return Path(os.environ.get(PARAMS_DIR_ENV, PARAMS_DIR))
+    return Path(environment.read(environment.PARAMS_DIR))
 
 
 def params_version(params: dict[str, Path]) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets.paths import PROJECT_ROOT
+from radiomics_assets import environment
 
 IBSI_PARAMS_DIR = Path(__file__).parent / "params" / "ibsi"
-PHANTOM_DIR_ENV = "IBSI_PHANTOM_DIR"
+PHANTOM_DIR_ENV = environment.IBSI_PHANTOM_DIR.name
 TABLE_COLUMNS = [
     "config",
     "ibsi_tag",
@@ -374,7 +373,7 @@ def allowed_difference(reference: float, tolerance: float) -> float:
 
 def default_phantom_dir() -> Path:
     """``$IBSI_PHANTOM_DIR``, else the shared data folder next to the project (``../shared/data/ibsi_phantom``)."""
-    return Path(os.environ.get(PHANTOM_DIR_ENV, PROJECT_ROOT.parent / "shared" / "data" / "ibsi_phantom"))
+    return Path(environment.read(environment.IBSI_PHANTOM_DIR))
 
 
 def phantom_files(phantom_dir: Path, config: IbsiConfig) -> tuple[Path, Path, Path]:

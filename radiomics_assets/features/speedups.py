@@ -46,7 +46,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -66,13 +65,14 @@ from radiomics import (
     shape,
 )
 
+from radiomics_assets import environment
 from radiomics_assets.features import fast_texture
 from radiomics_assets.geometry import grid_mismatch
 
 logger = logging.getLogger(__name__)
 
 CHECKED_PYRADIOMICS_VERSIONS = ("v3.1.4", "3.1.4")
-STOCK_ENV = "RADIOMICS_STOCK_PYRADIOMICS"
+STOCK_ENV = environment.STOCK_PYRADIOMICS.name
 SMALL_MESH_VERTICES = 4000  # below this, PyRadiomics' all-pairs comparison is the cheaper one
 ALL_PAIRS_MAX = 1500  # candidate points compared pair by pair; more go through a convex hull first
 
@@ -378,7 +378,7 @@ def _apply(use_replacements: bool) -> None:
 
 def install() -> bool:
     """Apply the replacements unless disabled or PyRadiomics is a version they were not checked against."""
-    if os.environ.get(STOCK_ENV, "").strip() not in ("", "0"):
+    if environment.read_flag(environment.STOCK_PYRADIOMICS):
         return False
     if radiomics.__version__ not in CHECKED_PYRADIOMICS_VERSIONS:
         logger.warning(

@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from radiomics_assets import environment
 from radiomics_assets.errors import FileInputError
 from radiomics_assets.ingest.inbox import inbox_files
 from radiomics_assets.paths import patient_key
@@ -165,7 +165,7 @@ def read_image_file(path: Path, what: str) -> sitk.Image:
         raise FileInputError(f"{path}: unreadable {what} ({first})") from exc
 
 
-COLOUR_ENV = "RADIOMICS_COLOUR_IMAGES"
+COLOUR_ENV = environment.COLOUR_IMAGES.name
 COLOUR_CHOICES = ("fail", "luminance")
 COLOUR_NOISE = 16
 """A pixel whose channels differ by more than this (0-255 scale) is coloured: JPEG round trips and colour-managed
@@ -192,7 +192,7 @@ class PngGrey:
 def colour_setting() -> str:
     """What a true-colour PNG image becomes: ``fail`` (default) or ``luminance`` (BT.601 grey, with a warning);
     ``$RADIOMICS_COLOUR_IMAGES``, read when called so a run uses the environment it was started with."""
-    value = os.environ.get(COLOUR_ENV, "").strip().lower() or "fail"
+    value = environment.read(environment.COLOUR_IMAGES).lower()
     if value not in COLOUR_CHOICES:
         raise FileInputError(f"{COLOUR_ENV}={value!r}: expected one of {list(COLOUR_CHOICES)}")
     return value

@@ -42,6 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from radiomics_assets import environment
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, header_or_error
 from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, pair_beside_dicom, scan_file_pairs
 from radiomics_assets.ingest.inbox import FolderListing, InboxWalk, walk_inbox
@@ -58,13 +59,9 @@ GIVEN_POOL_CHUNK = 8
 PARALLEL_MIN_READS = 5000
 """Fewer headers than this are read in the calling process: starting worker processes (~2 s of imports each, in
 parallel) costs more than it saves."""
-READ_WORKERS_ENV = "RADIOMICS_INBOX_READ_WORKERS"
-FULL_SCAN_ENV = "RADIOMICS_INBOX_FULL_SCAN_SECONDS"
-DEFAULT_FULL_SCAN_SECONDS = 1800.0
-"""How often a call lists every folder and stats every file (see the module docstring)."""
-RECENT_ENV = "RADIOMICS_INBOX_RECENT_SECONDS"
-DEFAULT_RECENT_SECONDS = 120.0
-"""A folder with a change younger than this has its files stat'ed on every call (see ``ingest.inbox``)."""
+READ_WORKERS_ENV = environment.INBOX_READ_WORKERS.name
+FULL_SCAN_ENV = environment.INBOX_FULL_SCAN_SECONDS.name
+RECENT_ENV = environment.INBOX_RECENT_SECONDS.name
 _PAIR_SUFFIXES = (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json")
 _HEADER_COLUMNS = tuple(f.name for f in fields(DicomFile) if f.name != "path")
 assert fields(DicomFile)[0].name == "path"  # cached_header passes the columns after it by position
@@ -188,22 +185,9 @@ _KNOWN: dict[str, _KnownIndex] = {}
 """Index file -> what this process knows of it (the sensor evaluates every tick in one long-lived process)."""
 
 
-def _setting(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: not a number of seconds or workers") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: must not be negative")
-    return value
-
-
 def read_workers() -> int:
     """``RADIOMICS_INBOX_READ_WORKERS``: processes reading many headers at once (0 or unset: one per usable core)."""
-    workers = int(_setting(READ_WORKERS_ENV, 0))
+    workers = int(environment.read_number(environment.INBOX_READ_WORKERS))
     if workers == 0:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(workers, 1)
@@ -314,12 +298,12 @@ class InboxIndex:
         con = self._connect()
         try:
             known = self._known(con)
-            full_ns = _setting(FULL_SCAN_ENV, DEFAULT_FULL_SCAN_SECONDS) * 1e9
+            full_ns = environment.read_number(environment.INBOX_FULL_SCAN_SECONDS) * 1e9
             full = not known.listings or now_ns - known.last_full_ns >= full_ns
             walk = walk_inbox(
                 self.inbox,
                 None if full else known.listings,
-                recent_seconds=_setting(RECENT_ENV, DEFAULT_RECENT_SECONDS),
+                recent_seconds=environment.read_number(environment.INBOX_RECENT_SECONDS),
                 now_ns=now_ns,
             )
             changed = _differs(walk.listings, known.listings) if full else walk.changed

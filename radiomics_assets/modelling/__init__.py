@@ -81,6 +81,7 @@ _EXPORTS = {
     "predict_unlabelled": "training",
     "score": "training",
     "train_model": "training",
+    "ModelCard": "training",
     "icc_by_feature": "feature_icc",
     "robust_features": "feature_icc",
     "robustness_table": "feature_icc",

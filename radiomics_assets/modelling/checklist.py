@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from radiomics_assets import environment
 from radiomics_assets.hashing import file_hash
 from radiomics_assets.modelling.plots import fmt
 from radiomics_assets.paths import DataRoot
@@ -241,8 +241,8 @@ def imaging_summary(warehouse: Warehouse, patients: list[str] | None = None) -> 
 
 
 def _params_dir() -> Path:
-    # Same rule as features.extraction.configured_params_dir, without importing PyRadiomics for a report.
-    return Path(os.environ.get("RADIOMICS_PARAMS_DIR", Path(__file__).parents[1] / "features" / "params"))
+    # Read here rather than through features.extraction, which imports PyRadiomics; the rule is environment's.
+    return Path(environment.read(environment.PARAMS_DIR))
 
 
 def extraction_summary(warehouse: Warehouse, root: DataRoot | None = None, patients: list[str] | None = None) -> dict:

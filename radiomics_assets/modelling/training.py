@@ -12,7 +12,7 @@ import hashlib
 import json
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -37,7 +37,7 @@ from radiomics_assets.modelling.selection import rank_features, selected_columns
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.spacing import TrainingSpacing, training_spacing
 from radiomics_assets.modelling.study import CLINICAL_PREFIX, OutcomeType, Predictors, Study, load_study
-from radiomics_assets.modelling.tasks import Task, task_for
+from radiomics_assets.modelling.tasks import PrimaryMetric, Task, task_for
 from radiomics_assets.modelling.tasks.binary import THRESHOLD
 from radiomics_assets.modelling.validation import (
     CrossValidation,
@@ -247,7 +247,7 @@ def _validate(data: TrainingData, settings: ModellingSettings, study: Study, tas
     return cvs, comparison
 
 
-def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None = None) -> tuple[Path, dict]:
+def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None = None) -> tuple[Path, ModelCard]:
     """Validate the whole procedure on the training cohort, then fit it on all of it.
 
     ``study`` (default: ``study.yaml`` of ``root``) says the outcome type and the predictors. Writes
@@ -305,7 +305,7 @@ def train_model(root: DataRoot, settings: ModellingSettings, study: Study | None
     with open(root.models / "cv_results.pkl", "wb") as fh:
         pickle.dump(result, fh)
     card = model_card(saved, result, final, data, timings)
-    (root.models / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    (root.models / "model_card.json").write_text(json.dumps(card.as_json(), indent=2, default=str))
     return path, card
 
 
@@ -326,17 +326,68 @@ def _excluded_outcomes(root: DataRoot, study: Study, settings: ModellingSettings
         return []
 
 
-def model_card(saved: SavedModel, result: ValidationResult, final, data: TrainingData, timings: dict) -> dict:
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is, what it was trained on and how well it validated; :meth:`as_json` is
+    ``models/model_card.json`` (the registry keeps a copy per version, the ``model`` asset shows it in the UI)."""
+
+    model_id: str
+    trained_at: str
+    task: str
+    """Outcome type: ``binary``, ``multiclass``, ``continuous`` or ``survival``."""
+    study: dict
+    primary_metric: PrimaryMetric
+    """The cross-validated headline figure (point estimate; the report adds the bootstrap CI)."""
+    model: str
+    """The model family the inner CV chose for the final fit."""
+    selection: str
+    standardise: bool
+    predictors: str
+    training_cohort: dict
+    excluded_conflicting_labels: list[str]
+    excluded_no_outcome: int
+    n_features_in: int
+    features_used: list[str]
+    selection_frequency: dict[str, float]
+    missing_data: str
+    best_params: dict
+    inner_cv_score: float
+    params_hashes: dict
+    pixel_spacing: dict
+    ultrasound_candidate_features: bool
+    cv_estimate: dict
+    """The outer CV's figures: per fold and repeat (keys named by the metric), the permutation p-value, the scheme,
+    the family each outer fold chose."""
+    candidates: dict
+    seconds: dict[str, float]
+    """Wall time of each part of training: ``groups``, ``outer_cv``, ``permutation_test``, ``final_fit``."""
+    library_versions: dict[str, str]
+    threshold: float | None = None
+    """Binary only: the probability at or above which a patient is called positive."""
+    comparison: PredictorComparison | None = None
+    """With ``predictors: compare``: clinical-only, radiomics-only and combined."""
+
+    def as_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("threshold", "comparison")}
+        out["primary_metric"] = self.primary_metric.as_dict()
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        if self.comparison is not None:
+            out["comparison"] = self.comparison.as_dict()
+        return out
+
+
+def model_card(saved: SavedModel, result: ValidationResult, final, data: TrainingData, timings: dict) -> ModelCard:
     """``models/model_card.json``: what the model is, what it was trained on and how well it validated."""
     cv, task, study = result.cv, task_of(saved), result.study
-    primary = task.primary(cv, n_bootstrap=0, seed=0).as_dict()
+    primary = task.primary(cv, n_bootstrap=0, seed=0)
     per_fold = task.fold_scores(cv.y, cv.repeat_predictions, cv.fold_of)
     comparison = compare_candidates(cv, n_bootstrap=0)
     features_used = selected_columns(final.best_estimator_, saved.feature_columns)
     name = task.primary_metric
     cv_estimate = {
-        "primary_metric": primary,
-        name: primary["value"],
+        "primary_metric": primary.as_dict(),
+        name: primary.value,
         f"{name}_per_fold": [float(v) for v in per_fold],
         f"{name}_fold_sd": float(np.nanstd(per_fold, ddof=1)) if len(per_fold) > 1 else float("nan"),
         "permutation_p_value": result.permutation["p_value"],
@@ -347,42 +398,39 @@ def model_card(saved: SavedModel, result: ValidationResult, final, data: Trainin
         per_repeat = per_fold.reshape(len(cv.repeat_predictions), -1)
         cv_estimate["auc_per_repeat"] = [float(np.nanmean(row)) for row in per_repeat]
         cv_estimate["auc_pooled"] = float(task.score(cv.y, cv.probabilities))
-    card = {
-        "model_id": saved.model_id,
-        "trained_at": saved.trained_at,
-        "task": task.kind.value,
-        "study": study_summary(study),
-        "primary_metric": primary,
-        "model": final.best_,
-        "selection": saved.selection,
-        "standardise": saved.standardise,
-        "predictors": _model_predictors(study).value,
-        "training_cohort": task.cohort_summary(data.y),
-        "excluded_conflicting_labels": data.group_info.excluded,
-        "excluded_no_outcome": len(result.excluded_outcomes),
-        "n_features_in": len(saved.feature_columns),
-        "features_used": features_used,
-        "selection_frequency": {f: cv.selection_frequency.get(f, 0.0) for f in features_used},
-        "missing_data": f"median imputation inside the Pipeline; blocks below {MIN_BLOCK_COVERAGE:.0%} coverage "
+    return ModelCard(
+        model_id=saved.model_id,
+        trained_at=saved.trained_at,
+        task=task.kind.value,
+        study=study_summary(study),
+        primary_metric=primary,
+        model=final.best_,
+        selection=saved.selection,
+        standardise=saved.standardise,
+        predictors=_model_predictors(study).value,
+        training_cohort=task.cohort_summary(data.y),
+        excluded_conflicting_labels=data.group_info.excluded,
+        excluded_no_outcome=len(result.excluded_outcomes),
+        n_features_in=len(saved.feature_columns),
+        features_used=features_used,
+        selection_frequency={f: cv.selection_frequency.get(f, 0.0) for f in features_used},
+        missing_data=f"median imputation inside the Pipeline; blocks below {MIN_BLOCK_COVERAGE:.0%} coverage "
         "excluded (table missing_blocks)",
-        "best_params": dict(final.best_params_),
-        "inner_cv_score": float(final.best_score_),
-        "params_hashes": saved.params_hashes,
-        "pixel_spacing": {m: asdict(s) for m, s in saved.pixel_spacing.items()},
-        "ultrasound_candidate_features": saved.ultrasound_candidate_features,
-        "cv_estimate": cv_estimate,
-        "candidates": {
+        best_params=dict(final.best_params_),
+        inner_cv_score=float(final.best_score_),
+        params_hashes=saved.params_hashes,
+        pixel_spacing={m: asdict(s) for m, s in saved.pixel_spacing.items()},
+        ultrasound_candidate_features=saved.ultrasound_candidate_features,
+        cv_estimate=cv_estimate,
+        candidates={
             candidate: {k: c[k] for k in (name, f"{name}_fold_sd", "brier") if k in c}
             for candidate, c in comparison.items()
         },
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "library_versions": library_versions(),
-    }
-    if task.kind == OutcomeType.binary:
-        card["threshold"] = saved.threshold
-    if result.comparison is not None:
-        card["comparison"] = result.comparison.as_dict()
-    return card
+        seconds={k: round(v, 1) for k, v in timings.items()},
+        library_versions=library_versions(),
+        threshold=saved.threshold if task.kind == OutcomeType.binary else None,
+        comparison=result.comparison,
+    )
 
 
 def study_summary(study: Study) -> dict:
