@@ -267,6 +267,7 @@ def cmd_run(args) -> int:
     if cohort.success:
         locations = {
             "report": str(root / "reports" / "report.html"),
+            **({"report (PDF)": str(pdf)} if (pdf := root / "reports" / "report.pdf").exists() else {}),
             "metrics": str(root / "reports" / "metrics.json"),
             **locations,
         }

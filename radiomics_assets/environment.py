@@ -60,6 +60,7 @@ INBOX_READ_WORKERS = Variable("RADIOMICS_INBOX_READ_WORKERS", "0", "header-readi
 INBOX_FULL_SCAN_SECONDS = Variable("RADIOMICS_INBOX_FULL_SCAN_SECONDS", "1800", "period of the full inbox walk")
 INBOX_RECENT_SECONDS = Variable("RADIOMICS_INBOX_RECENT_SECONDS", "120", "folders this recent are stat'ed each call")
 RETRAIN_CRON = Variable("RADIOMICS_RETRAIN_CRON", "0 3 * * 1", "cron of the weekly_retrain schedule")
+REPORT_PDF = Variable("RADIOMICS_REPORT_PDF", "auto", "report.pdf: auto (a browser on PATH) | off | a browser")
 IBSI_PHANTOM_DIR = Variable(
     "IBSI_PHANTOM_DIR", str(_PACKAGE.parent.parent / "shared" / "data" / "ibsi_phantom"), "radiomics-assets ibsi"
 )

@@ -9,6 +9,7 @@ permutation test (199 permutations) must reach p < 0.01, and the sample size mus
 
 import json
 import math
+import re
 
 import dagster as dg
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from radiomics_assets.defs.cohort_assets import COHORT_ASSETS
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.modelling.checklist import CLEAR_ITEMS, cox_snell_from_c, riley_binary
+from radiomics_assets.modelling.report_pdf import find_browser
 from radiomics_assets.modelling.tasks.binary import calibration
 from radiomics_assets.warehouse import Warehouse
 
@@ -203,6 +205,19 @@ def test_permutation_p_reaches_below_001(report):
     assert permutation["n_permutations"] == 199
     assert permutation["observed_auc"] > max(permutation["null_aucs"])
     assert metrics["permutation_p_value"] == pytest.approx(1 / 200) and metrics["permutation_p_value"] < 0.01
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium on PATH (.ci/run installs Debian's chromium)")
+def test_the_report_prints_to_an_a4_pdf(report):
+    root, _, _, page = report
+    pdf = (root / "reports" / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    # The print stylesheet's @page size A4 (210 x 297 mm = 595.3 x 841.9 pt) on every page, and the long report
+    # (a dozen sections, plots, the 58-item checklist) over many pages.
+    boxes = [tuple(float(v) for v in box.split()) for box in re.findall(rb"/MediaBox\s*\[([^\]]+)\]", pdf)]
+    assert boxes and all(abs(w - 595.3) < 1 and abs(h - 841.9) < 1 for _, _, w, h in boxes), boxes
+    pages = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+    assert pages >= 5 and "CLEAR" in page
 
 
 def test_sample_size_against_hand_computation(report):

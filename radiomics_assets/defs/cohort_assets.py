@@ -175,6 +175,10 @@ def validation_report(radiomics: RadiomicsConfig) -> dg.MaterializeResult:
         metadata[f"external_{external['name']}_ci"] = f"{external['ci_low']:.3f} to {external['ci_high']:.3f}"
         metadata["external_n_patients"] = report.external["n_patients"]
     metadata["report"] = dg.MetadataValue.path(str(report.files.report_path))
+    if report.files.pdf_path is not None:
+        metadata["report_pdf"] = dg.MetadataValue.path(str(report.files.pdf_path))
+    else:
+        metadata["report_pdf"] = report.files.pdf_note
     if report.files.plot_png:  # binary: the ROC; survival: Kaplan-Meier of the risk groups; ...
         key, title = ("roc", "ROC") if report.task == "binary" else ("plot", primary.name)
         metadata[key] = dg.MetadataValue.md(f"![{title}](data:image/png;base64,{report.files.plot_png})")

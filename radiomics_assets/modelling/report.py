@@ -24,6 +24,7 @@ from radiomics_assets.modelling.checklist import (
     sample_size_html,
 )
 from radiomics_assets.modelling.plots import fmt, img, null_png
+from radiomics_assets.modelling.report_pdf import print_report_pdf
 from radiomics_assets.modelling.tasks import Task
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
@@ -47,6 +48,10 @@ class ReportFiles:
     plot_png: str
     """The task's main plot (base64 PNG) for the UI: binary the ROC, survival Kaplan-Meier, ..."""
     checklist_path: Path | None = None
+    pdf_path: Path | None = None
+    """``report.pdf``, printed by a headless browser (``report_pdf``); None without one."""
+    pdf_note: str = ""
+    """How the PDF was printed, or why there is none."""
 
 
 def _comparison_table(model_comparison: dict[str, dict], task: Task) -> str:
@@ -326,11 +331,14 @@ procedure by a paired bootstrap of patients on the same out-of-fold predictions.
 {checklist_html(checklist) if checklist is not None else ""}
 </body></html>
 """)
+    pdf = print_report_pdf(out_dir / "report.html")
     return ReportFiles(
         metrics_path=out_dir / "metrics.json",
         report_path=out_dir / "report.html",
         plot_png=_first_image(body),
         checklist_path=out_dir / "checklist.json" if checklist is not None else None,
+        pdf_path=pdf.path,
+        pdf_note=pdf.note,
     )
 
 
