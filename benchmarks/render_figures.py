@@ -184,7 +184,7 @@ def demo_metrics(result: dict) -> str:
         rows.append(
             [
                 f"permutation p ({permutation.get('n_permutations', 0)} permutations)",
-                f"{m['permutation_p_value']:.2f} (null mean {_fixed(permutation.get(f'null_{name}_mean'), 3)}, "
+                f"{m['permutation_p_value']:.2g} (null mean {_fixed(permutation.get(f'null_{name}_mean'), 3)}, "
                 f"SD {_fixed(permutation.get(f'null_{name}_sd'), 3)})",
             ]
         )

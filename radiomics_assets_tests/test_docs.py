@@ -184,7 +184,7 @@ def test_the_demo_figure_imports_a_metrics_json(tmp_path):
     stored = json.loads(render_figures.import_demo(source, results).read_text())
     assert "model_comparison" not in stored["metrics"] and "null_aucs" not in stored["metrics"]["permutation"]
     rendered = render_figures.render("demo_metrics", results)
-    assert "**0.812** (0.61-0.97)" in rendered and "consensus 10" in rendered and "0.20 (null mean 0.490" in rendered
+    assert "**0.812** (0.61-0.97)" in rendered and "consensus 10" in rendered and "0.2 (null mean 0.490" in rendered
 
 
 def test_readme_stays_the_front_door():
