@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from radiomics_assets.modelling import MODELS, ModellingSettings, cross_validate, expected_null_sd, load_labels, metrics
+from radiomics_assets.modelling import (
+    MODEL_FAMILIES,
+    ModellingSettings,
+    cross_validate,
+    expected_null_sd,
+    load_labels,
+    metrics,
+)
 from radiomics_assets.modelling.matrix import wide_matrix
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.warehouse import Warehouse
@@ -44,7 +51,11 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--permutations", type=int, default=20)
     parser.add_argument(
-        "--models", nargs="+", default=[], choices=MODELS, help="candidate families (default: the default procedure)"
+        "--models",
+        nargs="+",
+        default=[],
+        choices=[str(m) for m in MODEL_FAMILIES],
+        help="candidate families (default: the default procedure)",
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)

@@ -31,9 +31,10 @@ class Variable:
 
 # Run settings: the defaults of RadiomicsConfig's fields (from_env), overridable per run in the launchpad.
 DATA_DIR = Variable("RADIOMICS_DATA_DIR", str(_PACKAGE.parent / "data"), "data_dir: the data root")
-PARAMS_DIR = Variable(
-    "RADIOMICS_PARAMS_DIR", str(_PACKAGE / "features" / "params"), "params_dir: per-modality parameter files"
-)
+SHIPPED_PARAMS_DIR = _PACKAGE / "features" / "params"
+"""The parameter files shipped with the package (``ct.yaml``, ``mr.yaml``, ``pt.yaml``, ``us.yaml``)."""
+# Unset stays "" (not the shipped path) so a run's recorded config never pins this installation's folder.
+PARAMS_DIR = Variable("RADIOMICS_PARAMS_DIR", "", "params_dir: per-modality parameter files (unset: the shipped ones)")
 PARAMS_FILE = Variable("RADIOMICS_PARAMS_FILE", "", "params_file: one parameter file for every modality")
 WORKERS = Variable("RADIOMICS_WORKERS", "0", "workers: worker processes per run (0 = one per usable core)")
 DASK_SCHEDULER = Variable("RADIOMICS_DASK_SCHEDULER", "", "dask_scheduler: the cluster running patient tasks")

@@ -26,7 +26,7 @@ from radiomics_assets.features.speedups import installed as installed_speedups
 from radiomics_assets.geometry import grid_mismatch
 from radiomics_assets.hashing import file_hash, image_hash
 
-PARAMS_DIR = Path(environment.PARAMS_DIR.default)
+PARAMS_DIR = environment.SHIPPED_PARAMS_DIR
 PARAMS_DIR_ENV = environment.PARAMS_DIR.name
 DEFAULT_MAX_GREY_LEVELS = int(environment.MAX_GREY_LEVELS.default)
 """Most grey levels (bins) an extraction may discretise the ROI into. The shipped parameter files give at most
@@ -83,7 +83,7 @@ def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None =
 
 def configured_params_dir() -> Path:
     """``$RADIOMICS_PARAMS_DIR`` if set, else the shipped parameter files."""
-    return Path(environment.read(environment.PARAMS_DIR))
+    return Path(environment.read(environment.PARAMS_DIR) or PARAMS_DIR)
 
 
 def params_version(params: dict[str, Path]) -> str:

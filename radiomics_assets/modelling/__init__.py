@@ -37,7 +37,6 @@ _EXPORTS = {
     "PredictorComparison": "validation",
     "prediction_columns": "training",
     "task_of": "training",
-    "MODELS": "settings",
     "SELECTION_METHODS": "settings",
     "build_feature_matrix": "matrix",
     "training_set": "matrix",

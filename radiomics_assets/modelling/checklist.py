@@ -242,7 +242,7 @@ def imaging_summary(warehouse: Warehouse, patients: list[str] | None = None) -> 
 
 def _params_dir() -> Path:
     # Read here rather than through features.extraction, which imports PyRadiomics; the rule is environment's.
-    return Path(environment.read(environment.PARAMS_DIR))
+    return Path(environment.read(environment.PARAMS_DIR) or environment.SHIPPED_PARAMS_DIR)
 
 
 def extraction_summary(warehouse: Warehouse, root: DataRoot | None = None, patients: list[str] | None = None) -> dict:

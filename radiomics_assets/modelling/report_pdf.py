@@ -4,15 +4,17 @@ ethics board or a hospital archive wants a file that prints as it reads).
 The page is self-contained (plots embedded as PNG) and has a print stylesheet (A4, 15 mm margins, no table or figure
 split over pages), so the browser's own print engine gives the PDF; nothing is drawn twice. Which browser: the
 setting ``RADIOMICS_REPORT_PDF`` (``environment.REPORT_PDF``): ``auto`` (default) uses the first of
-:data:`BROWSERS` found on ``PATH`` and writes no PDF without one; ``off`` never prints; anything else is the
-browser's executable. A failed print is reported, never fatal: the HTML report and ``metrics.json`` are complete
-without it, and a PDF of an earlier report is removed first so that it can never be stale.
+:data:`BROWSERS` found on ``PATH`` and writes no PDF without one; ``off`` (or ``0``, ``false``, ``no``) never
+prints; anything else is the browser's executable. A failed print is reported, never fatal: the HTML report and
+``metrics.json`` are complete without it, and a PDF of an earlier report is removed first so that it can never be
+stale.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -32,28 +34,45 @@ class PdfOutcome:
     note: str
 
 
+OFF_VALUES = ("off", "0", "false", "no", "none")
+
+
 def find_browser() -> str | None:
-    """The browser executable the setting asks for, or None (setting ``off``, or ``auto`` and none installed)."""
+    """The browser executable the setting asks for, or None (setting off, or ``auto`` and none installed)."""
     setting = environment.read(environment.REPORT_PDF)
-    if setting == "off":
+    if setting.lower() in OFF_VALUES:
         return None
-    if setting != "auto":
+    if setting.lower() != "auto":
         return shutil.which(setting) or setting
     return next((path for path in map(shutil.which, BROWSERS) if path), None)
 
 
 def print_report_pdf(html_path: Path, pdf_path: Path | None = None) -> PdfOutcome:
-    """Print ``html_path`` to ``pdf_path`` (default: beside it, ``.pdf``)."""
+    """Print ``html_path`` to ``pdf_path`` (default: beside it, ``.pdf``). Never raises: what went wrong is the
+    outcome's note, because the report is complete without its PDF."""
     pdf_path = pdf_path or html_path.with_suffix(".pdf")
+    try:
+        pdf_path.unlink(missing_ok=True)
+        browser = find_browser()
+        if browser is None:
+            setting = environment.read(environment.REPORT_PDF)
+            return PdfOutcome(
+                None, f"no PDF ({environment.REPORT_PDF.name}={setting}; looked for {', '.join(BROWSERS)})"
+            )
+        problem = _print(browser, html_path, pdf_path)
+    except Exception as exc:  # noqa: BLE001 - a failed print must not fail the report
+        problem = f"{type(exc).__name__}: {exc}"
+        browser = "the browser"
+    if problem is None and pdf_path.exists() and pdf_path.read_bytes()[:5] == b"%PDF-":
+        return PdfOutcome(pdf_path, f"printed by {Path(browser).name}")
     pdf_path.unlink(missing_ok=True)
-    browser = find_browser()
-    if browser is None:
-        return PdfOutcome(
-            None,
-            f"no PDF: no browser found ({environment.REPORT_PDF.name}="
-            f"{environment.read(environment.REPORT_PDF)}; tried {', '.join(BROWSERS)})",
-        )
-    with tempfile.TemporaryDirectory(prefix="report-pdf-") as profile:
+    return PdfOutcome(None, f"no PDF: {browser} failed ({problem or 'it wrote no PDF'})")
+
+
+def _print(browser: str, html_path: Path, pdf_path: Path) -> str | None:
+    """Run the browser once; None when it exited in time, else the problem."""
+    # ignore_cleanup_errors: a helper process of the browser may still be closing files in its profile.
+    with tempfile.TemporaryDirectory(prefix="report-pdf-", ignore_cleanup_errors=True) as profile:
         command = [
             browser,
             "--headless",
@@ -67,13 +86,15 @@ def print_report_pdf(html_path: Path, pdf_path: Path | None = None) -> PdfOutcom
         ]
         if os.geteuid() == 0:  # Chromium refuses to start as root with its sandbox (CI runs as root)
             command.insert(1, "--no-sandbox")
+        # Its own process group, so a hung print is stopped with every helper process it started.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, timeout=PRINT_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pdf_path.unlink(missing_ok=True)
-            return PdfOutcome(None, f"no PDF: {browser} failed ({type(exc).__name__}: {exc})")
-    if not pdf_path.exists() or pdf_path.read_bytes()[:5] != b"%PDF-":
-        pdf_path.unlink(missing_ok=True)
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return PdfOutcome(None, f"no PDF: {browser} exited {done.returncode} without one ({tail[0]})")
-    return PdfOutcome(pdf_path, f"printed by {Path(browser).name}")
+            _, stderr = process.communicate(timeout=PRINT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return f"no PDF within {PRINT_TIMEOUT_S:.0f} s"
+    if process.returncode != 0:
+        last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return f"exit code {process.returncode}: {last[0]}"
+    return None

@@ -65,9 +65,10 @@ class PermutationTest:
     n_jobs: int | None = None
 
     @classmethod
-    def from_stored(cls, stored: dict, **extra) -> PermutationTest:
-        """From the dict ``validation.permutation_test`` stored in ``models/cv_results.pkl``."""
-        name = stored["metric"]
+    def from_stored(cls, stored: dict, metric: str, **extra) -> PermutationTest:
+        """From the dict ``validation.permutation_test`` stored in ``models/cv_results.pkl`` (``metric``: the task's
+        primary metric, for results stored before the dict named it)."""
+        name = stored.get("metric", metric)
         return cls(
             metric=name,
             n_permutations=stored["n_permutations"],
@@ -303,7 +304,7 @@ def build_validation_report(root: DataRoot, seed: int = 0) -> ValidationReport:
         missing_data=missing_data_summary(warehouse),
         library_versions=library_versions(),
         model_comparison=compare_candidates(cv, n_bootstrap=1000, seed=seed),
-        permutation=PermutationTest.from_stored(stored.permutation, **extra),
+        permutation=PermutationTest.from_stored(stored.permutation, task.primary_metric, **extra),
         groups=duplicate_groups,
         robustness_icc_threshold=settings.robustness_icc_threshold,
         feature_robustness=None if robustness is None else robustness.to_dict(orient="records"),
