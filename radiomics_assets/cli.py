@@ -20,9 +20,17 @@ from radiomics_assets.terminal import PatientFailure, RunDisplay, headline_metri
 
 
 def _data_dir(args) -> Path:
-    path = data_root(args.data_dir).path
-    os.environ[DATA_DIR_ENV] = str(path)  # the code location reads the same root
-    return path
+    return data_root(args.data_dir).path
+
+
+def _run_config(root: Path) -> dict:
+    """The ``radiomics`` resource of a run, passed explicitly: what the code location builds from the environment
+    (``RadiomicsConfig.from_env``) with this data root. The whole config, because a partial one would reset the
+    fields it leaves out to their defaults rather than to the environment's values."""
+    from radiomics_assets.defs.resources import RadiomicsConfig
+
+    config = RadiomicsConfig.from_env().model_copy(update={"data_dir": str(root)})
+    return {"resources": {"radiomics": {"config": config.model_dump(mode="json")}}}
 
 
 def step_failure_messages(result) -> list[str]:
@@ -83,12 +91,13 @@ class RunEventLog:
         self.path, self.display, self.verbose = path, display, verbose
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def follow(self, instance) -> dict:
-        """Keyword arguments for ``execute_in_process``: a fresh run id whose events this object follows."""
+    def follow(self, instance, run_config: dict) -> dict:
+        """Keyword arguments for ``execute_in_process``: a fresh run id whose events this object follows, and
+        ``run_config`` with the console logger quiet unless verbose (this object shows the run instead)."""
         run_id = str(uuid.uuid4())
         instance.add_event_listener(run_id, self.on_event)
-        quiet = {} if self.verbose else {"run_config": {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}}
-        return {"run_id": run_id, **quiet}
+        quiet = {} if self.verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        return {"run_id": run_id, "run_config": {**run_config, **quiet}}
 
     def on_event(self, entry) -> None:
         """Called by the instance for each stored event of a followed run; never lets the run fail."""
@@ -224,6 +233,7 @@ def cmd_run(args) -> int:
     for rel, why in snapshot.ignored.items():
         print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
     keys = sorted(snapshot.patients)
+    run_config = _run_config(root)
     instance.add_dynamic_partitions(patients.name, keys)
     todo = keys
     if getattr(args, "new_only", False):
@@ -241,7 +251,7 @@ def cmd_run(args) -> int:
             instance=instance,
             raise_on_error=False,
             tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last, LOGGED_BY_TAG: "radiomics-assets run"},
-            **events.follow(instance),
+            **events.follow(instance, run_config),
         )
         if not result.success:
             failed += step_failure_messages(result)
@@ -258,7 +268,10 @@ def cmd_run(args) -> int:
     cohort_job = defs.resolve_job_def("retrain_cohort")
     display.start_stage("cohort assets", len(cohort_job.asset_layer.executable_asset_keys))
     cohort = cohort_job.execute_in_process(
-        instance=instance, raise_on_error=False, tags={LOGGED_BY_TAG: "radiomics-assets run"}, **events.follow(instance)
+        instance=instance,
+        raise_on_error=False,
+        tags={LOGGED_BY_TAG: "radiomics-assets run"},
+        **events.follow(instance, run_config),
     )
     if not cohort.success:
         log_failed_run(root, cohort)
