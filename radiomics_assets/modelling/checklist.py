@@ -91,7 +91,10 @@ def cohort_flow(warehouse: Warehouse, analysed: list[str], excluded_outcomes: li
         listed = set(labels.patient_id) | no_outcome
     else:
         train, test, listed = set(), set(), no_outcome
-    studies = series.dropna(subset=["study_uid"]).study_uid.nunique() if len(series) else 0
+    # A study is a (patient, study UID); image files without a study UID (PNG, NIfTI) are one study per patient.
+    studies = (
+        len(series[["patient_id"]].assign(study=series.study_uid.fillna("")).drop_duplicates()) if len(series) else 0
+    )
     flow = {
         "studies_ingested": int(studies),
         "patients_with_images": len(imaged),
@@ -659,6 +662,7 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     names = covariates.get("numeric", []) + covariates.get("categorical", [])
     files = extraction.get("parameter_files", [])
     settings = m.get("reproducibility", {}).get("settings", {})
+    candidates = list(m.get("model_comparison", {}))
     a: dict[int, tuple[str, str, str]] = {}
     if "minimum_n" in sample:
         a[9] = (
@@ -718,7 +722,8 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[18] = (
         "answered",
         "report.html#summary",
-        f"Outcome from labels.csv: {study.get('outcome', {})}; how it was established is for the authors.",
+        f"Outcome from labels.csv: {_outcome_sentence(study.get('outcome', {}))}; how it was established is for the "
+        "authors.",
     )
     sources = ", ".join(f"{k}: {v['patients']} patients" for k, v in imaging.get("mask_sources", {}).items())
     a[19] = (
@@ -752,6 +757,8 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
             "report.html#extraction",
             "; ".join(
                 f"{f['modality']}: resampled to {f.get('resampled_pixel_spacing')} mm, {f.get('interpolator')}"
+                if f.get("resampled_pixel_spacing")
+                else f"{f['modality']}: no resampling (features on the image's own grid)"
                 for f in parsed
             ),
         )
@@ -798,7 +805,12 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[31] = (
         ("answered", "report.html#robustness", f"ICC(1,1) over perturbed masks; filter ICC >= {threshold}.")
         if m.get("feature_robustness") is not None
-        else ("for_authors", "manuscript", "No segmentation reliability analysis was run (feature_robustness off).")
+        else (
+            "answered",
+            "report.html#robustness",
+            "Not performed: no feature robustness analysis was run (asset feature_robustness off, setting "
+            "robustness_perturbations = 0); all features were used regardless of their robustness.",
+        )
     )
     a[32] = (
         "answered",
@@ -811,7 +823,12 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
         f"Selection {m.get('selection_method')} inside every training fold; selection frequency across outer folds "
         "in the features table.",
     )
-    a[34] = ("answered", "report.html#summary", f"Final model {m.get('model')}, parameters {m.get('best_params')}.")
+    a[34] = (
+        "answered",
+        "report.html#summary",
+        f"Final model {m.get('model')}{MODEL_DESCRIPTIONS.get(str(m.get('model')), '')}, parameters of the final fit "
+        f"{m.get('best_params')}.",
+    )
     a[35] = ("answered", "report.html#summary", m.get("cv_scheme", ""))
     a[36] = (
         ("answered", "report.html#patients", f"Clinical covariates {', '.join(names)} in the model.")
@@ -821,8 +838,13 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[37] = (
         "answered",
         "report.html#candidates",
-        f"Inner CV chooses among candidates in every outer training set; chosen per outer fold: "
-        f"{m.get('chosen_per_outer_fold')}.",
+        (
+            f"Inner CV chooses among candidates {', '.join(candidates)} in every outer training set; chosen per outer "
+            f"fold: {m.get('chosen_per_outer_fold')}."
+            if len(candidates) > 1
+            else f"One candidate ({', '.join(candidates) or m.get('model')}): no choice among models; the same "
+            "procedure is refitted in every outer training set."
+        ),
     )
     a[38] = (
         "answered",
@@ -842,7 +864,8 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
         "answered",
         "report.html#permutation",
         f"Permutation test ({permutation.get('n_permutations')} permutations), p = "
-        f"{fmt(permutation.get('p_value'))}; candidates compared by paired bootstrap.",
+        f"{fmt(permutation.get('p_value'))}"
+        + ("; candidates compared by paired bootstrap." if len(candidates) > 1 else "."),
     )
     comparison = m.get("comparison")
     if comparison:
@@ -886,6 +909,27 @@ def _range_text(r: dict | None) -> str:
     return f"{fmt(r['median'])} (range {fmt(r['min'])}-{fmt(r['max'])})"
 
 
+MODEL_DESCRIPTIONS = {
+    "consensus": " (equal-weight vote of an L2 logistic regression, C = 1, class-balanced, on the 32 best features "
+    "of the selection filter, and a 300-tree class-balanced random forest on every feature; see "
+    "docs/design/default-model.md)",
+}
+"""What a model family is, for a reader who does not know the project's names (checklist item 34)."""
+
+
+def _outcome_sentence(outcome: dict) -> str:
+    """The study's outcome as a reader says it, not as a Python mapping (checklist item 18)."""
+    kind = str(outcome.get("type", "binary")).rsplit(".", 1)[-1].strip("<>").split(":")[0]
+    if kind == "survival":
+        return f"time to event, columns {outcome.get('time')!r} and {outcome.get('event')!r}"
+    text = f"{kind} outcome, column {outcome.get('column')!r}"
+    if kind == "binary" and outcome.get("positive"):
+        text += f", positive class {outcome.get('positive')!r}"
+    if outcome.get("classes"):
+        text += f", classes {', '.join(map(str, outcome['classes']))}"
+    return text
+
+
 def _class_counts(cohort: dict) -> str:
     return ", ".join(f"{k.replace('n_', '')} {v}" for k, v in cohort.items() if k != "n_patients") or "n/a"
 
@@ -904,7 +948,10 @@ def cohort_html(m: dict) -> str:
     if not flow:
         return ""
     labels = {
-        "studies_ingested": "studies ingested from the inbox (distinct study UIDs, table series)",
+        "studies_ingested": (
+            "studies ingested from the inbox (distinct patient and study UID in table series; an image file without a "
+            "study UID is one study)"
+        ),
         "patients_with_images": "patients with images (series)",
         "patients_with_masks": "patients with a mask (masks)",
         "patients_with_features": "patients with features (features, imported_features)",

@@ -187,6 +187,10 @@ def _headline_sentence(report: ValidationReport, task: Task) -> str:
     )
     if report.permutation_p_value is not None:
         text += f"; permutation p-value {fmt(report.permutation_p_value)}"
+        n = report.permutation.n_permutations
+        if n and report.permutation_p_value <= 1 / (1 + n) + 1e-12:
+            text += f" (the smallest {n} permutations can give"
+            text += ", stopped by the time budget)" if report.permutation.stopped_by_time_budget else ")"
     return text + ".</p>"
 
 
@@ -292,7 +296,8 @@ table,figure,img,pre{{break-inside:avoid}}img{{max-width:100%}}a{{color:inherit;
 <li>Outcome: {html.escape(_outcome_text(report))}.</li>
 <li>Final model (the procedure fitted on all training patients): <b>{html.escape(report.model)}</b>
 (model id <code>{html.escape(report.model_id)}</code>), feature selection
-<code>{html.escape(str(report.selection_method))}</code>, tuned parameters: {html.escape(params)}.</li>
+<code>{html.escape(str(report.selection_method))}</code>, parameters of the final fit (chosen by the inner CV only
+where a candidate's grid has more than one value): {html.escape(params)}.</li>
 <li>Training cohort: {report.n_patients} patients ({html.escape(counts)});
 {report.excluded_no_outcome} patient(s) of labels.csv left out for a missing outcome;
 {report.n_features_available} predictors available, {report.n_features_selected} used by the final model.</li>

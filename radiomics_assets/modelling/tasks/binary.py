@@ -406,14 +406,44 @@ def calibration_text(m: dict) -> str:
         f"Calibration slope {fmt(slope)} (95 % CI {fmt(m.get('calibration_slope_ci_low'))} to "
         f"{fmt(m.get('calibration_slope_ci_high'))}; 1 is ideal), calibration intercept {fmt(intercept)} (95 % CI "
         f"{fmt(m.get('calibration_intercept_ci_low'))} to {fmt(m.get('calibration_intercept_ci_high'))}; 0 is "
-        "ideal), by logistic recalibration of the out-of-fold probabilities. " + calibration_meaning(slope, intercept)
+        "ideal), by logistic recalibration of the out-of-fold probabilities. "
+        + calibration_meaning(
+            slope,
+            intercept,
+            (m.get("calibration_slope_ci_low"), m.get("calibration_slope_ci_high")),
+            (m.get("calibration_intercept_ci_low"), m.get("calibration_intercept_ci_high")),
+        )
     )
 
 
-def calibration_meaning(slope, intercept) -> str:
-    """The plain sentence a reader needs: what the slope and intercept say about the predicted risks."""
+def _includes(interval, value: float) -> bool:
+    low, high = interval
+    return low is not None and high is not None and np.isfinite(low) and np.isfinite(high) and low <= value <= high
+
+
+def calibration_meaning(slope, intercept, slope_ci=(None, None), intercept_ci=(None, None)) -> str:
+    """The plain sentence a reader needs: what the slope and intercept say about the predicted risks, and whether
+    their 95 % CIs (when given) let the data tell that apart from ideal calibration."""
     if slope is None or intercept is None or not (np.isfinite(slope) and np.isfinite(intercept)):
         return "Calibration could not be estimated (one class only, or constant predictions)."
+    text = _calibration_estimate_meaning(slope, intercept)
+    off = [
+        name
+        for name, interval, ideal, estimate, near in (
+            ("slope", slope_ci, 1.0, slope, 0.1),
+            ("intercept", intercept_ci, 0.0, intercept, 0.1),
+        )
+        if abs(estimate - ideal) > near and _includes(interval, ideal)
+    ]
+    if off:
+        text += (
+            f" But the 95 % CI of the {' and of the '.join(off)} includes the ideal value, so with this many patients "
+            "the data do not show miscalibration: the estimate above is a direction, not a finding."
+        )
+    return text
+
+
+def _calibration_estimate_meaning(slope, intercept) -> str:
     if slope < 0.9:
         spread = (
             f"A slope of {fmt(slope)} means the predicted risks are too extreme: high risks are too high and low "
