@@ -688,7 +688,8 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[12] = (
         "answered",
         "docs/reference/architecture.md and report.html#extraction",
-        "inbox -> series (DICOM/NIfTI ingest) -> masks -> features (PyRadiomics) -> DuckDB feature store -> "
+        "inbox -> series (DICOM, NIfTI/NRRD or PNG ingest) -> masks -> features (PyRadiomics) -> DuckDB feature "
+        "store -> "
         "feature_matrix -> nested cross-validated model -> report.",
     )
     a[13] = ("for_authors", "manuscript", "Private or public data source: not known to the pipeline.")
@@ -776,14 +777,24 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
         a[25] = (
             "answered",
             "report.html#extraction",
-            f"PyRadiomics {', '.join(extraction.get('pyradiomics_versions', []))}; IBSI: "
+            f"PyRadiomics {', '.join(extraction.get('pyradiomics_versions', []))}; unless "
+            "RADIOMICS_STOCK_PYRADIOMICS=1 was set, its texture matrices and other hot spots are the project's "
+            "value-identical replacements (compiled kernels, features equal to stock PyRadiomics to 1e-9 relative; "
+            "the diagnostic diagnostics_Versions_radiomics_assets_speedups of each extraction records which); IBSI: "
             f"{extraction.get('ibsi', {}).get('phantom_result')}.",
         )
         a[26] = ("answered", "report.html#extraction", f"Feature classes: {extraction.get('feature_classes', [])}.")
         a[28] = (
             "answered",
             "report.html#extraction",
-            "Every setting not in the parameter files (shown in full with their hashes) is the PyRadiomics default.",
+            "Every PyRadiomics setting not in the parameter files (shown in full with their hashes) is its default."
+            + (
+                " Before extraction the pipeline converts PNG images to grey (true colour fails unless "
+                "RADIOMICS_COLOUR_IMAGES=luminance), binarises PNG masks at half their maximum and merges a lesion's "
+                "mask files; PNG images carry no physical spacing, so their shape features are in pixels, not mm."
+                if "US" in imaging.get("modalities", {})
+                else ""
+            ),
         )
     else:
         for number in (21, 22, 23, 24, 25, 26, 28):
