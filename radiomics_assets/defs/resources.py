@@ -10,7 +10,7 @@ from radiomics_assets import environment
 from radiomics_assets.batch import PatientSettings
 from radiomics_assets.features import DEFAULT_MAX_GREY_LEVELS, PARAMS_DIR, params_by_modality
 from radiomics_assets.masks import AutoSegmentation, MaskOptions
-from radiomics_assets.masks.autoseg import maskless_images_accepted
+from radiomics_assets.masks.autoseg import METHODS, maskless_images_accepted
 from radiomics_assets.modelling.choices import ModelFamily, SelectionMethod
 from radiomics_assets.modelling.settings import ModellingSettings
 from radiomics_assets.modelling.study import Study, load_study
@@ -29,7 +29,8 @@ SelectionMethodName = SelectionMethod
 """A selection method the launchpad accepts in ``selection_methods``."""
 SelectionMethodOrDefault = Literal["", *(m.value for m in SelectionMethod)]
 """One selection method, or "" for the outcome type's default."""
-AutoSegmentationMethod = Literal["", "threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound"]
+AutoSegmentationMethod = Literal["", *METHODS]
+"""An automated segmentation method (``masks.autoseg.METHODS``), or "" for off."""
 RegressionPolicy = Literal["warn", "block"]
 
 
