@@ -18,7 +18,7 @@ import pytest
 
 from radiomics_assets.defs.cohort_assets import COHORT_ASSETS
 from radiomics_assets.defs.resources import RadiomicsConfig
-from radiomics_assets.modelling.checklist import CLEAR_ITEMS, cox_snell_from_c, riley_binary
+from radiomics_assets.modelling.checklist import CLEAR_ITEMS, cohort_flow, cox_snell_from_c, riley_binary
 from radiomics_assets.modelling.report_pdf import find_browser
 from radiomics_assets.modelling.tasks.binary import calibration
 from radiomics_assets.warehouse import Warehouse
@@ -169,6 +169,18 @@ def test_cohort_flow_equals_the_duckdb_tables(report):
     assert groups[("train", "yes")]["age"]["min"] == 51
     sexes = ["F" if i % 3 else "M" for i, _ in enumerate(TRAIN) if i % 2]
     assert groups[("train", "yes")]["sex"] == {"F": sexes.count("F"), "M": sexes.count("M")}
+
+
+def test_a_patient_whose_run_failed_is_excluded_with_the_failing_step(report):
+    root, _, _, _ = report
+    warehouse = Warehouse(root / "radiomics.duckdb")
+    _, exclusions = cohort_flow(warehouse, [], [], [], {NO_FEATURES: "features", "TRN-001": "studies"})
+    reasons = {e["reason"]: e["patients"] for e in exclusions if e["stage"] == "training_with_features_and_outcome"}
+    # TRN-001 has features now (a later run succeeded), so its old failure changes nothing.
+    assert reasons == {
+        "labelled, its run failed at the features step (problem and fix: `radiomics-assets status`, "
+        "logs/failures.log)": [NO_FEATURES]
+    }
 
 
 def test_imaging_and_extraction_summary(report):

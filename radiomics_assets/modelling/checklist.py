@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from radiomics_assets import environment
+from radiomics_assets import environment, failure_log
 from radiomics_assets.hashing import file_hash
 from radiomics_assets.modelling.plots import fmt
 from radiomics_assets.paths import DataRoot
@@ -63,12 +63,21 @@ def _has_outcome(labels: pd.DataFrame) -> pd.Series:
     return has
 
 
-def cohort_flow(warehouse: Warehouse, analysed: list[str], excluded_outcomes: list[dict], conflicting: list[str]):
+def cohort_flow(
+    warehouse: Warehouse,
+    analysed: list[str],
+    excluded_outcomes: list[dict],
+    conflicting: list[str],
+    failed_stage: dict[str, str] | None = None,
+):
     """(stage -> count, exclusions): patients at each stage of the pipeline and every reason one was left out.
 
     ``analysed``: the patient keys of the outer CV; ``excluded_outcomes``: labels.csv rows without an outcome
-    (``study.load_outcomes``); ``conflicting``: patients excluded for conflicting duplicate labels.
+    (``study.load_outcomes``); ``conflicting``: patients excluded for conflicting duplicate labels;
+    ``failed_stage``: patient -> the step of its latest failure in ``logs/failures.log`` (a labelled patient
+    without features is then reported with the step its run failed at, not as merely "no features").
     """
+    failed_stage = failed_stage or {}
     series = _query(warehouse, "SELECT DISTINCT patient_id, study_uid FROM series")
     masks = _query(warehouse, "SELECT DISTINCT patient_id FROM masks")
     features = _query(
@@ -124,9 +133,21 @@ def cohort_flow(warehouse: Warehouse, analysed: list[str], excluded_outcomes: li
     for reason, keys in reasons.items():
         add("patients_with_outcome", keys, f"in labels.csv, {reason}")
     add("patients_with_outcome", featured - listed, "features but not in labels.csv (scored by the model only)")
-    add("training_with_features_and_outcome", train - in_matrix, "labelled but has no features")
+
+    def add_without_features(stage: str, keys: set, who: str) -> None:
+        for failed_at in sorted({failed_stage[k] for k in keys if k in failed_stage}):
+            failed = {k for k in keys if failed_stage.get(k) == failed_at}
+            add(
+                stage,
+                failed,
+                f"{who}, its run failed at the {failed_at} step (problem and fix: `radiomics-assets "
+                "status`, logs/failures.log)",
+            )
+        add(stage, {k for k in keys if k not in failed_stage}, f"{who} but has no features")
+
+    add_without_features("training_with_features_and_outcome", train - in_matrix, "labelled")
     add("analysed", conflicting, "duplicate images or group with conflicting labels")
-    add("test_with_features_and_outcome", test - in_matrix, "test cohort, labelled but has no features")
+    add_without_features("test_with_features_and_outcome", test - in_matrix, "test cohort, labelled")
     return flow, exclusions
 
 
@@ -523,7 +544,9 @@ def report_sections(
     cv, settings = stored.cv, stored.settings
     analysed = list(cv.patient_ids)
     excluded = list(getattr(stored, "excluded_outcomes", []))
-    flow, exclusions = cohort_flow(warehouse, analysed, excluded, list(stored.groups.excluded))
+    # The latest logged failure per patient (later lines overwrite earlier ones).
+    failed_stage = {f.patient: f.stage for f in failure_log.patient_failures(root.path / "logs" / "failures.log")}
+    flow, exclusions = cohort_flow(warehouse, analysed, excluded, list(stored.groups.excluded), failed_stage)
     imaging = imaging_summary(warehouse, None)
     c_statistic = primary.get("value") if task.kind.value == "binary" else None
     sample = sample_size(task, cv.y, n_features_available, c_statistic)
