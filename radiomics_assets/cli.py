@@ -23,13 +23,11 @@ def _data_dir(args) -> Path:
     return data_root(args.data_dir).path
 
 
-def _run_config(root: Path) -> dict:
-    """The ``radiomics`` resource of a run, passed explicitly: what the code location builds from the environment
+def _run_config(defs, root: Path) -> dict:
+    """The ``radiomics`` resource of a run, passed explicitly: the one the code location built from the environment
     (``RadiomicsConfig.from_env``) with this data root. The whole config, because a partial one would reset the
     fields it leaves out to their defaults rather than to the environment's values."""
-    from radiomics_assets.defs.resources import RadiomicsConfig
-
-    config = RadiomicsConfig.from_env().model_copy(update={"data_dir": str(root)})
+    config = defs.resources["radiomics"].model_copy(update={"data_dir": str(root)})
     return {"resources": {"radiomics": {"config": config.model_dump(mode="json")}}}
 
 
@@ -233,7 +231,7 @@ def cmd_run(args) -> int:
     for rel, why in snapshot.ignored.items():
         print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
     keys = sorted(snapshot.patients)
-    run_config = _run_config(root)
+    run_config = _run_config(defs, root)
     instance.add_dynamic_partitions(patients.name, keys)
     todo = keys
     if getattr(args, "new_only", False):

@@ -56,6 +56,8 @@ ULTRASOUND_CANDIDATE_FEATURES = Variable(
 # Process-wide switches, read where they act.
 STOCK_PYRADIOMICS = Variable("RADIOMICS_STOCK_PYRADIOMICS", "", "1 = PyRadiomics as installed, no speed-ups")
 COLOUR_IMAGES = Variable("RADIOMICS_COLOUR_IMAGES", "fail", "true-colour images: fail | luminance")
+# 300 s: far above a patient's write (tens of ms) or a cohort table (seconds), short enough that a forgotten
+# holder of the working store is reported the same hour.
 WAREHOUSE_LOCK_TIMEOUT = Variable("RADIOMICS_WAREHOUSE_LOCK_TIMEOUT", "300", "seconds a write waits for the lock")
 INBOX_READ_WORKERS = Variable("RADIOMICS_INBOX_READ_WORKERS", "0", "header-reading processes (0 = one per core)")
 INBOX_FULL_SCAN_SECONDS = Variable("RADIOMICS_INBOX_FULL_SCAN_SECONDS", "1800", "period of the full inbox walk")

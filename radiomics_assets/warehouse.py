@@ -50,9 +50,6 @@ from radiomics_assets.errors import WarehouseBusyError
 from radiomics_assets.paths import working_store
 
 LOCK_TIMEOUT_ENV = environment.WAREHOUSE_LOCK_TIMEOUT.name
-DEFAULT_LOCK_TIMEOUT_S = float(environment.WAREHOUSE_LOCK_TIMEOUT.default)
-"""How long a write waits for the working store before its partition fails: far above a patient's write (tens of
-milliseconds) or a cohort table (seconds), short enough that a forgotten holder is reported the same hour."""
 _MAX_BACKOFF_S = 0.5
 _DUCKDB_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 

@@ -30,7 +30,6 @@ from radiomics import featureextractor
 from radiomics_assets import environment
 
 IBSI_PARAMS_DIR = Path(__file__).parent / "params" / "ibsi"
-PHANTOM_DIR_ENV = environment.IBSI_PHANTOM_DIR.name
 TABLE_COLUMNS = [
     "config",
     "ibsi_tag",

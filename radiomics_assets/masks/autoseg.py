@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from radiomics_assets import environment
 from radiomics_assets.errors import DicomInputError, SeedFileError
 from radiomics_assets.masks.sources import automated_source
 from radiomics_assets.masks.ultrasound import segment_ultrasound
@@ -34,8 +33,6 @@ from radiomics_assets.paths import patient_key
 METHODS = ("threshold", "otsu", "connected_threshold", "confidence_connected", "ultrasound")
 SEEDED_METHODS = ("connected_threshold", "confidence_connected", "ultrasound")
 SEEDS_FILE = "seeds.csv"
-AUTO_SEGMENTATION_ENV = environment.AUTO_SEGMENTATION.name
-"""The environment's default ``auto_segmentation`` method (read by the resource and by ``radiomics-assets run``)."""
 SMOOTHING_ITERATIONS = 2
 """Curvature-flow iterations: enough to stop noise from leaking region growing, few enough to keep the lesion edge
 (on synthetic CT lesions more smoothing lowered the Dice of confidence_connected from ~0.97 to ~0.93 and below)."""

@@ -746,8 +746,8 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[18] = (
         "answered",
         "report.html#summary",
-        f"Outcome from labels.csv: {_outcome_sentence(study.get('outcome', {}))}; how it was established is for the "
-        "authors.",
+        f"Outcome from labels.csv: {outcome_text(m.get('task', 'binary'), study.get('outcome', {}))}; how it was "
+        "established is for the authors.",
     )
     sources = ", ".join(f"{k}: {v['patients']} patients" for k, v in imaging.get("mask_sources", {}).items())
     a[19] = (
@@ -951,17 +951,16 @@ MODEL_DESCRIPTIONS = {
 """What a model family is, for a reader who does not know the project's names (checklist item 34)."""
 
 
-def _outcome_sentence(outcome: dict) -> str:
-    """The study's outcome as a reader says it, not as a Python mapping (checklist item 18)."""
-    kind = str(outcome.get("type", "binary")).rsplit(".", 1)[-1].strip("<>").split(":")[0]
+def outcome_text(kind: str, outcome: dict) -> str:
+    """The study's outcome as a reader says it (``kind``: the task; ``outcome``: ``metrics.json`` ``study.outcome``):
+    the report's summary and checklist item 18."""
     if kind == "survival":
-        return f"time to event, columns {outcome.get('time')!r} and {outcome.get('event')!r}"
-    text = f"{kind} outcome, column {outcome.get('column')!r}"
-    if kind == "binary" and outcome.get("positive"):
-        text += f", positive class {outcome.get('positive')!r}"
-    if outcome.get("classes"):
-        text += f", classes {', '.join(map(str, outcome['classes']))}"
-    return text
+        what = f"time to event (column {outcome.get('time')!r}, event {outcome.get('event')!r}"
+        return what + (f", in {outcome.get('unit')})" if outcome.get("unit") else ")")
+    what = f"{kind} outcome (column {outcome.get('column')!r}"
+    return what + (
+        f", positive class {outcome.get('positive')!r})" if kind == "binary" and outcome.get("positive") else ")"
+    )
 
 
 def _class_counts(cohort: dict) -> str:

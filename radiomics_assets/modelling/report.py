@@ -21,6 +21,7 @@ from radiomics_assets.modelling.checklist import (
     cohort_html,
     extraction_html,
     imaging_html,
+    outcome_text,
     sample_size_html,
 )
 from radiomics_assets.modelling.plots import fmt, img, null_png
@@ -229,16 +230,7 @@ def _predictors_html(comparison: PredictorComparison | None, task: Task) -> str:
 
 
 def _outcome_text(report: ValidationReport) -> str:
-    outcome = report.study.get("outcome", {})
-    kind = report.task
-    if kind == "survival":
-        what = f"time to event (column {outcome.get('time')!r}, event {outcome.get('event')!r}"
-        what += f", in {outcome.get('unit')})" if outcome.get("unit") else ")"
-    else:
-        what = f"{kind} outcome (column {outcome.get('column')!r}"
-        what += (
-            f", positive class {outcome.get('positive')!r})" if kind == "binary" and outcome.get("positive") else ")"
-        )
+    what = outcome_text(report.task, report.study.get("outcome", {}))
     covariates = report.study.get("covariates", {})
     names = covariates.get("numeric", []) + covariates.get("categorical", [])
     return (
