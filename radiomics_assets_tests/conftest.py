@@ -49,6 +49,19 @@ def requested_runs(result) -> list[tuple[str, str]]:
     return covered
 
 
+def assert_extractor_follows(params_path: Path) -> None:
+    """PyRadiomics read the parameter file as written: every setting, image type and feature class is in force."""
+    import yaml
+
+    from radiomics_assets.features import load_extractor
+
+    written = yaml.safe_load(Path(params_path).read_text())
+    extractor = load_extractor(params_path)
+    assert {k: extractor.settings[k] for k in written["setting"]} == written["setting"], params_path
+    assert set(extractor.enabledImagetypes) == set(written["imageType"]), params_path
+    assert set(extractor.enabledFeatures) == set(written["featureClass"]), params_path
+
+
 def write_ct(patient, folder, seed=SMALL.seed):
     """Write the patient's CT series; returns the slices as read back from disk (what a SEG tool would see)."""
     write_ct_series(patient, folder, seed)

@@ -155,4 +155,9 @@ def test_non_dicom_files_beside_a_series_do_not_fail_it(tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(patients.name, ["SYN-0002"])
         result = defs.resolve_job_def("ingest_patient").execute_in_process(partition_key="SYN-0002", instance=instance)
-        assert result.success
+        assert result.success, step_failure_messages(result)
+    with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
+        series = con.sql("SELECT modality, n_slices FROM series WHERE patient_id = 'SYN-0002'").fetchall()
+        n_features = con.sql("SELECT count(*) FROM features WHERE patient_id = 'SYN-0002'").fetchall()[0][0]
+    assert series == [("CT", COHORT.slices)]  # the text file is neither a slice nor a series
+    assert n_features > 100

@@ -4,13 +4,15 @@ what the model uses."""
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from radiomics_assets import modelling
+from radiomics_assets.modelling.checklist import predictors_text
 from radiomics_assets.modelling.consensus import WEIGHTS, ConsensusClassifier
 from radiomics_assets.modelling.estimators import CandidateSearch, _tunes_itself, make_pipeline
-from radiomics_assets.modelling.selection import selected_columns, selection_scores
+from radiomics_assets.modelling.selection import filtered_columns, selected_columns, selection_scores
 
 
 def _frame(X: np.ndarray) -> pd.DataFrame:
@@ -100,3 +102,26 @@ def test_the_weight_choice_when_asked_runs_on_the_inner_folds_it_is_given():
     model = CandidateSearch._refit({"pipeline": template, "params": {}}, folds, X, y).named_steps["model"]
     assert model.cv == folds and set(model.inner_scores_) == set(WEIGHTS)
     assert model.weight_ in WEIGHTS and model.inner_score_ == model.inner_scores_[model.weight_]
+
+
+def test_the_stability_across_folds_is_counted_on_the_linear_members_filter():
+    X, y = _additive(90, 60, seed=3)
+    X = _frame(X)
+    settings = modelling.ModellingSettings(inner_folds=3, folds=3, repeats=2)
+    search = CandidateSearch(settings).fit(X, y)
+    model = search.best_estimator_.named_steps["model"]
+    used = selected_columns(search.best_estimator_, list(X.columns))
+    chosen = filtered_columns(search.best_estimator_, list(X.columns))
+    scores = selection_scores(search.best_estimator_, list(X.columns))
+    assert len(used) == 60 and model.k == 32  # the forest reads every feature, the linear member 32 of them
+    assert set(chosen) == set(sorted(scores, key=scores.get, reverse=True)[:32])
+    assert predictors_text(60, len(used), len(chosen)) == (
+        "60 candidate predictors; the final model reads 60 (its random forest member every one) and its linear "
+        "member the 32 its filter chose inside the fit"
+    )
+    # Counted on "used", every feature would be chosen in every fold; on the filter the shares vary and sum to 32.
+    frequency = modelling.cross_validate(X, y, settings).selection_frequency
+    assert sum(frequency.values()) == pytest.approx(32) and min(frequency.values()) < 1
+    assert np.mean([frequency.get(f"f{i:03d}", 0) for i in range(20)]) > np.mean(
+        [frequency.get(f"f{i:03d}", 0) for i in range(20, 60)]
+    )  # the 20 informative features are chosen more often than the 40 noise ones

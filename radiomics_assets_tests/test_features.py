@@ -9,6 +9,7 @@ from radiomics_assets.errors import ParameterFileError
 from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, load_extractor
 from radiomics_assets.features.speedups import stock_pyradiomics
 from radiomics_assets.synth import make_patient
+from radiomics_assets_tests.conftest import assert_extractor_follows
 
 
 @pytest.fixture
@@ -69,5 +70,5 @@ def test_broken_parameter_file_fails_with_pyradiomics_message(tmp_path):
 
 
 def test_shipped_parameter_files_are_valid():
-    for name in ("ct.yaml", "mr.yaml", "pt.yaml"):
-        load_extractor(PARAMS_DIR / name)
+    for name in ("ct.yaml", "mr.yaml", "pt.yaml", "us.yaml"):
+        assert_extractor_follows(PARAMS_DIR / name)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from radiomics_assets.errors import ManifestError
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, read_headers
@@ -116,6 +117,24 @@ def manifest_scan(root: DataRoot, manifest: Manifest) -> InboxScan:
         and patient_key(f"{h.patient_id}_{h.issuer}") == manifest.key
     )
     return group_headers(headers, {**unreadable, **fresh_unreadable}, split_ids=split)
+
+
+class ManifestFiles(NamedTuple):
+    """A patient's files as its manifest lists them: the DICOM scan, the image/mask pair, and where they were."""
+
+    scan: InboxScan | None
+    pair: FilePair | None
+    where: str
+
+
+def manifest_files(root: DataRoot, key: str) -> ManifestFiles | None:
+    """The patient's files as listed in its manifest, or None when it has no manifest."""
+    manifest = read_manifest(root, key)
+    if manifest is None:
+        return None
+    scan = manifest_scan(root, manifest) if manifest.dicom else None
+    where = f"{root.inbox} (files in {manifest_path(root, key)})"
+    return ManifestFiles(scan, manifest_file_pair(root, manifest), where)
 
 
 def manifest_file_pair(root: DataRoot, manifest: Manifest) -> FilePair | None:

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.ingest.dicom_headers import PatientFiles, scan_inbox
 from radiomics_assets.ingest.file_pairs import FilePair, pair_beside_dicom, scan_file_pairs
-from radiomics_assets.ingest.manifests import manifest_file_pair, manifest_path, manifest_scan, read_manifest
+from radiomics_assets.ingest.manifests import manifest_files
 from radiomics_assets.paths import DataRoot
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,12 @@ def _registered(key: str) -> bool:
 
 def patient_inputs(root: DataRoot, key: str) -> PatientInputs:
     """The patient's files: only those in its manifest when there is one (read once), else from a scan of the inbox."""
-    manifest = read_manifest(root, key)
-    if manifest is None:
+    listed = manifest_files(root, key)
+    if listed is None:
         pair = scan_file_pairs(root.inbox, accept_maskless=_registered)[0].get(key)
         scan, where = scan_inbox(root.inbox), str(root.inbox)
     else:
-        scan = manifest_scan(root, manifest) if manifest.dicom else None
-        pair, where = manifest_file_pair(root, manifest), f"{root.inbox} (files in {manifest_path(root, key)})"
+        scan, pair, where = listed
     dicom = scan.patients.get(key) if scan is not None else None
     if dicom is not None and pair is not None:
         for path in pair.paths:

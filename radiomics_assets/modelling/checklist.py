@@ -390,6 +390,16 @@ def cox_snell_from_c(c_statistic: float, prevalence: float) -> float:
     return float(1 - math.exp(-2 * (expected - null)))
 
 
+DEFAULT_NAGELKERKE_R2 = 0.15
+"""Riley et al. 2020's conservative anticipated Nagelkerke R² for a binary outcome when no earlier model is known."""
+
+
+def max_cox_snell(prevalence: float) -> float:
+    """The largest Cox-Snell R² a binary outcome of this prevalence allows (a perfect model)."""
+    p = prevalence
+    return 1 - math.exp(2 * (p * math.log(p) + (1 - p) * math.log(1 - p)))
+
+
 def riley_binary(
     prevalence: float,
     n_parameters: int,
@@ -402,7 +412,7 @@ def riley_binary(
     (1) expected uniform shrinkage >= ``shrinkage``; (2) optimism in Nagelkerke R² <= ``optimism``; (3) the
     overall risk estimated within ``margin``. Returns each criterion's n and the minimum (the largest)."""
     p, r2 = prevalence, r2_cox_snell
-    max_r2 = 1 - math.exp(2 * (p * math.log(p) + (1 - p) * math.log(1 - p)))
+    max_r2 = max_cox_snell(p)
     n1 = n_parameters / ((shrinkage - 1) * math.log(1 - r2 / shrinkage))
     s2 = r2 / (r2 + optimism * max_r2)
     n2 = n_parameters / ((s2 - 1) * math.log(1 - r2 / s2))
@@ -431,20 +441,32 @@ def sample_size(task, y: np.ndarray, n_parameters: int, c_statistic: float | Non
         out["events"] = events
         out["events_per_candidate_parameter"] = events / max(n_parameters, 1)
         prevalence = float(np.mean(y == 1))
-        if c_statistic is None or not np.isfinite(c_statistic) or not 0 < prevalence < 1:
-            out["note"] = "no minimum sample size: no C-statistic or a single class"
+        if not 0 < prevalence < 1:
+            out["note"] = "no minimum sample size: a single class"
             return out
-        assumed = float(np.clip(c_statistic, 0.55, 0.95))
-        r2 = cox_snell_from_c(assumed, prevalence)
+        # The anticipated R² must come from outside the cohort (it sets the size before the study). Without an earlier
+        # model of this outcome, Riley et al. advise a conservative Nagelkerke R² of 0.15; the cohort's own
+        # cross-validated C is shown beside it only for reference, since using it would be circular.
+        r2 = DEFAULT_NAGELKERKE_R2 * max_cox_snell(prevalence)
         out |= {
             "method": "Riley et al. 2020 (pmsampsize), binary outcome",
             "prevalence": prevalence,
-            "assumed_c_statistic": assumed,
-            "c_statistic_source": "the cross-validated AUC of this procedure (clipped to 0.55-0.95)",
             "anticipated_r2_cox_snell": r2,
+            "r2_source": f"Riley et al.'s conservative default without an earlier model: Nagelkerke R² "
+            f"{DEFAULT_NAGELKERKE_R2} (Cox-Snell R² = {DEFAULT_NAGELKERKE_R2} x its maximum at this prevalence)",
             **riley_binary(prevalence, max(n_parameters, 1), r2),
         }
         out["adequate"] = out["n_patients"] >= out["minimum_n"]
+        if c_statistic is not None and np.isfinite(c_statistic):
+            assumed = float(np.clip(c_statistic, 0.55, 0.95))
+            r2_at_c = cox_snell_from_c(assumed, prevalence)
+            out["at_cohort_c_statistic"] = {
+                "c_statistic": assumed,
+                "anticipated_r2_cox_snell": r2_at_c,
+                "minimum_n": riley_binary(prevalence, max(n_parameters, 1), r2_at_c)["minimum_n"],
+                "source": "this procedure's cross-validated AUC, clipped to 0.55-0.95; for reference only, as it "
+                "comes from the same cohort",
+            }
     elif kind == "survival":
         events = int(task.cohort_summary(y)["n_events"])
         out["events"] = events
@@ -476,7 +498,8 @@ def limitations(flow: dict, sample: dict, imaging: dict, groups: dict, cohort: d
     if "minimum_n" in sample and n < sample["minimum_n"]:
         notes.append(
             f"Small sample: {n} patients against a minimum of {sample['minimum_n']} (Riley et al. for "
-            f"{sample['candidate_parameters']} candidate parameters, assumed C {fmt(sample['assumed_c_statistic'])}); "
+            f"{sample['candidate_parameters']} candidate parameters, anticipated Cox-Snell R² "
+            f"{fmt(sample['anticipated_r2_cox_snell'])}); "
             "expect overfitting and wide confidence intervals."
         )
     elif n < 100:
@@ -694,8 +717,9 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
             f"Riley et al. (pmsampsize): minimum n {sample['minimum_n']} (criteria "
             f"{sample['criterion_1_shrinkage']} / {sample['criterion_2_optimism']} / "
             f"{sample['criterion_3_intercept']}) for {sample['candidate_parameters']} candidate parameters, "
-            f"prevalence {fmt(sample['prevalence'])}, assumed C {fmt(sample['assumed_c_statistic'])} (anticipated "
-            f"Cox-Snell R² {fmt(sample['anticipated_r2_cox_snell'])}); analysed {sample['n_patients']}; "
+            f"prevalence {fmt(sample['prevalence'])}, anticipated Cox-Snell R² "
+            f"{fmt(sample['anticipated_r2_cox_snell'])} ({sample['r2_source']}){_at_cohort_c(sample)}; analysed "
+            f"{sample['n_patients']}; "
             f"{fmt(sample['events_per_candidate_parameter'], 2)} events per candidate parameter.",
         )
     elif sample:
@@ -779,12 +803,7 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
         a[22] = (
             "answered",
             "report.html#extraction",
-            "; ".join(
-                f"{f['modality']}: resampled to {f.get('resampled_pixel_spacing')} mm, {f.get('interpolator')}"
-                if f.get("resampled_pixel_spacing")
-                else f"{f['modality']}: no resampling (features on the image's own grid)"
-                for f in parsed
-            ),
+            "; ".join(f"{f['modality']}: {resampling_text(f)}" for f in parsed),
         )
         a[23] = (
             "answered",
@@ -825,7 +844,12 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[27] = (
         "answered",
         "report.html#summary",
-        f"{m.get('n_features_available')} candidate predictors, {m.get('n_features_selected')} in the final model.",
+        predictors_text(
+            m.get("n_features_available", 0),
+            m.get("n_features_used", m.get("n_features_selected", 0)),
+            m.get("n_features_selected", 0),
+        )
+        + ".",
     )
     missing = m.get("missing_data", {})
     a[29] = ("answered", "report.html#missing", missing.get("policy", "median imputation inside the folds"))
@@ -854,8 +878,14 @@ def _answers(m: dict) -> dict[int, tuple[str, str, str]]:
     a[33] = (
         "answered",
         "report.html#features",
-        f"Selection {m.get('selection_method')} inside every training fold; selection frequency across outer folds "
-        "in the features table.",
+        f"Selection {m.get('selection_method')} inside every training fold"
+        + (
+            " (the consensus: its random forest member on every feature, its linear member on the features its filter "
+            "chose)"
+            if m.get("n_features_used", 0) > m.get("n_features_selected", 0)
+            else ""
+        )
+        + "; how often each feature was chosen across the outer folds is in the features table.",
     )
     a[34] = (
         "answered",
@@ -961,6 +991,30 @@ def outcome_text(kind: str, outcome: dict) -> str:
     return what + (
         f", positive class {outcome.get('positive')!r})" if kind == "binary" and outcome.get("positive") else ")"
     )
+
+
+def resampling_text(parameters: dict) -> str:
+    """Resampling of one parameter file (``extraction.parameter_files`` entry) as a reader says it: item 22 and the
+    report's extraction section."""
+    spacing = parameters.get("resampled_pixel_spacing")
+    if spacing:
+        return f"resampled to {spacing} mm with {parameters.get('interpolator')}"
+    text = "no resampling (features on the image's own grid"
+    if parameters.get("modality") == "US":
+        text += "; PNG images carry no physical spacing, so their lengths and areas are in pixels"
+    return text + ")"
+
+
+def predictors_text(available: int, used: int, selected: int) -> str:
+    """How many predictors the final model had and reads, and how many its selection chose: the report's summary
+    and checklist item 27. The consensus reads every predictor (its forest) while its linear member reads only
+    those its filter chose; saying only one number would overstate or understate what the model uses."""
+    if used > selected:
+        return (
+            f"{available} candidate predictors; the final model reads {used} (its random forest member every one) "
+            f"and its linear member the {selected} its filter chose inside the fit"
+        )
+    return f"{available} candidate predictors, {used} used by the final model"
 
 
 def _class_counts(cohort: dict) -> str:
@@ -1095,9 +1149,8 @@ def extraction_html(m: dict) -> str:
             )
             if f.get("file"):
                 parts.append(
-                    head + f": <code>{html.escape(f['file'])}</code>; resampling "
-                    f"{html.escape(str(f.get('resampled_pixel_spacing')))} mm with "
-                    f"{html.escape(str(f.get('interpolator')))}, bin width {html.escape(str(f.get('bin_width')))}, "
+                    head + f": <code>{html.escape(f['file'])}</code>; {html.escape(resampling_text(f))}, "
+                    f"bin width {html.escape(str(f.get('bin_width')))}, "
                     f"bin count {html.escape(str(f.get('bin_count')))}"
                     f", normalisation {'on' if f.get('normalize') else 'off'}, filters "
                     f"{html.escape(', '.join(f.get('filters', [])))}.</p><pre>{html.escape(f['text'])}</pre>"
@@ -1126,6 +1179,13 @@ def extraction_html(m: dict) -> str:
     return '<h2 id="extraction">Extraction, reproducibly</h2><span id="reproducibility"></span>' + "".join(parts)
 
 
+def _at_cohort_c(sample: dict) -> str:
+    at_c = sample.get("at_cohort_c_statistic")
+    if not at_c:
+        return ""
+    return f"; at the cohort's own C of {fmt(at_c['c_statistic'])} it would be {at_c['minimum_n']} ({at_c['source']})"
+
+
 def sample_size_html(m: dict) -> str:
     sample = m.get("sample_size")
     if not sample:
@@ -1135,13 +1195,14 @@ def sample_size_html(m: dict) -> str:
         text = (
             f"<p>Minimum sample size (Riley et al. 2020, the <code>pmsampsize</code> method) for "
             f"{sample['candidate_parameters']} candidate predictor parameters, outcome prevalence "
-            f"{fmt(sample['prevalence'])} and an assumed C-statistic of {fmt(sample['assumed_c_statistic'])} "
-            f"({html.escape(sample['c_statistic_source'])}; anticipated Cox-Snell R² "
-            f"{fmt(sample['anticipated_r2_cox_snell'])}): <b>{sample['minimum_n']}</b> patients "
+            f"{fmt(sample['prevalence'])} and an anticipated Cox-Snell R² of "
+            f"{fmt(sample['anticipated_r2_cox_snell'])} ({html.escape(sample['r2_source'])}): "
+            f"<b>{sample['minimum_n']}</b> patients "
             f"({fmt(sample['minimum_events'], 1)} events); criterion 1 (shrinkage &ge; 0.9) "
             f"{sample['criterion_1_shrinkage']}, criterion 2 (optimism in R² &le; 0.05) "
             f"{sample['criterion_2_optimism']}, criterion 3 (overall risk within 0.05) "
-            f"{sample['criterion_3_intercept']}. The analysed cohort of {sample['n_patients']} {verdict} it. "
+            f"{sample['criterion_3_intercept']}{html.escape(_at_cohort_c(sample), quote=False)}. The analysed "
+            f"cohort of {sample['n_patients']} {verdict} it. "
             f"Events per candidate parameter: {fmt(sample['events_per_candidate_parameter'], 2)}.</p>"
         )
     else:

@@ -22,6 +22,7 @@ from radiomics_assets.modelling.checklist import (
     extraction_html,
     imaging_html,
     outcome_text,
+    predictors_text,
     sample_size_html,
 )
 from radiomics_assets.modelling.plots import fmt, img, null_png
@@ -74,6 +75,16 @@ def _comparison_table(model_comparison: dict[str, dict], task: Task) -> str:
     )
 
 
+def _features_note(report: ValidationReport) -> str:
+    if report.n_features_used <= report.n_features_selected:
+        return ""
+    return (
+        f"<p>The final model's random forest member reads all {report.n_features_used} predictors; listed are the "
+        f"{report.n_features_selected} its linear member's filter chose in the final fit, with how often that filter "
+        "chose each in the outer cross-validation fits (the stability of the choice).</p>"
+    )
+
+
 def _features_table(selected: list[SelectedFeature]) -> str:
     rows = "".join(
         f"<tr><td><code>{html.escape(r.feature)}</code></td><td>{fmt(r.selection_frequency, 2)}</td>"
@@ -82,7 +93,7 @@ def _features_table(selected: list[SelectedFeature]) -> str:
     )
     return (
         "<table><tr><th>feature (<code>modality__roi__image type__class__name</code>)</th>"
-        f"<th>share of outer CV fits that selected it</th><th>selection score</th></tr>{rows}</table>"
+        f"<th>share of outer CV fits whose selection chose it</th><th>selection score</th></tr>{rows}</table>"
     )
 
 
@@ -292,7 +303,7 @@ table,figure,img,pre{{break-inside:avoid}}img{{max-width:100%}}a{{color:inherit;
 where a candidate's grid has more than one value): {html.escape(params)}.</li>
 <li>Training cohort: {report.n_patients} patients ({html.escape(counts)});
 {report.excluded_no_outcome} patient(s) of labels.csv left out for a missing outcome;
-{report.n_features_available} predictors available, {report.n_features_selected} used by the final model.</li>
+{html.escape(predictors_text(report.n_features_available, report.n_features_used, report.n_features_selected))}.</li>
 <li>Validation scheme: {html.escape(report.cv_scheme)}. Every internal figure is out-of-fold: the whole
 procedure (robustness filter, imputation, near-zero-variance filter, scaling, covariate encoding, feature selection,
 model, hyperparameters and the choice among candidates) was refitted inside each outer training fold, so no patient
@@ -318,7 +329,8 @@ procedure by a paired bootstrap of patients on the same out-of-fold predictions.
 {_robustness_html(report.feature_robustness, report.robustness_icc_threshold)}
 <h2 id="external">External validation</h2>
 {external_html}
-<h2 id="features">Predictors used by the final model</h2>
+<h2 id="features">Predictors chosen by the final model's selection</h2>
+{_features_note(report)}
 {_features_table(report.selected_features)}
 <h2 id="missing">Missing modalities and ROIs</h2>
 {_missing_data(report.missing_data)}

@@ -270,11 +270,27 @@ def _variable_columns(pipeline: Pipeline, names: np.ndarray) -> np.ndarray:
 def selected_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
     """Input feature names the model uses: radiomics features that survive the robustness subset,
     ``near_zero_variance`` and ``select``, then every covariate column."""
+    return _chosen_columns(pipeline, columns, inside_consensus=False)
+
+
+def filtered_columns(pipeline: Pipeline, columns: list[str]) -> list[str]:
+    """Input feature names a selection filter chose: :func:`selected_columns`, except for the consensus, whose
+    forest uses every feature: there, the features its linear member's filter chose (then every covariate).
+
+    These are what the stability across folds is counted on: for the consensus, "used by the model" is every
+    feature in every fold and says nothing about which features the data point to."""
+    return _chosen_columns(pipeline, columns, inside_consensus=True)
+
+
+def _chosen_columns(pipeline: Pipeline, columns: list[str], inside_consensus: bool) -> list[str]:
     radiomics, names, clinical = _radiomics_part(pipeline, columns)
     if radiomics is None:
         return clinical
     kept = _variable_columns(radiomics, names)
     select = radiomics.named_steps["select"]
+    if select == "passthrough" and inside_consensus:
+        linear = getattr(pipeline.named_steps["model"], "linear_", None)
+        select = "passthrough" if linear is None else linear.named_steps["select"]
     if select != "passthrough":  # passthrough: the model uses every feature (the consensus' forest does)
         kept = kept[select.get_support()]
     return [str(c) for c in kept] + clinical

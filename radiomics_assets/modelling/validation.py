@@ -26,7 +26,7 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedGroupKFold
 
 from radiomics_assets.modelling.estimators import CandidateSearch, ColumnRoles, group_folds
-from radiomics_assets.modelling.selection import selected_columns
+from radiomics_assets.modelling.selection import filtered_columns
 from radiomics_assets.modelling.settings import DEFAULT_SETTINGS, ModellingSettings
 from radiomics_assets.modelling.tasks import Task, interval, task_for
 
@@ -158,7 +158,7 @@ def _fit_fold(X, y, groups, train, test, settings, perturbations, with_candidate
         "prediction": search.predict_outcome(X_test),
         "chosen": search.best_,
         "params": search.best_params_,
-        "selected": selected_columns(search.best_estimator_, list(X.columns)),
+        "selected": filtered_columns(search.best_estimator_, list(X.columns)),
         "candidates": candidates if with_candidates else {},
         "extras": task.fold_extras(search.best_estimator_, X.iloc[train].to_numpy(dtype=float), y[train]),
     }

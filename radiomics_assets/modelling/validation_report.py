@@ -20,7 +20,7 @@ from radiomics_assets.modelling.checklist import ReviewerSections, report_sectio
 from radiomics_assets.modelling.matrix import cohort_data, missing_data_summary
 from radiomics_assets.modelling.report import ReportFiles, gallery_html, write_report
 from radiomics_assets.modelling.seeded_masks_report import seeded_masks_section
-from radiomics_assets.modelling.selection import selected_columns, selection_scores
+from radiomics_assets.modelling.selection import filtered_columns, selected_columns, selection_scores
 from radiomics_assets.modelling.study import Study
 from radiomics_assets.modelling.tasks import PrimaryMetric
 from radiomics_assets.modelling.training import (
@@ -136,7 +136,7 @@ class SelectedFeature:
 
     feature: str
     selection_frequency: float
-    """Share of the outer CV fits that selected it."""
+    """Share of the outer CV fits whose selection filter chose it (the consensus: its linear member's filter)."""
     selection_score: float | None
 
 
@@ -164,6 +164,9 @@ class ValidationReport:
     best_params: dict[str, Any]
     chosen_per_outer_fold: list[str]
     n_features_selected: int
+    """Predictors the final model's selection filter chose (the consensus: its linear member's filter)."""
+    n_features_used: int
+    """Predictors the final model reads: the selected ones, or every one for the consensus (its forest)."""
     n_features_available: int
     selected_features: list[SelectedFeature]
     missing_data: dict[str, Any]
@@ -214,6 +217,7 @@ class ValidationReport:
             "best_params": self.best_params,
             "chosen_per_outer_fold": self.chosen_per_outer_fold,
             "n_features_selected": self.n_features_selected,
+            "n_features_used": self.n_features_used,
             "n_features_available": self.n_features_available,
             "selected_features": [asdict(f) for f in self.selected_features],
             "missing_data": self.missing_data,
@@ -245,7 +249,7 @@ def build_validation_report(root: DataRoot, seed: int = 0) -> ValidationReport:
     task = task_of(saved)
     performance = task.metrics(cv, n_bootstrap=1000, seed=seed)
     cohort = task.cohort_summary(cv.y)
-    selected = selected_columns(saved.pipeline, saved.feature_columns)
+    selected = filtered_columns(saved.pipeline, saved.feature_columns)
     scores = selection_scores(saved.pipeline, saved.feature_columns)
     extra: dict[str, Any] = {}
     if task.kind.value == "binary":
@@ -299,6 +303,7 @@ def build_validation_report(root: DataRoot, seed: int = 0) -> ValidationReport:
         best_params=saved.best_params,
         chosen_per_outer_fold=cv.chosen,
         n_features_selected=len(selected),
+        n_features_used=len(selected_columns(saved.pipeline, saved.feature_columns)),
         n_features_available=len(saved.feature_columns),
         selected_features=[SelectedFeature(f, cv.selection_frequency.get(f, 0.0), scores.get(f)) for f in selected],
         missing_data=missing_data_summary(warehouse),
