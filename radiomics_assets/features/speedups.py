@@ -24,6 +24,10 @@ work than its result needs:
    sarcoma sample all 11.6 million resampled voxels are bit-identical to PyRadiomics' own; on white noise 2 in
    215,822 differ by one float32 unit (the crop's origin rounds differently), so in general the voxels agree
    to float32 rounding, and a feature could change only if such a voxel sat exactly on a grey-level bin edge.
+   ITK then evaluates each output voxel from 64 coefficients in a generic loop, still 40 % of extraction time
+   on the sarcoma sample; :mod:`~radiomics_assets.features.bspline_resampling` interpolates one axis at a time
+   on PyRadiomics' own grid (12 products per voxel), 2x faster, with voxels equal to ITK's after the cast to
+   float32 (1 in 5.8 million differs by one float32 unit on the sarcoma sample).
 
 5. The texture matrices (GLCM, GLRLM, GLSZM, GLDM, NGTDM) from ``radiomics._cmatrices``: 45 % of extraction time
    with LoG and wavelet filters once 1-4 were in place. :mod:`~radiomics_assets.features.fast_texture` computes
@@ -67,6 +71,7 @@ from radiomics import (
 
 from radiomics_assets import environment
 from radiomics_assets.features import fast_texture
+from radiomics_assets.features.bspline_resampling import resample_bspline
 from radiomics_assets.geometry import grid_mismatch
 
 logger = logging.getLogger(__name__)
@@ -267,7 +272,8 @@ MIN_SAVING = 0.8
 
 
 def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' names
-    """``imageoperations.resampleImage`` with B-spline interpolation on the image cropped around the ROI.
+    """``imageoperations.resampleImage`` with B-spline interpolation on the image cropped around the ROI, its values
+    computed axis by axis (``bspline_resampling``).
 
     Everything else (other interpolators, masks on another grid, no resampling needed, an absent label, small
     images) goes to PyRadiomics' function unchanged, which also does every check and computes the grid.
@@ -300,10 +306,9 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
     size = np.array(imageNode.GetSize())
     low = np.maximum(box[:dimension] - margin, 0)
     high = np.minimum(box[:dimension] + box[dimension:] + margin, size)
-    if np.prod(high - low) > MIN_SAVING * np.prod(size):
-        return _stock_resample_image(imageNode, maskNode, **kwargs)
-    cropped = sitk.RegionOfInterest(imageNode, (high - low).tolist(), low.tolist())
-    return _stock_resample_image(cropped, maskNode, **kwargs)
+    if np.prod(high - low) <= MIN_SAVING * np.prod(size):
+        imageNode = sitk.RegionOfInterest(imageNode, (high - low).tolist(), low.tolist())
+    return resample_bspline(imageNode, maskNode, kwargs, _stock_resample_image)
 
 
 # --- diagnostics hashes -------------------------------------------------------------------------------------
