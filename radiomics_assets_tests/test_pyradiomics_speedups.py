@@ -222,3 +222,50 @@ def test_integer_images_keep_itks_truncating_cast():
     stock_image, _ = speedups._stock_resample_image(image, mask, **settings)
     assert fast_image.GetPixelID() == sitk.sitkInt16
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fast_image), sitk.GetArrayViewFromImage(stock_image))
+
+
+def test_mask_check_from_the_array_equals_pyradiomics():
+    """Bounding box and verdict of ``checkMask`` from the mask's array: the same box for random ROIs, the same
+    error for every ROI PyRadiomics refuses, and PyRadiomics' own path for a mask on another grid."""
+    rng = np.random.default_rng(11)
+    settings = {"label": 1, "minimumROIDimensions": 2, "minimumROISize": 20, "correctMask": True}
+    image = sitk.GetImageFromArray(rng.normal(0, 1, (20, 30, 25)).astype(np.float32))
+    image.SetSpacing((0.8, 0.9, 2.5))
+
+    def mask_of(array, like=image):
+        mask = sitk.GetImageFromArray(array.astype(np.uint8))
+        mask.CopyInformation(like)
+        return mask
+
+    for _ in range(20):
+        array = np.zeros((20, 30, 25), np.uint8)
+        low = rng.integers(0, 10, 3)
+        high = low + rng.integers(3, 10, 3)
+        array[low[0] : high[0], low[1] : high[1], low[2] : high[2]] = rng.random(tuple(high - low)) < 0.7
+        array[tuple(low)] = 1
+        array[array == 0] = rng.choice([0, 2], size=int(np.sum(array == 0)), p=[0.9, 0.1])  # another label around
+        fast, fast_corrected = speedups.check_mask(image, mask_of(array), **settings)
+        stock, stock_corrected = speedups._stock_check_mask(image, mask_of(array), **settings)
+        np.testing.assert_array_equal(fast, stock)
+        assert fast_corrected is None and stock_corrected is None
+    refused = {
+        "absent": np.zeros((20, 30, 25)),
+        "one voxel": np.pad(np.ones((1, 1, 1)), ((5, 14), (5, 24), (5, 19))),
+        "a line": np.pad(np.ones((1, 1, 25)), ((5, 14), (5, 24), (0, 0))),
+        "too small": np.pad(np.ones((1, 4, 5)), ((5, 14), (5, 21), (5, 15))),
+    }
+    for name, array in refused.items():
+        with pytest.raises(ValueError) as stock_error:
+            speedups._stock_check_mask(image, mask_of(array), **settings)
+        with pytest.raises(ValueError) as fast_error:
+            speedups.check_mask(image, mask_of(array), **settings)
+        assert str(fast_error.value) == str(stock_error.value), name
+    # A mask on a shifted grid: PyRadiomics corrects it (resampling), which only its own function does.
+    array = np.zeros((20, 30, 25), np.uint8)
+    array[5:12, 8:20, 6:15] = 1
+    shifted = mask_of(array)
+    shifted.SetOrigin((0.2, 0.0, 0.0))
+    fast, fast_corrected = speedups.check_mask(image, shifted, **settings)
+    stock, stock_corrected = speedups._stock_check_mask(image, shifted, **settings)
+    np.testing.assert_array_equal(fast, stock)
+    assert fast_corrected is not None and stock_corrected is not None
