@@ -269,3 +269,13 @@ def test_mask_check_from_the_array_equals_pyradiomics():
     stock, stock_corrected = speedups._stock_check_mask(image, shifted, **settings)
     np.testing.assert_array_equal(fast, stock)
     assert fast_corrected is not None and stock_corrected is not None
+
+
+def test_diameters_are_the_same_doubles_with_and_without_the_compiled_kernel(monkeypatch):
+    """The compiled diameter kernel and its NumPy fallback (no Numba) evaluate the same expression in the same order."""
+    rng = np.random.default_rng(5)
+    points = np.round(rng.normal(0, 20, (3000, 3)), 1) * np.array([2.5, 0.7421875, 0.7421875])
+    compiled = speedups._diameters(points)
+    monkeypatch.setattr(speedups.fast_texture, "ready", lambda: False)
+    assert speedups._diameters(points) == compiled
+    assert all(d > 0 for d in compiled)

@@ -20,7 +20,9 @@ Everything else goes to the C function as it is: voxel-based extraction (a kerne
 that are neither 2D nor 3D, and any input on which the C code would fail (a grey level outside 1..Ng, a GLSZM
 voxel count smaller than the ROI), so its error is raised as before. :func:`texture_matrices` is the proxy of
 ``cMatrices`` that the PyRadiomics texture modules see once :func:`radiomics_assets.features.speedups.install`
-has run; the feature formulas stay PyRadiomics' own.
+has run; the feature formulas stay PyRadiomics' own. The same compiled kernels find the mesh's maximum diameters
+for ``speedups`` (:func:`max_squared_distance`: PyRadiomics' distance expression over every candidate pair, the
+same doubles in the same order).
 
 The kernels are compiled once and cached on disk (``cache=True``, next to this file or in Numba's user cache
 directory): :func:`warm_up`, run by ``speedups.install`` in every worker, compiles them under a file lock, so the
@@ -231,7 +233,24 @@ def _two_on_a_line(mask, shape, pad, step):
     return False
 
 
+def _max_squared_distance_kernel(points, starts, ends):
+    """The largest ``(dz * dz + dy * dy) + dx * dx`` over pairs of rows of ``points`` within each group
+    ``starts[g]:ends[g]``: PyRadiomics' diameter expression, in its order, so the same doubles."""
+    best = 0.0
+    for g in range(starts.shape[0]):
+        for i in range(starts[g], ends[g]):
+            for j in range(i + 1, ends[g]):
+                dz = points[i, 0] - points[j, 0]
+                dy = points[i, 1] - points[j, 1]
+                dx = points[i, 2] - points[j, 2]
+                squared = (dz * dz + dy * dy) + dx * dx
+                if squared > best:
+                    best = squared
+    return best
+
+
 _two_on_a_line = _compile(_two_on_a_line)
+_max_squared_distance = _compile(_max_squared_distance_kernel)
 _glcm = _compile(_glcm_kernel)
 _gldm = _compile(_gldm_kernel)
 _ngtdm = _compile(_ngtdm_kernel)
@@ -265,7 +284,9 @@ def warm_up() -> bool:
             calculate_glszm(image, mask, 1, 8, False, 0) is not None,
             calculate_glrlm(image, mask, 1, 2, False, 0) is not None,
         ]
-        return all(ok) and all(kernel.signatures for kernel in (_glcm, _gldm, _ngtdm, _glszm, _glrlm))
+        ok.append(max_squared_distance(np.zeros((2, 3)), np.array([0]), np.array([2])) == 0.0)
+        kernels = (_glcm, _gldm, _ngtdm, _glszm, _glrlm, _max_squared_distance)
+        return all(ok) and all(kernel.signatures for kernel in kernels)
     finally:
         if lock is not None:
             lock.close()  # releases the lock
@@ -275,6 +296,18 @@ def warm_up() -> bool:
 def ready() -> bool:
     """:func:`warm_up`, once per process: whether the kernels are there to be used."""
     return warm_up()
+
+
+def max_squared_distance(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> float | None:
+    """PyRadiomics' largest squared distance between two of ``points`` (float64, rows z, y, x in mm) in the same
+    group ``starts[g]:ends[g]`` (the mesh diameters: one group, or one per plane); None if the kernel failed."""
+    ok, best = _run(
+        _max_squared_distance,
+        np.ascontiguousarray(points, dtype=np.float64),
+        np.asarray(starts, dtype=np.int64),
+        np.asarray(ends, dtype=np.int64),
+    )
+    return float(best) if ok else None
 
 
 # --- PyRadiomics' calling convention ------------------------------------------------------------------------

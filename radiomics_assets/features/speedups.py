@@ -7,7 +7,8 @@ work than its result needs:
    and 2D diameters: O(V^2) in the number of surface vertices, 46 % of all extraction time with the shipped CT
    parameters. The farthest pair of a point set is a pair of its extreme points, so :func:`mesh_coefficients`
    keeps only the vertices that can be extreme (the first and last vertex on every grid line, then the convex
-   hull) and evaluates PyRadiomics' own distance expression on those: the same maximum, to the last bit.
+   hull) and evaluates PyRadiomics' own distance expression on those (in a compiled kernel,
+   ``fast_texture.max_squared_distance``, 5x faster than NumPy pair blocks): the same maximum, to the last bit.
    Surface area and volume come from per-cube-configuration tables that PyRadiomics' C routine itself
    computes on single cubes, so the mesh (its marching-cubes triangle table) stays PyRadiomics' own; they agree
    with the C routine to floating-point rounding (relative 1e-13 or better).
@@ -179,7 +180,12 @@ def _line_extremes(points: np.ndarray, along: int) -> np.ndarray:
 
 
 def _max_squared_distance(points: np.ndarray, pairs_per_block: int = 1 << 21) -> float:
-    """PyRadiomics' expression ((dz*dz + dy*dy) + dx*dx), maximised over all pairs, blockwise (bounded memory)."""
+    """PyRadiomics' expression ((dz*dz + dy*dy) + dx*dx), maximised over all pairs: the compiled kernel, or blockwise
+    in NumPy (bounded memory) when the kernels are not available."""
+    if fast_texture.ready():
+        best = fast_texture.max_squared_distance(points, np.array([0]), np.array([len(points)]))
+        if best is not None:
+            return best
     block = max(1, pairs_per_block // max(1, len(points)))
     best = 0.0
     for start in range(0, len(points), block):
@@ -218,12 +224,17 @@ def _diameters(points: np.ndarray) -> tuple[float, float, float, float]:
 def _max_squared_distance_in_planes(points: np.ndarray, axis: int, block: int = 1024) -> float:
     """The same maximum over the pairs of points with exactly the same coordinate ``axis`` (one plane).
 
-    All planes at once: each point is paired with the points after it in its plane, ``block`` points at a time.
+    All planes at once: the compiled kernel pairs each point with the points after it in its plane; without the
+    kernels, NumPy does the same ``block`` points at a time.
     """
     points = points[np.argsort(points[:, axis], kind="stable")]
     plane = points[:, axis]
     starts = np.flatnonzero(np.r_[True, plane[1:] != plane[:-1]])
     ends = np.r_[starts[1:], len(points)]
+    if fast_texture.ready():
+        best = fast_texture.max_squared_distance(points, starts, ends)
+        if best is not None:
+            return best
     later_in_plane = np.repeat(ends, ends - starts) - np.arange(len(points)) - 1
     best = 0.0
     for start in range(0, len(points), block):
