@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 
@@ -14,6 +15,7 @@ def file_hash(path: Path) -> str:
 
 def image_hash(image: sitk.Image) -> str:
     """Content hash of voxels and geometry, so the same volume hashes alike wherever it is stored."""
-    digest = hashlib.sha256(sitk.GetArrayViewFromImage(image).tobytes())
+    # The array view is the voxel buffer (C order): hashed in place, not copied first.
+    digest = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)))
     digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
     return digest.hexdigest()[:16]

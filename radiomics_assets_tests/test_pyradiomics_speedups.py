@@ -279,3 +279,40 @@ def test_diameters_are_the_same_doubles_with_and_without_the_compiled_kernel(mon
     monkeypatch.setattr(speedups.fast_texture, "ready", lambda: False)
     assert speedups._diameters(points) == compiled
     assert all(d > 0 for d in compiled)
+
+
+def test_mask_passes_over_the_whole_image_give_pyradiomics_diagnostics_and_errors():
+    """A small ROI in a large image: ``getMask`` and the mask diagnostics (computed on the ROI's crop, then put back
+    in the whole mask's frame) give PyRadiomics' values and their text exactly, and its errors."""
+    from radiomics import generalinfo
+
+    rng = np.random.default_rng(2)
+    image = sitk.GetImageFromArray(rng.normal(40, 30, (40, 120, 110)).astype(np.float32))
+    image.SetSpacing((0.7, 0.7, 2.5))
+    image.SetOrigin((-40.3, 12.25, -300.0))
+    array = np.zeros((40, 120, 110), np.uint8)
+    array[10:18, 50:70, 30:52] = rng.random((8, 20, 22)) < 0.6  # several connected pieces
+    array[30, 100, 100] = 1  # and one voxel far away
+    array[20:22, 5:9, 5:9] = 2  # another label
+    mask = sitk.GetImageFromArray(array)
+    mask.CopyInformation(image)
+    resampled = sitk.GetImageFromArray(array[5:32, :105, :105].copy())  # a mask already cropped ("interpolated")
+    for label in (1, 2):
+        fast_mask = speedups.get_mask(mask, label=label)
+        stock_mask = speedups._stock_get_mask(mask, label=label)
+        assert fast_mask.GetPixelID() == stock_mask.GetPixelID() == sitk.sitkUInt32
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fast_mask), sitk.GetArrayViewFromImage(stock_mask))
+        for prefix, (im, ma) in {"original": (image, mask), "interpolated": (None, resampled)}.items():
+            fast, stock = generalinfo.GeneralInfo(), generalinfo.GeneralInfo()
+            speedups.add_mask_elements(fast, im, ma, label, prefix)
+            speedups._stock_add_mask_elements(stock, im, ma, label, prefix)
+            assert {k: str(v) for k, v in fast.generalInfo.items()} == {
+                k: str(v) for k, v in stock.generalInfo.items()
+            }, (label, prefix)
+            assert len(stock.generalInfo) >= 6
+    for kwargs, empty in (({"label": 3}, mask), ({"label": 1}, sitk.Image(mask.GetSize(), sitk.sitkUInt8))):
+        with pytest.raises(ValueError) as stock_error:
+            speedups._stock_get_mask(empty, **kwargs)
+        with pytest.raises(ValueError) as fast_error:
+            speedups.get_mask(empty, **kwargs)
+        assert str(fast_error.value) == str(stock_error.value)

@@ -1,4 +1,4 @@
-"""Value-preserving replacements for seven hot spots of PyRadiomics 3.1.4, so extraction costs less CPU.
+"""Value-preserving replacements for eight hot spots of PyRadiomics 3.1.4, so extraction costs less CPU.
 
 Profiling extraction on the sarcoma sample (1 mm resampling) showed two places where PyRadiomics does far more
 work than its result needs:
@@ -43,8 +43,14 @@ work than its result needs:
    sample. When image and mask share one grid exactly (no tolerance needed) and the mask has integer labels,
    :func:`check_mask` takes both from the mask's array; the same bounding box, so the same crop. Any other input,
    and every ROI that fails a check, goes to PyRadiomics' function, which raises its own error.
+8. On full-size scans, whole-image bookkeeping outweighed the features: ``getMask`` sorted a copy of every mask
+   voxel (``np.unique``) to list its labels, and the mask diagnostics (``GeneralInfo.addMaskElements``) ran ITK's
+   label statistics and connected components over the whole mask. :func:`get_mask` checks the labels on the
+   mask's values in place, and :func:`add_mask_elements` computes the diagnostics on the ROI's crop and puts
+   them back in the whole mask's frame (the same values and text), 8.4x faster extraction than stock on
+   512 x 512 x 96 CTs (3.4x before).
 
-:func:`install` applies all seven (``features`` calls it); ``RADIOMICS_STOCK_PYRADIOMICS=1`` or
+:func:`install` applies all eight (``features`` calls it); ``RADIOMICS_STOCK_PYRADIOMICS=1`` or
 :func:`stock_pyradiomics` keeps PyRadiomics untouched, which the tests use to compare against the original;
 :func:`without_fast_texture` leaves out 5 and 6 (for before/after benchmarks).
 Nothing is replaced for a PyRadiomics version other than the one these were checked against.
@@ -320,25 +326,39 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
     new_spacing = np.where(np.array(spacing, dtype=float) == 0, image_spacing, np.array(spacing, dtype=float))
     if grid_mismatch(imageNode, maskNode) is not None or np.allclose(image_spacing, new_spacing):
         return _stock_resample_image(imageNode, maskNode, **kwargs)
-    shape = sitk.LabelShapeStatisticsImageFilter()
-    shape.Execute(maskNode)
-    label = int(kwargs.get("label", 1))
-    if label not in shape.GetLabels():
+    box = label_box(maskNode, int(kwargs.get("label", 1)))
+    if box is None:
         return _stock_resample_image(imageNode, maskNode, **kwargs)
-    box = np.array(shape.GetBoundingBox(label))
-    dimension = imageNode.GetDimension()
     # The output grid reaches padDistance output voxels beyond the ROI; the interpolation kernel 2 more voxels.
     reach = np.ceil(kwargs.get("padDistance", 5) * new_spacing / image_spacing).astype(int) + 2
     margin = SETTLE_VOXELS + reach
     size = np.array(imageNode.GetSize())
-    low = np.maximum(box[:dimension] - margin, 0)
-    high = np.minimum(box[:dimension] + box[dimension:] + margin, size)
+    low = np.maximum(box[0] - margin, 0)
+    high = np.minimum(box[1] + 1 + margin, size)
     if np.prod(high - low) <= MIN_SAVING * np.prod(size):
         imageNode = sitk.RegionOfInterest(imageNode, (high - low).tolist(), low.tolist())
     return resample_bspline(imageNode, maskNode, kwargs, _stock_resample_image)
 
 
 # --- the ROI's bounding box ---------------------------------------------------------------------------------
+
+
+def label_box(mask: sitk.Image, label: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lowest, highest) index of the voxels equal to ``label``, in ITK's axis order (x, y, z), from the mask's
+    array (projections, not ITK's label statistics over every label); None when the label is absent or the mask is
+    not one scalar label per voxel."""
+    if mask.GetNumberOfComponentsPerPixel() != 1 or mask.GetPixelID() not in INTEGER_LABEL_PIXELS:
+        return None
+    roi = sitk.GetArrayViewFromImage(mask) == label
+    low, high = [], []
+    for axis in range(roi.ndim):  # ITK's axis order (x, y, z) is NumPy's reversed
+        numpy_axis = roi.ndim - 1 - axis
+        occupied = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != numpy_axis)))
+        if occupied.size == 0:
+            return None
+        low.append(int(occupied[0]))
+        high.append(int(occupied[-1]))
+    return np.array(low), np.array(high)
 
 
 def _same_grid_exactly(image: sitk.Image, mask: sitk.Image) -> bool:
@@ -348,6 +368,11 @@ def _same_grid_exactly(image: sitk.Image, mask: sitk.Image) -> bool:
         and image.GetOrigin() == mask.GetOrigin()
         and image.GetDirection() == mask.GetDirection()
     )
+
+
+def _voxels_in_box(mask: sitk.Image, label: int, box: tuple[np.ndarray, np.ndarray]) -> int:
+    region = tuple(slice(lo, hi + 1) for lo, hi in zip(box[0][::-1], box[1][::-1], strict=True))
+    return int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)[region] == label))
 
 
 def check_mask(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' names
@@ -362,22 +387,17 @@ def check_mask(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' name
         or not _same_grid_exactly(imageNode, maskNode)
     ):
         return _stock_check_mask(imageNode, maskNode, **kwargs)
-    roi = sitk.GetArrayViewFromImage(maskNode) == int(kwargs.get("label", 1))
-    dimension = roi.ndim
-    bounds = []
-    for axis in range(dimension):  # ITK's axis order (x, y, z) is NumPy's reversed
-        numpy_axis = dimension - 1 - axis
-        occupied = np.flatnonzero(roi.any(axis=tuple(a for a in range(dimension) if a != numpy_axis)))
-        if occupied.size == 0:  # the label is absent: PyRadiomics says so
-            return _stock_check_mask(imageNode, maskNode, **kwargs)
-        bounds += [int(occupied[0]), int(occupied[-1])]
-    bounding_box = np.array(bounds)
+    label = int(kwargs.get("label", 1))
+    box = label_box(maskNode, label)
+    if box is None:  # the label is absent: PyRadiomics says so
+        return _stock_check_mask(imageNode, maskNode, **kwargs)
+    bounding_box = np.stack(box, axis=1).ravel()  # (L_x, U_x, L_y, U_y, L_z, U_z)
     extended = int(np.sum((bounding_box[1::2] - bounding_box[0::2] + 1) > 1))
     minimum_size = kwargs.get("minimumROISize")
     if (
         extended == 0
         or extended < kwargs.get("minimumROIDimensions", 2)
-        or (minimum_size is not None and int(np.count_nonzero(roi)) <= minimum_size)
+        or (minimum_size is not None and _voxels_in_box(maskNode, label, box) <= minimum_size)
     ):
         return _stock_check_mask(imageNode, maskNode, **kwargs)  # the failing check raises PyRadiomics' error
     return bounding_box, None
@@ -404,7 +424,65 @@ def image_sha1(image: sitk.Image) -> str:
     """``sitk.Hash(image)`` (SHA-1 of the voxel buffer) by hashlib; other image kinds go to SimpleITK."""
     if image.GetPixelID() not in _SCALAR_PIXEL_TYPES:  # vector, complex and label-map images
         return sitk.Hash(image)
-    return hashlib.sha1(sitk.GetArrayViewFromImage(image).tobytes()).hexdigest()
+    # The array view is the voxel buffer itself (C order): hashed in place, not copied first (100 MB for a full CT).
+    return hashlib.sha1(np.ascontiguousarray(sitk.GetArrayViewFromImage(image))).hexdigest()
+
+
+# --- the whole-image mask passes: labels present, and the mask's diagnostics ----------------------------------
+
+COUNTABLE_LABEL_PIXELS = (sitk.sitkUInt8, sitk.sitkUInt16)
+"""Masks whose check is done on their own values (unsigned, so casting to UInt32 keeps every value)."""
+_stock_get_mask = imageoperations.getMask
+_stock_add_mask_elements = generalinfo.GeneralInfo.addMaskElements
+
+
+def get_mask(mask, **kwargs):
+    """``imageoperations.getMask`` (the mask as UInt32, after checking that it has labels and ``label`` among them)
+    with both checks done on a UInt8/UInt16 mask's values in place, instead of ``np.unique``, which sorts a copy of
+    every voxel: 0.2 s for a full CT. Anything else, and a mask that fails a check, goes to PyRadiomics' function
+    and its error."""
+    if mask is None or mask.GetPixelID() not in COUNTABLE_LABEL_PIXELS:
+        return _stock_get_mask(mask, **kwargs)
+    voxels = sitk.GetArrayViewFromImage(mask)
+    if not voxels.any() or not np.any(voxels == kwargs.get("label", 1)):
+        return _stock_get_mask(mask, **kwargs)
+    return sitk.Cast(mask, sitk.sitkUInt32)
+
+
+def add_mask_elements(self, image, mask, label, prefix="original"):
+    """``GeneralInfo.addMaskElements`` (the mask's diagnostics) computed on image and mask cropped to the ROI plus
+    one voxel, then put back in the whole mask's frame: its hash, size, bounding box and centre of mass. Every
+    other figure (voxel count, connected volumes, mean, minimum, maximum) sees the same ROI voxels in the same
+    order. The centre of mass is the mean of integer coordinates, so it is recomputed from their exact sum, as
+    NumPy's mean of the whole mask's coordinates computes it: the same doubles. A mask on another grid than the
+    image, a mask without the label and any other kind of mask go to PyRadiomics' method."""
+    box = None if mask is None else label_box(mask, label)
+    if box is None or (image is not None and not _same_grid_exactly(image, mask)):
+        return _stock_add_mask_elements(self, image, mask, label, prefix)
+    low = np.maximum(box[0] - 1, 0)  # ITK order (x, y, z), one voxel around the ROI
+    high = np.minimum(box[1] + 2, mask.GetSize())
+    start, size = [int(v) for v in low], [int(v) for v in high - low]
+    _stock_add_mask_elements(
+        self,
+        None if image is None else sitk.RegionOfInterest(image, size, start),
+        sitk.RegionOfInterest(mask, size, start),
+        label,
+        prefix,
+    )
+    key = f"{self.generalInfo_prefix}Mask-{prefix}_"
+    if prefix == "original":
+        self.generalInfo[key + "Hash"] = generalinfo.sitk.Hash(mask)
+    self.generalInfo[key + "Size"] = mask.GetSize()
+    box = self.generalInfo[key + "BoundingBox"]
+    self.generalInfo[key + "BoundingBox"] = tuple(int(v) for v in np.add(box[:3], start)) + tuple(box[3:])
+    region = tuple(slice(lo, hi) for lo, hi in zip(low[::-1], high[::-1], strict=True))
+    coordinates = np.nonzero(sitk.GetArrayViewFromImage(mask)[region] == label)  # NumPy order (z, y, x)
+    n = coordinates[0].size
+    # sum of the whole mask's coordinates = sum in the crop + n x the crop's start: integers, so exact
+    sums = [int(np.sum(c, dtype=np.int64)) + n * int(offset) for c, offset in zip(coordinates, low[::-1], strict=True)]
+    center_index = tuple(np.float64(total) / n for total in sums[::-1])
+    self.generalInfo[key + "CenterOfMassIndex"] = center_index
+    self.generalInfo[key + "CenterOfMass"] = mask.TransformContinuousIndexToPhysicalPoint(center_index)
 
 
 # --- switching them on and off ------------------------------------------------------------------------------
@@ -441,6 +519,8 @@ def _replacements() -> list[tuple[object, str, object, object]]:
         (generalinfo, "sitk", sitk, _Proxy(sitk, Hash=image_sha1)),
         (imageoperations, "resampleImage", _stock_resample_image, resample_image),
         (imageoperations, "checkMask", _stock_check_mask, check_mask),
+        (imageoperations, "getMask", _stock_get_mask, get_mask),
+        (generalinfo.GeneralInfo, "addMaskElements", _stock_add_mask_elements, add_mask_elements),
         *_texture_replacements(),
     ]
 
