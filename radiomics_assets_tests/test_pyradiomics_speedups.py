@@ -316,3 +316,49 @@ def test_mask_passes_over_the_whole_image_give_pyradiomics_diagnostics_and_error
         with pytest.raises(ValueError) as fast_error:
             speedups.get_mask(empty, **kwargs)
         assert str(fast_error.value) == str(stock_error.value)
+
+
+def test_voxels_at_zero_and_integer_images_are_left_to_itk_on_the_whole_image():
+    """Whole-number HU on a grid whose slices land on the input's (1 mm in-plane, 3 mm slices): a voxel of 0 HU comes
+    out as ITK's rounding noise of either sign, which decides its grey-level bin, so the image is resampled by ITK as
+    given; an integer image (ITK truncates) is not cropped. Both give PyRadiomics' voxels exactly."""
+    rng = np.random.default_rng(5)
+    settings = {"resampledPixelSpacing": [1, 1, 1], "interpolator": "sitkBSpline", "padDistance": 5, "label": 1}
+    for dtype, spacing, resampled in ((np.float32, (1.0, 1.0, 3.0), [1, 1, 1]), (np.int16, (1.0, 1.0, 1.0), [3, 3, 3])):
+        image = sitk.GetImageFromArray(np.round(rng.normal(20, 40, (40, 200, 200))).astype(dtype))
+        image.SetSpacing(spacing)
+        image.SetOrigin((-100.0, -100.0, -60.0))
+        mask_array = np.zeros((40, 200, 200), np.uint8)
+        mask_array[10:30, 60:140, 60:140] = 1
+        mask = sitk.GetImageFromArray(mask_array)
+        mask.CopyInformation(image)
+        case = {**settings, "resampledPixelSpacing": resampled}
+        fast_image, _ = speedups.resample_image(image, mask, **case)
+        stock_image, _ = speedups._stock_resample_image(image, mask, **case)
+        stock_values = sitk.GetArrayViewFromImage(stock_image)
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fast_image), stock_values)
+        if dtype is np.float32:  # the case is real: voxels at zero up to rounding, of both signs
+            near_zero = stock_values[np.abs(stock_values) < 1e-9]
+            assert (near_zero > 0).any() and (near_zero < 0).any()
+
+
+def test_mask_diagnostics_of_2d_images_and_the_background_label_are_pyradiomics_own():
+    from radiomics import generalinfo
+
+    flat = sitk.GetImageFromArray(np.arange(99, dtype=np.float32).reshape(9, 11))
+    flat_mask = sitk.GetImageFromArray((np.arange(99).reshape(9, 11) % 7 == 0).astype(np.uint32))
+    flat_mask.CopyInformation(flat)
+    fast, stock = generalinfo.GeneralInfo(), generalinfo.GeneralInfo()
+    speedups.add_mask_elements(fast, flat, flat_mask, 1)
+    speedups._stock_add_mask_elements(stock, flat, flat_mask, 1)
+    assert {k: str(v) for k, v in fast.generalInfo.items()} == {k: str(v) for k, v in stock.generalInfo.items()}
+    inner_zero = np.ones((7, 9, 11), np.uint32)
+    inner_zero[3, 4, 5] = 0
+    mask = sitk.GetImageFromArray(inner_zero)
+    outcomes = []
+    for add in (speedups.add_mask_elements, speedups._stock_add_mask_elements):
+        info = generalinfo.GeneralInfo()
+        with pytest.raises(RuntimeError) as error:
+            add(info, None, mask, 0)
+        outcomes.append(({k: str(v) for k, v in info.generalInfo.items()}, str(error.value).splitlines()[-1]))
+    assert outcomes[0] == outcomes[1]

@@ -18,10 +18,15 @@ What stays the same, so the voxels agree with ITK's:
   SciPy's ``spline_filter`` is twice as fast but initialises the boundary exactly where ITK truncates a sum at a
   tolerance of 1e-10, so near the image's edge its coefficients differ by up to 1e-7).
 
-The sums are taken in another order than ITK's, so a double may differ in its last bits; after the cast to float32
-the voxels are equal: on the sarcoma sample 1 of 5.8 million differs, by one float32 unit (8.7e-8 relative), and
-none of 0.74 million on white noise (the tests). Half the time of ITK's resampling on the sarcoma sample, where
-the prefilter over the whole (small) image is most of what is left. Anything else (integer images, whose cast
+The sums are taken in another order than ITK's, so a double may differ in its last bits. Away from zero the cast to
+float32 absorbs that (its unit is far larger than the difference); at zero it does not: where an output voxel lands
+exactly on an input voxel of value 0 (whole-number HU and a slice spacing that is a multiple of the new spacing),
+ITK's result is 0 plus rounding noise of either sign, about 1e-14, and the sign decides the grey-level bin (bin edges
+are multiples of the bin width, 0 among them). So when any voxel inside the image comes out within ``NEAR_ZERO`` of
+the largest coefficient of zero, the whole image is resampled by ITK instead. Elsewhere the voxels are equal: on
+the sarcoma sample 1 of 5.8 million differs, by one float32 unit (8.7e-8 relative), and none of 0.74 million on
+white noise (the tests). Half the time of ITK's resampling on the sarcoma sample, where the prefilter over the
+whole (small) image is most of what is left. Anything else (integer images, whose cast
 truncates; images with fewer than 4 voxels along an axis, where ITK's mirror leaves the image; grids not parallel
 to the image) goes to PyRadiomics.
 """
@@ -39,6 +44,8 @@ MIN_AXIS_VOXELS = 4
 """Along a shorter axis ITK's mirrored support reaches outside the image: PyRadiomics' own function takes those."""
 MAX_SKEW = 1e-9
 """Largest off-diagonal step, in input voxels per output voxel, for the grid to count as parallel to the image."""
+NEAR_ZERO = 1e-9
+"""Voxels within this fraction of the largest coefficient of zero are left to ITK (see the module docstring)."""
 
 
 def _axis_support(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,7 +68,7 @@ def _axis_support(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray
 
 def bspline_values(image: sitk.Image, grid: sitk.Image) -> np.ndarray | None:
     """The image's cubic B-spline interpolation at the voxels of ``grid`` (NumPy order, the image's dtype), or
-    None when the grid is not parallel to the image's axes."""
+    None when the grid is not parallel to the image's axes or a voxel inside the image comes out at zero."""
     dimension = image.GetDimension()
     to_index = np.linalg.inv(np.array(image.GetDirection()).reshape(dimension, dimension) @ np.diag(image.GetSpacing()))
     grid_axes = np.array(grid.GetDirection()).reshape(dimension, dimension) @ np.diag(grid.GetSpacing())
@@ -72,6 +79,7 @@ def bspline_values(image: sitk.Image, grid: sitk.Image) -> np.ndarray | None:
     pixels = sitk.GetArrayViewFromImage(image)
     # ITK's own prefilter in double, as its interpolator computes it: the same coefficients to the last bit.
     values = sitk.GetArrayFromImage(sitk.BSplineDecomposition(sitk.Cast(image, sitk.sitkFloat64), SPLINE_ORDER))
+    scale = float(np.abs(values).max()) if values.size else 0.0
     inside = np.ones(grid.GetSize()[::-1], dtype=bool)
     for axis in range(dimension):  # ITK's axis `axis` is NumPy's axis `dimension - 1 - axis`
         numpy_axis = dimension - 1 - axis
@@ -84,14 +92,21 @@ def bspline_values(image: sitk.Image, grid: sitk.Image) -> np.ndarray | None:
         shape = [1] * dimension
         shape[numpy_axis] = len(axis_inside)
         inside &= axis_inside.reshape(shape)
+    if np.any(np.abs(values[inside]) <= NEAR_ZERO * scale):
+        return None  # a voxel at zero: its sign, hence its grey-level bin, is ITK's rounding noise (docstring)
     return np.where(inside, values, 0.0).astype(pixels.dtype)
 
 
-def resample_bspline(image: sitk.Image, mask: sitk.Image, settings: dict, pyradiomics_resample: Callable) -> tuple:
-    """``pyradiomics_resample(image, mask, **settings)`` (PyRadiomics' ``resampleImage`` with a B-spline
-    interpolator) with the image's values computed by :func:`bspline_values`."""
+def resample_bspline(
+    image: sitk.Image, mask: sitk.Image, settings: dict, pyradiomics_resample: Callable, whole: sitk.Image | None = None
+) -> tuple:
+    """``pyradiomics_resample(whole, mask, **settings)`` (PyRadiomics' ``resampleImage`` with a B-spline
+    interpolator) with the image's values computed by :func:`bspline_values` from ``image``: ``whole`` or a crop of
+    it that holds every voxel the output grid needs. Every case left to PyRadiomics gets ``whole``, as it was given
+    (a crop changes ITK's rounding, and with it the sign of a voxel at zero)."""
+    whole = image if whole is None else whole
     if image.GetPixelID() not in FLOAT_PIXELS or min(image.GetSize()) < MIN_AXIS_VOXELS:
-        return pyradiomics_resample(image, mask, **settings)
+        return pyradiomics_resample(whole, mask, **settings)
     grid, resampled_mask = pyradiomics_resample(image, mask, **{**settings, "interpolator": sitk.sitkNearestNeighbor})
     if grid is None:
         return grid, resampled_mask
@@ -100,7 +115,7 @@ def resample_bspline(image: sitk.Image, mask: sitk.Image, settings: dict, pyradi
         return grid, resampled_mask
     values = bspline_values(image, grid)
     if values is None:
-        return pyradiomics_resample(image, mask, **settings)
+        return pyradiomics_resample(whole, mask, **settings)
     resampled = sitk.GetImageFromArray(values)
     resampled.CopyInformation(grid)
     return resampled, resampled_mask
