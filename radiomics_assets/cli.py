@@ -489,12 +489,13 @@ def cmd_predict(args) -> int:
     import json
 
     from radiomics_assets.errors import InputError
-    from radiomics_assets.features.extraction import configured_params_dir
     from radiomics_assets.paths import DataRoot
     from radiomics_assets.predict_ultrasound import predict_image
 
     root = DataRoot(_data_dir(args))
-    params_file = args.params or environment.read(environment.PARAMS_FILE) or configured_params_dir() / "us.yaml"
+    params_file = (
+        args.params or environment.read(environment.PARAMS_FILE) or environment.configured_params_dir() / "us.yaml"
+    )
     picture_dir = Path(args.picture_dir) if args.picture_dir else root.reports / "predictions"
     try:
         result = predict_image(

@@ -35,6 +35,13 @@ SHIPPED_PARAMS_DIR = _PACKAGE / "features" / "params"
 """The parameter files shipped with the package (``ct.yaml``, ``mr.yaml``, ``pt.yaml``, ``us.yaml``)."""
 # Unset stays "" (not the shipped path) so a run's recorded config never pins this installation's folder.
 PARAMS_DIR = Variable("RADIOMICS_PARAMS_DIR", "", "params_dir: per-modality parameter files (unset: the shipped ones)")
+
+
+def configured_params_dir() -> Path:
+    """``$RADIOMICS_PARAMS_DIR`` if set, else the shipped parameter files."""
+    return Path(read(PARAMS_DIR) or SHIPPED_PARAMS_DIR)
+
+
 PARAMS_FILE = Variable("RADIOMICS_PARAMS_FILE", "", "params_file: one parameter file for every modality")
 WORKERS = Variable("RADIOMICS_WORKERS", "0", "workers: worker processes per run (0 = one per usable core)")
 DASK_SCHEDULER = Variable("RADIOMICS_DASK_SCHEDULER", "", "dask_scheduler: the cluster running patient tasks")

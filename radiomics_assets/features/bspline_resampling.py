@@ -98,22 +98,19 @@ def bspline_values(image: sitk.Image, grid: sitk.Image) -> np.ndarray | None:
 
 
 def resample_bspline(
-    image: sitk.Image, mask: sitk.Image, settings: dict, pyradiomics_resample: Callable, whole: sitk.Image | None = None
+    image: sitk.Image, whole: sitk.Image, mask: sitk.Image, settings: dict, pyradiomics_resample: Callable
 ) -> tuple:
     """``pyradiomics_resample(whole, mask, **settings)`` (PyRadiomics' ``resampleImage`` with a B-spline
     interpolator) with the image's values computed by :func:`bspline_values` from ``image``: ``whole`` or a crop of
     it that holds every voxel the output grid needs. Every case left to PyRadiomics gets ``whole``, as it was given
     (a crop changes ITK's rounding, and with it the sign of a voxel at zero)."""
-    whole = image if whole is None else whole
     if image.GetPixelID() not in FLOAT_PIXELS or min(image.GetSize()) < MIN_AXIS_VOXELS:
         return pyradiomics_resample(whole, mask, **settings)
     grid, resampled_mask = pyradiomics_resample(image, mask, **{**settings, "interpolator": sitk.sitkNearestNeighbor})
     if grid is None:
         return grid, resampled_mask
-    if np.allclose(grid.GetSpacing(), image.GetSpacing()):
-        # PyRadiomics only cropped (the spacing it settled on is the image's): no value was interpolated.
-        return grid, resampled_mask
-    values = bspline_values(image, grid)
+    # Same spacing: PyRadiomics only crops, interpolating nothing; otherwise a grid ITK must take (values None).
+    values = None if np.allclose(grid.GetSpacing(), image.GetSpacing()) else bspline_values(image, grid)
     if values is None:
         return pyradiomics_resample(whole, mask, **settings)
     resampled = sitk.GetImageFromArray(values)

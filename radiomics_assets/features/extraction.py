@@ -81,11 +81,6 @@ def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None =
     return {m: Path(params_dir) / f"{m.lower()}.yaml" for m in MODALITIES}
 
 
-def configured_params_dir() -> Path:
-    """``$RADIOMICS_PARAMS_DIR`` if set, else the shipped parameter files."""
-    return Path(environment.read(environment.PARAMS_DIR) or PARAMS_DIR)
-
-
 def params_version(params: dict[str, Path]) -> str:
     """Hash of the parameter files' contents: changes whenever any file used for extraction changes."""
     digest = hashlib.sha256()

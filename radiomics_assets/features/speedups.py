@@ -333,7 +333,7 @@ def resample_image(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' 
     cropped = imageNode
     if np.prod(high - low) <= MIN_SAVING * np.prod(size) and imageNode.GetPixelID() in FLOAT_PIXELS:
         cropped = sitk.RegionOfInterest(imageNode, (high - low).tolist(), low.tolist())
-    return resample_bspline(cropped, maskNode, kwargs, _stock_resample_image, whole=imageNode)
+    return resample_bspline(cropped, imageNode, maskNode, kwargs, _stock_resample_image)
 
 
 # --- the ROI's bounding box ---------------------------------------------------------------------------------
@@ -378,14 +378,13 @@ def check_mask(imageNode, maskNode, **kwargs):  # noqa: N803 - PyRadiomics' name
     if (
         imageNode is None
         or maskNode is None
-        or maskNode.GetPixelID() not in INTEGER_LABEL_PIXELS
         or imageNode.GetNumberOfComponentsPerPixel() != 1
         or not _same_grid_exactly(imageNode, maskNode)
     ):
         return _stock_check_mask(imageNode, maskNode, **kwargs)
     label = int(kwargs.get("label", 1))
     box = label_box(maskNode, label)
-    if box is None:  # the label is absent: PyRadiomics says so
+    if box is None:  # the label is absent, or a mask type label_box leaves to PyRadiomics
         return _stock_check_mask(imageNode, maskNode, **kwargs)
     bounding_box = np.stack(box, axis=1).ravel()  # (L_x, U_x, L_y, U_y, L_z, U_z)
     extended = int(np.sum((bounding_box[1::2] - bounding_box[0::2] + 1) > 1))
@@ -470,8 +469,8 @@ def add_mask_elements(self, image, mask, label, prefix="original"):
     if prefix == "original":
         self.generalInfo[key + "Hash"] = generalinfo.sitk.Hash(mask)
     self.generalInfo[key + "Size"] = mask.GetSize()
-    box = self.generalInfo[key + "BoundingBox"]
-    self.generalInfo[key + "BoundingBox"] = tuple(int(v) for v in np.add(box[:3], start)) + tuple(box[3:])
+    in_crop = self.generalInfo[key + "BoundingBox"]  # (x, y, z of the lower corner, then the size)
+    self.generalInfo[key + "BoundingBox"] = tuple(int(v) for v in np.add(in_crop[:3], start)) + tuple(in_crop[3:])
     region = tuple(slice(lo, hi) for lo, hi in zip(low[::-1], high[::-1], strict=True))
     coordinates = np.nonzero(sitk.GetArrayViewFromImage(mask)[region] == label)  # NumPy order (z, y, x)
     n = coordinates[0].size

@@ -264,11 +264,6 @@ def imaging_summary(warehouse: Warehouse, patients: list[str] | None = None) -> 
     return out
 
 
-def _params_dir() -> Path:
-    # Read here rather than through features.extraction, which imports PyRadiomics; the rule is environment's.
-    return Path(environment.read(environment.PARAMS_DIR) or environment.SHIPPED_PARAMS_DIR)
-
-
 def extraction_summary(warehouse: Warehouse, root: DataRoot | None = None, patients: list[str] | None = None) -> dict:
     """Parameter files in full with their hashes (matched to ``features.params_hash``), their resampling,
     discretisation, normalisation and filters, PyRadiomics versions and the IBSI statement."""
@@ -290,7 +285,7 @@ def extraction_summary(warehouse: Warehouse, root: DataRoot | None = None, patie
     out["feature_classes"] = sorted(set(features.feature_class.astype(str)))
     out["pyradiomics_versions"] = sorted(set(features.pyradiomics_version.dropna().astype(str)))
     known = {}
-    directory = _params_dir()
+    directory = environment.configured_params_dir()
     if directory.is_dir():
         for path in sorted(directory.rglob("*.yaml")):
             known.setdefault(file_hash(path), path)
