@@ -2,7 +2,9 @@
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 from radiomics_assets.batch import run_patients
 from radiomics_assets.cli import partition_ranges, step_failure_messages
@@ -110,3 +112,64 @@ def test_interrupted_batch_keeps_the_stages_that_finished(tmp_path):
         assert con.sql("SELECT patient_id FROM series ORDER BY 1").fetchall() == [("P1",), ("P2",)]
         assert con.sql("SELECT count(*) FROM masks").fetchall() == [(2,)]
         assert con.sql("SELECT count(*) FROM features").fetchall() == [(0,)]
+
+
+def test_patients_extracted_in_memory_get_the_values_of_their_stored_files(tmp_path):
+    """With several patients each task extracts from the volumes and masks it has just stored, kept in memory: the
+    stored features are exactly those of the stored files read back (what PyRadiomics itself would be given)."""
+    from radiomics_assets.features import extract
+    from radiomics_assets.features.extraction import ExtractionTarget
+
+    write_cohort(SynthConfig(n_patients=2, seed=24, rows=48, columns=48, slices=16), tmp_path)
+    settings = RadiomicsConfig(data_dir=str(tmp_path)).patient_settings()
+    outcomes = list(run_patients(["SYN-0001", "SYN-0002"], {"studies", "roi_masks", "features"}, settings, workers=1))
+    assert not any(o.error for o in outcomes)
+    with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
+        pairs = con.sql(
+            "SELECT patient_id, series_uid, modality, roi, volume_path, mask_path FROM masks JOIN series "
+            "USING (patient_id, series_uid) ORDER BY patient_id"
+        ).fetchall()
+    stored = _features(tmp_path).set_index(["patient_id", "feature_class", "feature"]).value.sort_index()
+    assert len(pairs) == 2 and len(stored) == 2 * 107
+    for key, series_uid, modality, roi, volume_path, mask_path in pairs:
+        target = ExtractionTarget(
+            key, series_uid, modality, roi, sitk.ReadImage(volume_path), sitk.ReadImage(mask_path)
+        )
+        rows, _ = extract(target, settings.params[modality])
+        from_files = rows.set_index(["patient_id", "feature_class", "feature"]).value.sort_index()
+        pd.testing.assert_series_equal(stored.loc[[key]], from_files, check_exact=True)
+
+
+def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
+    """NRRD stores an oblique direction times the spacing, so it can come back a rounding step away: the copy kept in
+    memory takes the file's geometry, and features computed from either are the same numbers."""
+    from radiomics_assets.features import PARAMS_DIR, extract
+    from radiomics_assets.features.extraction import ExtractionTarget
+    from radiomics_assets.hashing import image_hash
+    from radiomics_assets.stored_images import write_stored_image
+
+    rng = np.random.default_rng(5)
+    image = sitk.GetImageFromArray(rng.normal(40.0, 30.0, size=(12, 20, 20)).astype(np.float32))
+    mask = sitk.GetImageFromArray(np.pad(np.ones((6, 10, 10), np.uint8), ((3, 3), (5, 5), (5, 5))))
+    rotation = sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix()
+    for volume in (image, mask):
+        volume.SetSpacing((0.7031249, 0.7031249, 2.5))
+        volume.SetOrigin((-180.123, -90.456, 33.3))
+        volume.SetDirection(rotation)
+    kept = {name: write_stored_image(volume, tmp_path / f"{name}.nrrd") for name, volume in [("i", image), ("m", mask)]}
+    read = {name: sitk.ReadImage(str(tmp_path / f"{name}.nrrd")) for name in kept}
+    assert read["i"].GetDirection() != image.GetDirection()  # the case this guards against does occur
+    for name in kept:
+        assert image_hash(kept[name]) == image_hash(read[name])
+    assert write_stored_image(mask, tmp_path / "again.nrrd") is not mask
+    axis_aligned = sitk.Image(mask)
+    axis_aligned.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    # Even an identity direction comes back as 0.9999999999999999 with this spacing (0.7031249 x 1 / 0.7031249) ...
+    assert write_stored_image(axis_aligned, tmp_path / "aligned.nrrd") is not axis_aligned
+    axis_aligned.SetSpacing((0.5, 0.75, 2.5))  # ... and is kept as it is with spacings that divide exactly
+    assert write_stored_image(axis_aligned, tmp_path / "aligned.nrrd") is axis_aligned
+    values = {}
+    for source, pair in (("kept", kept), ("read", read)):
+        rows, _ = extract(ExtractionTarget("P", "1", "CT", "GTV", pair["i"], pair["m"]), PARAMS_DIR / "ct.yaml")
+        values[source] = rows.set_index(["feature_class", "feature"]).value
+    pd.testing.assert_series_equal(values["kept"], values["read"], check_exact=True)

@@ -362,3 +362,39 @@ def test_mask_diagnostics_of_2d_images_and_the_background_label_are_pyradiomics_
             add(info, None, mask, 0)
         outcomes.append(({k: str(v) for k, v in info.generalInfo.items()}, str(error.value).splitlines()[-1]))
     assert outcomes[0] == outcomes[1]
+
+
+def test_image_diagnostics_without_the_float64_copy_are_pyradiomics_own():
+    """Mean, minimum and maximum of the whole image from the voxels in place (the mean as NumPy's pairwise sum of the
+    float64 values, leaf by leaf): the same doubles as PyRadiomics' float64 copy, on images larger than one leaf, of
+    odd sizes, with values spanning many magnitudes, integer and 2D images, and a NaN."""
+    from radiomics import generalinfo
+
+    rng = np.random.default_rng(9)
+    wide = (rng.normal(size=(37, 211, 173)) * 10.0 ** rng.integers(-6, 7, size=(37, 211, 173))).astype(np.float32)
+    with_nan = rng.normal(0, 1, (9, 40, 41)).astype(np.float32)
+    with_nan[4, 20, 20] = np.nan
+    images = {
+        "float32, 1.35 M voxels": wide,
+        "float64": rng.normal(-500, 400, (13, 257, 129)),
+        "int16 CT": rng.integers(-1024, 3000, (21, 300, 301)).astype(np.int16),
+        "uint8 2D": rng.integers(0, 256, (403, 517)).astype(np.uint8),
+        "float32 with a NaN": with_nan,
+        "float32, one leaf": rng.normal(0, 1, (1, 256, 256)).astype(np.float32),
+    }
+    for name, array in images.items():
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.7, 0.9, 2.5)[: image.GetDimension()])
+        for prefix in ("original", "interpolated"):
+            fast, stock = generalinfo.GeneralInfo(), generalinfo.GeneralInfo()
+            speedups.add_image_elements(fast, image, prefix)
+            speedups._stock_add_image_elements(stock, image, prefix)
+            assert list(fast.generalInfo) == list(stock.generalInfo), name
+            for key, value in stock.generalInfo.items():
+                assert type(fast.generalInfo[key]) is type(value) and str(fast.generalInfo[key]) == str(value), (
+                    name,
+                    key,
+                )
+                if isinstance(value, np.float64) and not np.isnan(value):
+                    assert fast.generalInfo[key] == value, (name, key)
+    assert speedups.pairwise_sum_float64(wide.ravel()) == np.add.reduce(wide.ravel().astype(np.float64))

@@ -10,19 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import SimpleITK as sitk
-
 from radiomics_assets.errors import DicomInputError
 from radiomics_assets.ingest.dicom_headers import PatientFiles, scan_inbox
 from radiomics_assets.ingest.file_pairs import FilePair, pair_beside_dicom, scan_file_pairs
 from radiomics_assets.ingest.manifests import manifest_files
 from radiomics_assets.paths import DataRoot
+from radiomics_assets.stored_images import Volumes
 
 log = logging.getLogger(__name__)
-
-
-Volumes = dict[str, sitk.Image]
-"""Stored volumes already in memory, by path."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +30,8 @@ class PatientInputs:
     where: str
     """Where they were looked for, for error messages."""
     volumes: Volumes = field(default_factory=dict, compare=False)
-    """Volumes stored by this process's ingest, by path: the masks stage uses them instead of reading them back."""
+    """Volumes and masks this process stored or read for the patient, by path: later stages use them instead of
+    reading them back."""
 
     def require_dicom(self) -> PatientFiles:
         if self.dicom is None:

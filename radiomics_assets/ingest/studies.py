@@ -18,17 +18,9 @@ from radiomics_assets.ingest.file_pairs import (
     pair_modality,
     read_pair_image_described,
 )
-from radiomics_assets.ingest.patient_lookup import PatientInputs, Volumes, patient_inputs
+from radiomics_assets.ingest.patient_lookup import PatientInputs, patient_inputs
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
-
-
-def _store_volume(image: sitk.Image, volume_path: Path, inputs: PatientInputs) -> None:
-    sitk.WriteImage(image, str(volume_path), useCompression=True)
-    inputs.volumes[str(volume_path)] = image
-
-
-def stored_volume(volume_path: str, volumes: Volumes) -> sitk.Image:
-    return volumes[volume_path] if volume_path in volumes else sitk.ReadImage(volume_path)
+from radiomics_assets.stored_images import write_stored_image
 
 
 def _store_series(
@@ -49,7 +41,7 @@ def _store_series(
     out_dir = root.volumes / inputs.key
     out_dir.mkdir(parents=True, exist_ok=True)
     volume_path = out_dir / f"{patient_key(identity['series_uid'])}{STORED_IMAGE_SUFFIX}"
-    _store_volume(image, volume_path, inputs)
+    image = inputs.volumes[str(volume_path)] = write_stored_image(image, volume_path)
     size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
     return {
         "patient_id": inputs.key,

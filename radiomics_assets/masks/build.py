@@ -21,8 +21,7 @@ from radiomics_assets.ingest.dicom_headers import DicomFile
 from radiomics_assets.ingest.file_pairs import (
     FilePair,
 )
-from radiomics_assets.ingest.patient_lookup import PatientInputs, Volumes, patient_inputs
-from radiomics_assets.ingest.studies import stored_volume
+from radiomics_assets.ingest.patient_lookup import PatientInputs, patient_inputs
 from radiomics_assets.masks.autoseg import (
     SEEDED_METHODS,
     SEEDS_FILE,
@@ -37,17 +36,28 @@ from radiomics_assets.masks.pairing import image_series_for
 from radiomics_assets.masks.rtstruct import RoiContours, rasterise, read_structure_set, select_rois
 from radiomics_assets.masks.sources import MaskSource
 from radiomics_assets.paths import STORED_IMAGE_SUFFIX, DataRoot, patient_key
+from radiomics_assets.stored_images import Volumes, stored_image, write_stored_image
 
 log = logging.getLogger(__name__)
 
 
-def _mask_row(root: DataRoot, key: str, series_uid: str, roi: str, kind: str, sources: list[Path], mask: sitk.Image):
-    """Write ``mask`` under ``masks/<patient>/`` and return its ``masks`` row."""
+def _mask_row(
+    root: DataRoot,
+    key: str,
+    series_uid: str,
+    roi: str,
+    kind: str,
+    sources: list[Path],
+    mask: sitk.Image,
+    volumes: Volumes,
+) -> dict:
+    """Write ``mask`` under ``masks/<patient>/`` (kept in ``volumes`` for the features) and return its ``masks``
+    row."""
     out_dir = root.masks / key
     out_dir.mkdir(parents=True, exist_ok=True)
     voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     mask_path = out_dir / f"{patient_key(series_uid)}__{patient_key(roi)}{STORED_IMAGE_SUFFIX}"
-    sitk.WriteImage(mask, str(mask_path), useCompression=True)
+    mask = volumes[str(mask_path)] = write_stored_image(mask, mask_path)
     return {
         "patient_id": key,
         "series_uid": series_uid,
@@ -65,11 +75,11 @@ def _file_pair_masks(
     root: DataRoot, pair: FilePair, series: pd.DataFrame, resample: bool, volumes: Volumes
 ) -> pd.DataFrame:
     target = series.iloc[0]
-    image = stored_volume(target.volume_path, volumes)
+    image = stored_image(target.volume_path, volumes)
     masks = read_pair_masks(pair, image, resample_masks_to_image=resample)
     return pd.DataFrame(
         [
-            _mask_row(root, pair.key, target.series_uid, roi, MaskSource.FILE, pair.masks, mask)
+            _mask_row(root, pair.key, target.series_uid, roi, MaskSource.FILE, pair.masks, mask, volumes)
             for roi, mask in masks.items()
         ]
     )
@@ -143,13 +153,15 @@ def _rtstruct_rows(
                 f"placed on ({target.series_uid}, {target.modality}) is on {target.frame_of_reference_uid}; add the "
                 "series the ROI was drawn on, or remove the ROI"
             )
-        image = stored_volume(target.volume_path, volumes)
+        image = stored_image(target.volume_path, volumes)
         for roi in group:
             mask = rasterise(roi, image, source=rt.path)
             if not sitk.GetArrayViewFromImage(mask).any():
                 empty.append(roi)
                 continue
-            rows.append(_mask_row(root, key, target.series_uid, roi.name, MaskSource.RTSTRUCT, [rt.path], mask))
+            rows.append(
+                _mask_row(root, key, target.series_uid, roi.name, MaskSource.RTSTRUCT, [rt.path], mask, volumes)
+            )
     for roi in empty:
         log.warning("%s: ROI %r has no contour inside a voxel; left out (patient %s)", rt.path, roi.name, key)
     if not rows:
@@ -171,7 +183,7 @@ def _seg_rows(
     frame_uid = segmentation.frame_of_reference_uid or seg_file.frame_of_reference_uid
     frames = frame_corners_mm(segmentation, segments)
     target = image_series_for(series, segmentation.referenced_series_uids, frame_uid, seg_file.path, "SEG", frames)
-    masks = segment_masks(segmentation, segments, stored_volume(target.volume_path, volumes))
+    masks = segment_masks(segmentation, segments, stored_image(target.volume_path, volumes))
     rows = []
     for segment in segments:
         mask = masks[segment.number]
@@ -179,7 +191,9 @@ def _seg_rows(
             raise DicomInputError(
                 f"{seg_file.path}: segment {segment.number} {segment.label!r} is empty on series {target.series_uid}"
             )
-        rows.append(_mask_row(root, key, target.series_uid, segment.label, MaskSource.SEG, [seg_file.path], mask))
+        rows.append(
+            _mask_row(root, key, target.series_uid, segment.label, MaskSource.SEG, [seg_file.path], mask, volumes)
+        )
     return rows
 
 
@@ -206,10 +220,10 @@ def _auto_rows(
                 target.series_uid,
             )
             continue
-        image = stored_volume(target.volume_path, volumes)
+        image = stored_image(target.volume_path, volumes)
         mask = segment_lesion(image, auto, seed, f"patient {key} {target.modality} series {target.series_uid}")
         sources = [seeds_path] if seed is not None else []
-        rows.append(_mask_row(root, key, target.series_uid, auto.roi_name, auto.source_kind, sources, mask))
+        rows.append(_mask_row(root, key, target.series_uid, auto.roi_name, auto.source_kind, sources, mask, volumes))
     return rows
 
 
