@@ -120,7 +120,10 @@ def test_patients_extracted_in_memory_get_the_values_of_their_stored_files(tmp_p
     from radiomics_assets.features import extract
     from radiomics_assets.features.extraction import ExtractionTarget
 
-    write_cohort(SynthConfig(n_patients=2, seed=24, rows=48, columns=48, slices=16), tmp_path)
+    # 0.7031249 mm: a spacing whose direction NRRD gives back a rounding step away from the identity
+    write_cohort(
+        SynthConfig(n_patients=2, seed=24, rows=48, columns=48, slices=16, pixel_spacing_mm=0.7031249), tmp_path
+    )
     settings = RadiomicsConfig(data_dir=str(tmp_path)).patient_settings()
     outcomes = list(run_patients(["SYN-0001", "SYN-0002"], {"studies", "roi_masks", "features"}, settings, workers=1))
     assert not any(o.error for o in outcomes)
@@ -132,6 +135,13 @@ def test_patients_extracted_in_memory_get_the_values_of_their_stored_files(tmp_p
     stored = _features(tmp_path).set_index(["patient_id", "feature_class", "feature"]).value.sort_index()
     assert len(pairs) == 2 and len(stored) == 2 * 107
     for key, series_uid, modality, roi, volume_path, mask_path in pairs:
+        volume, mask = sitk.ReadImage(volume_path), sitk.ReadImage(mask_path)
+        assert volume.GetDirection() != (1, 0, 0, 0, 1, 0, 0, 0, 1)  # the case that needs care does occur
+        assert (volume.GetSpacing(), volume.GetOrigin(), volume.GetDirection()) == (
+            mask.GetSpacing(),
+            mask.GetOrigin(),
+            mask.GetDirection(),
+        )
         target = ExtractionTarget(
             key, series_uid, modality, roi, sitk.ReadImage(volume_path), sitk.ReadImage(mask_path)
         )
@@ -141,35 +151,41 @@ def test_patients_extracted_in_memory_get_the_values_of_their_stored_files(tmp_p
 
 
 def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
-    """NRRD stores an oblique direction times the spacing, so it can come back a rounding step away: the copy kept in
-    memory takes the file's geometry, and features computed from either are the same numbers."""
+    """NRRD stores the direction times the spacing, so the geometry can come back a rounding step away (an oblique
+    series; even an identity direction at 0.7031249 mm), and writing what was read back can move it again. The copy
+    kept in memory keeps the written geometry, a mask written on it gives back the volume file's grid, and what
+    extraction gets from memory (``as_read_back``) is exactly the file: the same features as from the files."""
     from radiomics_assets.features import PARAMS_DIR, extract
     from radiomics_assets.features.extraction import ExtractionTarget
     from radiomics_assets.hashing import image_hash
-    from radiomics_assets.stored_images import write_stored_image
+    from radiomics_assets.stored_images import as_read_back, write_stored_image
 
     rng = np.random.default_rng(5)
     image = sitk.GetImageFromArray(rng.normal(40.0, 30.0, size=(12, 20, 20)).astype(np.float32))
     mask = sitk.GetImageFromArray(np.pad(np.ones((6, 10, 10), np.uint8), ((3, 3), (5, 5), (5, 5))))
-    rotation = sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix()
-    for volume in (image, mask):
-        volume.SetSpacing((0.7031249, 0.7031249, 2.5))
-        volume.SetOrigin((-180.123, -90.456, 33.3))
-        volume.SetDirection(rotation)
-    kept = {name: write_stored_image(volume, tmp_path / f"{name}.nrrd") for name, volume in [("i", image), ("m", mask)]}
-    read = {name: sitk.ReadImage(str(tmp_path / f"{name}.nrrd")) for name in kept}
-    assert read["i"].GetDirection() != image.GetDirection()  # the case this guards against does occur
-    for name in kept:
-        assert image_hash(kept[name]) == image_hash(read[name])
-    assert write_stored_image(mask, tmp_path / "again.nrrd") is not mask
-    axis_aligned = sitk.Image(mask)
-    axis_aligned.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
-    # Even an identity direction comes back as 0.9999999999999999 with this spacing (0.7031249 x 1 / 0.7031249) ...
-    assert write_stored_image(axis_aligned, tmp_path / "aligned.nrrd") is not axis_aligned
-    axis_aligned.SetSpacing((0.5, 0.75, 2.5))  # ... and is kept as it is with spacings that divide exactly
-    assert write_stored_image(axis_aligned, tmp_path / "aligned.nrrd") is axis_aligned
-    values = {}
-    for source, pair in (("kept", kept), ("read", read)):
-        rows, _ = extract(ExtractionTarget("P", "1", "CT", "GTV", pair["i"], pair["m"]), PARAMS_DIR / "ct.yaml")
-        values[source] = rows.set_index(["feature_class", "feature"]).value
-    pd.testing.assert_series_equal(values["kept"], values["read"], check_exact=True)
+    for direction, spacing in [
+        (sitk.VersorTransform((0.3, -0.2, 0.9), 0.4).GetMatrix(), (0.7031249, 0.7031249, 2.5)),
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), (0.7031249, 0.7031249, 2.5)),
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), (0.5, 0.75, 2.5)),  # comes back exactly: nothing to copy
+    ]:
+        kept = {}
+        for name, volume in (("image", image), ("mask", mask)):
+            volume.SetSpacing(spacing)
+            volume.SetOrigin((-180.123, -90.456, 33.3))
+            volume.SetDirection(direction)
+            write_stored_image(volume, tmp_path / f"{name}.nrrd")
+            kept[str(tmp_path / f"{name}.nrrd")] = volume
+        paths = list(kept)
+        read = [sitk.ReadImage(path) for path in paths]
+        from_memory = [as_read_back(path, kept) for path in paths]
+        grids = [(i.GetSpacing(), i.GetOrigin(), i.GetDirection()) for i in read]
+        assert grids[0] == grids[1]  # the mask file has the volume file's grid
+        for in_memory, from_file in zip(from_memory, read, strict=True):
+            assert image_hash(in_memory) == image_hash(from_file)
+        exact = spacing[0] == 0.5
+        assert (from_memory[0] is image) == exact and (read[0].GetDirection() == direction) == exact
+        values = {}
+        for source, (volume, roi) in (("memory", from_memory), ("files", read)):
+            rows, _ = extract(ExtractionTarget("P", "1", "CT", "GTV", volume, roi), PARAMS_DIR / "ct.yaml")
+            values[source] = rows.set_index(["feature_class", "feature"]).value
+        pd.testing.assert_series_equal(values["memory"], values["files"], check_exact=True)

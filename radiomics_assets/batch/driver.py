@@ -5,14 +5,15 @@ busy. So one call handles a batch of patients, in a pool of worker processes or,
 configured, on the workers of that cluster (``batch.executors`` decides; both are a ``concurrent.futures`` executor,
 so the wait loop below is the same). With several patients, one task does a patient's every selected stage (DICOM
 reading, masks, then the extraction of each (series, ROI)) on the volumes and masks it has just stored, kept in
-memory exactly as stored; with one patient, or without the masks stage, extraction runs per (series, ROI) so the
-patient's series share the workers, each reading its volume and mask. Each worker holds one task's volumes at a
-time, which bounds memory per worker.
+memory (extraction sees them with their files' geometry: ``stored_images``); with one patient, or without the
+masks stage, extraction runs per (series, ROI) so the patient's series share the workers, each reading its volume
+and mask. Each worker holds one task's volumes at a time, which bounds memory per worker.
 
 Only the calling process writes to the warehouse (one writer per batch, one transaction per patient once
 its stages have run; a batch that is interrupted first stores what its unfinished patients' ingest and masks
-produced, for the patients whose extraction was split into tasks), so a failing patient leaves its earlier rows
-and every other patient's rows intact. The outcome of each patient is yielded as soon as it is known; the caller
+produced, for the patients whose extraction was split into tasks; a whole-patient task whose worker is lost stores
+nothing of this run for that patient and says so), so a failing patient leaves its earlier rows and every other
+patient's rows intact. The outcome of each patient is yielded as soon as it is known; the caller
 (the Dagster layer) turns it into per-partition events.
 """
 
@@ -39,7 +40,7 @@ from radiomics_assets.errors import ExtractionError, InputError, ParameterFileEr
 from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, load_extractor, prepare_pyradiomics
 from radiomics_assets.masks.build import MaskOptions
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.stored_images import Volumes, stored_image
+from radiomics_assets.stored_images import Volumes, as_read_back, stored_image
 from radiomics_assets.warehouse import Warehouse
 
 STAGES = ("studies", "roi_masks", "features")
@@ -171,7 +172,7 @@ def _extract_one(
     settings: PatientSettings, key: str, series_row: dict, mask_row: dict, volumes: Volumes | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Features and diagnostics of one (series, ROI); runs in a worker. The volume and mask are the copies in
-    ``volumes`` if the worker has them, else read from their files."""
+    ``volumes`` if the worker has them (with their files' geometry), else read from their files."""
     from radiomics_assets.features.candidate_average import extract_candidate_average
     from radiomics_assets.features.extraction import ExtractionTarget, extract
     from radiomics_assets.ingest.file_pairs import png_bits
@@ -183,8 +184,8 @@ def _extract_one(
         series_uid=series_row["series_uid"],
         modality=series_row["modality"],
         roi=mask_row["roi"],
-        image=stored_image(series_row["volume_path"], volumes),
-        mask=stored_image(mask_row["mask_path"], volumes),
+        image=as_read_back(series_row["volume_path"], volumes),
+        mask=as_read_back(mask_row["mask_path"], volumes),
         data_bits=png_bits(series_row.get("units")) if str(series_row["series_uid"]).startswith("file-") else None,
         source=str(series_row.get("source_path") or ""),
     )
@@ -280,7 +281,7 @@ class _Batch:
         if self.n_patients == 1 and not self.dask_scheduler:
             volumes = self.in_process_volumes
             self.submit(InProcessExecutor(), "prepare", key, _prepare, self.settings, key, self.stages, volumes)
-        elif {"roi_masks", "features"} <= self.stages:
+        elif self.n_patients > 1 and {"roi_masks", "features"} <= self.stages:
             self.submit(
                 self.pool(self.n_patients), "patient", key, _prepare_and_extract, self.settings, key, self.stages
             )
@@ -343,7 +344,11 @@ class _Batch:
         key = outcome.key
         self.waiting[key], self.extracted[key], self.remaining[key] = outcome, [], len(pairs)
         pool = self.pool(len(pairs) if self.n_patients == 1 else self.workers)
-        volumes = self.in_process_volumes if isinstance(pool, InProcessExecutor) else None
+        # The patient's volumes stay in memory only for its extraction in this process, one patient per batch.
+        in_process = self.n_patients == 1 and isinstance(pool, InProcessExecutor)
+        volumes = self.in_process_volumes if in_process else None
+        if not in_process:
+            self.in_process_volumes.clear()
         for series_row, mask_row in pairs:
             self.submit(pool, "features", key, _extract_one, self.settings, key, series_row, mask_row, volumes)
         return None
@@ -365,6 +370,16 @@ class _Batch:
         del self.waiting[key], self.extracted[key], self.remaining[key]
         return self.store(outcome)
 
+    def task_lost(self, kind: str, key: str, exc: Exception) -> PatientOutcome:
+        """A patient task that ended without its outcome (its worker died): failed at its first selected stage."""
+        first = next(stage for stage in STAGES if stage in self.stages)
+        problem = _describe(exc)
+        if kind == "patient":  # one task did every stage: which one the worker died in is not known
+            problem = (
+                f"worker lost during the patient's ingest, masks or extraction; nothing of this run stored: {problem}"
+            )
+        return PatientOutcome(key).fail(first, problem)
+
     def finished(self) -> Iterator[PatientOutcome]:
         """Outcomes in the order the patients finish, until no task is left."""
         while self.pending or self.backlog:
@@ -382,7 +397,7 @@ class _Batch:
                     try:
                         result = future.result()
                     except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by the OS
-                        outcome = PatientOutcome(key).fail("studies", _describe(exc))
+                        outcome = self.task_lost(kind, key, exc)
                     else:
                         outcome = self.store(result) if kind == "patient" else self.prepared(result)
                 if outcome is not None:

@@ -523,8 +523,15 @@ def add_image_elements(self, image, prefix="original"):
     PyRadiomics makes for its mean, minimum and maximum: 200 MB and a third of extraction time on a full CT. The
     minimum and maximum are those of the voxels themselves (converting to float64 is exact and keeps their order),
     the mean is NumPy's pairwise sum of the float64 values (:func:`pairwise_sum_float64`) over their number: the
-    same doubles. Vector images and 64-bit integer images go to PyRadiomics' method."""
+    same doubles. Vector images and 64-bit integer images go to PyRadiomics' method, and so does an image whose mean
+    is NaN (which NaN's bits survive depends on the order of the additions) or whose minimum or maximum is a zero
+    when it holds a -0.0 (which zero a minimum returns depends on NumPy's float32 or float64 loop)."""
     if image.GetPixelID() not in EXACT_SUM_PIXELS:
+        return _stock_add_image_elements(self, image, prefix)
+    voxels = sitk.GetArrayViewFromImage(image).ravel()  # C order, a view: the buffer itself
+    mean = np.float64(pairwise_sum_float64(voxels) / voxels.size)
+    low, high = np.float64(np.min(voxels)), np.float64(np.max(voxels))
+    if np.isnan(mean) or ((low == 0 or high == 0) and np.any(np.signbit(voxels[voxels == 0]))):
         return _stock_add_image_elements(self, image, prefix)
     key = f"{self.generalInfo_prefix}Image-"
     if prefix == "original":
@@ -532,10 +539,9 @@ def add_image_elements(self, image, prefix="original"):
         self.generalInfo[key + "original_Dimensionality"] = "%iD" % image.GetDimension()  # noqa: UP031 - its text
     self.generalInfo[f"{key}{prefix}_Spacing"] = image.GetSpacing()
     self.generalInfo[f"{key}{prefix}_Size"] = image.GetSize()
-    voxels = sitk.GetArrayViewFromImage(image).ravel()  # C order, a view: the buffer itself
-    self.generalInfo[f"{key}{prefix}_Mean"] = np.float64(pairwise_sum_float64(voxels) / voxels.size)
-    self.generalInfo[f"{key}{prefix}_Minimum"] = np.float64(np.min(voxels))
-    self.generalInfo[f"{key}{prefix}_Maximum"] = np.float64(np.max(voxels))
+    self.generalInfo[f"{key}{prefix}_Mean"] = mean
+    self.generalInfo[f"{key}{prefix}_Minimum"] = low
+    self.generalInfo[f"{key}{prefix}_Maximum"] = high
 
 
 # --- switching them on and off ------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def _store_series(
     out_dir = root.volumes / inputs.key
     out_dir.mkdir(parents=True, exist_ok=True)
     volume_path = out_dir / f"{patient_key(identity['series_uid'])}{STORED_IMAGE_SUFFIX}"
-    image = inputs.volumes[str(volume_path)] = write_stored_image(image, volume_path)
+    write_stored_image(image, volume_path)
+    inputs.volumes[str(volume_path)] = image
     size, spacing, origin = image.GetSize(), image.GetSpacing(), image.GetOrigin()
     return {
         "patient_id": inputs.key,

@@ -57,7 +57,8 @@ def _mask_row(
     out_dir.mkdir(parents=True, exist_ok=True)
     voxels = int(sitk.GetArrayViewFromImage(mask).sum())
     mask_path = out_dir / f"{patient_key(series_uid)}__{patient_key(roi)}{STORED_IMAGE_SUFFIX}"
-    mask = volumes[str(mask_path)] = write_stored_image(mask, mask_path)
+    write_stored_image(mask, mask_path)
+    volumes[str(mask_path)] = mask
     return {
         "patient_id": key,
         "series_uid": series_uid,
