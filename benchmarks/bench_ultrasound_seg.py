@@ -11,7 +11,9 @@ What is measured
    the number of misses (Dice < 0.5) and of poor masks (Dice < 0.7). Also: how well the segmentation's own
    confidence (the contrast it records in the mask, ``masks.ultrasound.CONTRAST_KEY``, and the candidate agreement)
    ranks the masks by Dice (Spearman), and, with ``--oracle``, the Dice of the best of the candidates (chosen with
-   the ground truth: the ceiling of any rule that picks among them).
+   the ground truth: the ceiling of any rule that picks among them). With ``--clicks N``, the same for N random
+   clicks per image anywhere at least 3 px inside the expert outline, and N in its inner half: a user's click is
+   rarely the deepest point.
 2. Classifier: two temporary data roots, run headless with ``radiomics-assets run`` (the real pipeline: sensor
    index, manifests, Dagster runs, PyRadiomics, nested CV): one with the ground-truth mask files, one with the
    images alone plus ``seeds.csv`` and ``RADIOMICS_AUTO_SEGMENTATION=ultrasound``. Both get the same
@@ -28,6 +30,7 @@ How to run
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --keep /tmp/busi_bench   # keep the two data roots
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only --oracle
+    .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only --clicks 3   # clicks off the centre
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --candidate-features   # three arms
     .venv/bin/python benchmarks/bench_ultrasound_features.py /tmp/busi_bench     # per-feature ICC, see there
 """
@@ -154,6 +157,32 @@ def measure_segmentation(cases, oracle: bool = False) -> dict[str, tuple[int, in
     return seeds
 
 
+CLICK_DEPTH_PX = 3
+"""A click is at least this far inside the expert outline (a click on the edge is not a click in the lesion)."""
+
+
+def measure_click_positions(cases, clicks_per_image: int, seed: int = 1) -> None:
+    """Dice when the click is not at the lesion's deepest point: ``clicks_per_image`` points drawn uniformly among
+    the pixels at least ``CLICK_DEPTH_PX`` inside the expert outline, and the same among those in the inner half
+    (distance to the edge at least half its maximum), per image, with a fixed random seed."""
+    settings = AutoSegmentation(method="ultrasound")
+    rng = np.random.default_rng(seed)
+    dices: dict[str, list[float]] = {"anywhere inside": [], "inner half": []}
+    for key, pair in cases:
+        truth = ground_truth(pair)
+        depth = ndimage.distance_transform_edt(truth)
+        image = read_pair_image(pair)
+        pools = {"anywhere inside": depth >= CLICK_DEPTH_PX, "inner half": depth >= 0.5 * depth.max()}
+        for name, pool in pools.items():
+            points = np.argwhere(pool)
+            for row, column in points[rng.choice(len(points), min(clicks_per_image, len(points)), replace=False)]:
+                mask = segment_lesion(image, settings, Seed(None, "", "benchmark", (int(column), int(row))), key)
+                dices[name].append(dice(sitk.GetArrayFromImage(mask)[0] > 0, truth))
+    for name, values in dices.items():
+        misses = sum(d < 0.7 for d in values)
+        print(f"clicks {name} ({clicks_per_image} per image): Dice {quartiles(values)}; < 0.7 on {misses}")
+
+
 def write_root(root: Path, cases, seeds: dict[str, tuple[int, int]] | None) -> None:
     """A data root with the images (and their mask files unless ``seeds`` is given), labels.csv and seeds.csv."""
     for _key, pair in cases:
@@ -234,6 +263,13 @@ def main() -> int:
         action="store_true",
         help="a third run: seeded masks with features averaged over the candidate outlines, and extraction times",
     )
+    parser.add_argument(
+        "--clicks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also the Dice of N random clicks per image anywhere inside the lesion and in its inner half",
+    )
     args = parser.parse_args()
     if not args.source.is_dir():
         print(f"no BUSI sample at {args.source}", file=sys.stderr)
@@ -241,6 +277,8 @@ def main() -> int:
     cases = lesion_cases(args.source)
     print(f"{len(cases)} benign/malignant images from {args.source}")
     seeds = measure_segmentation(cases, args.oracle)
+    if args.clicks:
+        measure_click_positions(cases, args.clicks)
     if args.segmentation_only:
         return 0
     base = args.keep or Path(tempfile.mkdtemp(prefix="busi_bench_"))

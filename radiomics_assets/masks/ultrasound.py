@@ -51,6 +51,15 @@ like the lesion, does not lower the right region's contrast): 0.839, 0.792. The 
 malignant lesions with posterior shadowing (the region takes in the shadow or stops at an inner edge; Dice 0.52,
 0.53, 0.72) and an image whose ground truth holds two lesions (one click finds one: 0.76).
 
+Where the click lands matters more than any of these (``bench_ultrasound_seg.py --clicks 3``): three random clicks
+per image anywhere at least 3 px inside the lesion instead of at its deepest point give median Dice 0.822, lower
+quartile 0.700 (30 of 120 below 0.7); in the lesion's inner half 0.836, 0.787 (16 of 120). Neither of two fixes
+helped (measured on other random clicks of the same kinds, lower quartile 0.746 before): segmenting again from the
+deepest point of the first mask (always, or when it has the higher contrast or candidate agreement; lower quartile
+0.756-0.771 for such clicks, but 0.780-0.801 instead of 0.804 for clicks at the deepest point), and marker discs
+limited to the pixels of the click's grey level (within 20 levels or half the local standard deviation: lower
+quartile 0.43-0.51 for such clicks, since a dark lesion's speckle splits the disc).
+
 Confidence: the chosen candidate's contrast and the agreement of the candidates are stored in the mask's header
 (``CONTRAST_KEY``, ``AGREEMENT_KEY``); on the sample they rank the masks by Dice with Spearman 0.42 and 0.41
 (``masks/ultrasound_quality.py`` reports them).
