@@ -189,3 +189,22 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
             rows, _ = extract(ExtractionTarget("P", "1", "CT", "GTV", volume, roi), PARAMS_DIR / "ct.yaml")
             values[source] = rows.set_index(["feature_class", "feature"]).value
         pd.testing.assert_series_equal(values["memory"], values["files"], check_exact=True)
+
+
+def test_a_lost_whole_patient_task_says_that_nothing_of_the_run_is_stored(tmp_path):
+    """A patient task whose worker died has no outcome: the patient fails at its first selected stage, and a task that
+    did every stage says that none of them was stored (it cannot know which one the worker died in)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from radiomics_assets.batch.driver import STAGES, PatientSettings, _Batch
+    from radiomics_assets.features import params_by_modality
+
+    settings = PatientSettings(data_dir=tmp_path, params=params_by_modality())
+    lost = BrokenProcessPool("A process in the process pool was terminated abruptly")
+    whole = _Batch(frozenset(STAGES), settings, workers=2, n_patients=3).task_lost("patient", "P1", lost)
+    assert (whole.failed_stage, whole.done_stages) == ("studies", [])
+    assert whole.error.startswith("worker lost during the patient's ingest, masks or extraction; nothing of this run")
+    assert whole.error.endswith("BrokenProcessPool: A process in the process pool was terminated abruptly")
+    masks_only = _Batch(frozenset({"roi_masks", "features"}), settings, workers=2, n_patients=3)
+    split = masks_only.task_lost("prepare", "P2", lost)
+    assert split.failed_stage == "roi_masks" and split.error.startswith("BrokenProcessPool")
