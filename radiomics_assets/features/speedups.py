@@ -489,16 +489,7 @@ def add_mask_elements(self, image, mask, label, prefix="original"):
 # --- the image's diagnostics: mean, minimum and maximum without a float64 copy ----------------------------------
 
 _stock_add_image_elements = generalinfo.GeneralInfo.addImageElements
-EXACT_SUM_PIXELS = (
-    sitk.sitkUInt8,
-    sitk.sitkInt8,
-    sitk.sitkUInt16,
-    sitk.sitkInt16,
-    sitk.sitkUInt32,
-    sitk.sitkInt32,
-    sitk.sitkFloat32,
-    sitk.sitkFloat64,
-)
+EXACT_SUM_PIXELS = _SCALAR_PIXEL_TYPES - {sitk.sitkUInt64, sitk.sitkInt64}
 """Pixel types that float64 holds exactly, so each voxel's float64 copy is one exact conversion."""
 PAIRWISE_LEAF = 1 << 16
 """Voxels converted to float64 at a time by :func:`pairwise_sum_float64`: 512 kB, far below a full CT's 200 MB."""
