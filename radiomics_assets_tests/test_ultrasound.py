@@ -39,7 +39,11 @@ from radiomics_assets.masks.autoseg import (
     segment_lesion,
 )
 from radiomics_assets.masks.ultrasound import (
+    AGREEMENT_WEIGHT,
     SEED_KEY,
+    Candidate,
+    choose_candidate,
+    seeded_candidates,
     segment_ultrasound_array,
     ultrasound_candidate_masks,
     ultrasound_candidates,
@@ -99,6 +103,63 @@ def test_seed_on_a_caliper_cross_still_finds_the_lesion():
     stuck = candidates[0]  # the smallest seed disc with the border as background: the first method's setting
     assert stuck.region.sum() < 100  # the old failure, still among the candidates...
     assert stuck.contrast < 0 < max(c.contrast for c in candidates)  # ...but the bright cross in it rules it out
+
+
+def chosen_contrast(image, seed_row_column):
+    """Contrast of the candidate the segmentation chooses for ``image`` from this seed."""
+    grown = [c for c in seeded_candidates(image.astype(np.float32), seed_row_column) if c.grew]
+    return grown[choose_candidate(grown)[0]].contrast
+
+
+def shadowed_lesion(seed=7, shadow_echo=55.0, shape=(160, 200), centre=(60, 100), radii=(25, 35)):
+    """``speckled_lesion`` with posterior acoustic shadowing: a band below the lesion, darker than the tissue
+    (though brighter than the lesion), as strong attenuating (often malignant) lesions cast."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.ogrid[: shape[0], : shape[1]]
+    lesion = ((rows - centre[0]) / radii[0]) ** 2 + ((columns - centre[1]) / radii[1]) ** 2 <= 1.0
+    shadow = (rows > centre[0]) & (np.abs(columns - centre[1]) < 0.8 * radii[1]) & ~lesion
+    echo = np.where(lesion, 35.0, np.where(shadow, shadow_echo, 130.0))
+    return np.clip(echo * rng.rayleigh(scale=0.8, size=shape), 0, 255).astype(np.float32), lesion
+
+
+def test_a_click_near_the_edge_above_a_shadow_still_finds_the_lesion():
+    """A click 5 px above the lesion's lower edge: the larger seed discs reach into the shadow, and the candidate
+    of highest contrast among the click's own (the first version's choice) is lesion plus shadow. Segmenting
+    again from the deepest point of the click's choice and of the candidates' majority, and weighing each
+    candidate's agreement with the others, finds the lesion."""
+    image, truth = shadowed_lesion()
+    click = (80, 100)
+    own = [c for c in ultrasound_candidates(image, click) if c.grew]
+    first_version = max(own, key=lambda c: c.contrast).region
+    assert first_version.sum() > 1.5 * truth.sum() and dice(first_version, truth) < 0.6  # the leak
+    found = segment_ultrasound_array(image, click)
+    assert dice(found, truth) > 0.8
+    assert np.logical_and(found, truth).sum() > 0.97 * truth.sum()
+
+
+def test_the_choice_weighs_contrast_against_agreement_with_the_other_candidates():
+    """Three candidates that agree (the lesion) and an outlier of slightly higher contrast (a leak): the outlier
+    loses while its contrast lead is smaller than AGREEMENT_WEIGHT times its agreement deficit, and wins beyond."""
+    rows, columns = np.ogrid[:60, :60]
+    disc = (rows - 30) ** 2 + (columns - 30) ** 2 <= 15**2
+    near = [(rows - 30) ** 2 + (columns - 30 - shift) ** 2 <= 15**2 for shift in (1, 2)]
+    leak = disc | ((rows > 30) & (np.abs(columns - 30) < 10))
+    regions = [disc, *near, leak]
+
+    def median_dice(i):
+        return float(np.median([dice(regions[i], r) for j, r in enumerate(regions) if j != i]))
+
+    gap = median_dice(0) - median_dice(3)
+    assert gap > 0.05
+    lead = 0.9 * AGREEMENT_WEIGHT * gap
+    candidates = [
+        Candidate(r, contrast, True) for r, contrast in zip(regions, (1.0, 0.9, 0.9, 1.0 + lead), strict=True)
+    ]
+    best, agreement = choose_candidate(candidates)
+    assert best == 0 and agreement == pytest.approx(median_dice(0), rel=1e-12)
+    candidates[3] = Candidate(leak, 1.0 + 1.1 * AGREEMENT_WEIGHT * gap, True)
+    assert choose_candidate(candidates)[0] == 3
+    assert choose_candidate(candidates[:1]) == (0, pytest.approx(float("nan"), nan_ok=True))
 
 
 def test_segment_lesion_ultrasound_keeps_the_grid_and_needs_a_seed(tmp_path):
@@ -206,8 +267,7 @@ def test_seeded_png_without_mask_file_through_the_real_assets(tmp_path, monkeypa
     found = sitk.GetArrayFromImage(sitk.ReadImage(mask_row.mask_path))[0] > 0
     assert dice(found, truth) > 0.85 and n_features > 90
     contrast, _ = recorded_confidence(mask_row.mask_path)  # the stored mask keeps the segmentation's confidence
-    candidates = ultrasound_candidates(image.astype(np.float32), (70, 90))
-    assert contrast == pytest.approx(max(c.contrast for c in candidates if c.grew))
+    assert contrast == pytest.approx(chosen_contrast(image, (70, 90)))
 
 
 def test_resource_decides_which_maskless_images_the_sensor_registers(tmp_path):
@@ -222,8 +282,7 @@ def test_seeded_mask_records_its_confidence_in_the_stored_file(tmp_path):
     volume = sitk.GetImageFromArray(image[None].astype(np.float32))
     seed = Seed(None, "", "test", (90, 70))
     mask = segment_lesion(volume, AutoSegmentation(method="ultrasound"), seed, "img")
-    candidates = ultrasound_candidates(image.astype(np.float32), (70, 90))
-    best = max(c.contrast for c in candidates if c.grew)
+    best = chosen_contrast(image, (70, 90))
     path = tmp_path / "mask.nrrd"
     sitk.WriteImage(mask, str(path), useCompression=True)  # as the masks step stores it
     contrast, agreement = recorded_confidence(str(path))
@@ -277,7 +336,7 @@ def test_candidate_masks_are_the_grown_candidates_on_the_image_grid():
     volume = sitk.GetImageFromArray(image[None].astype(np.float32))
     volume.SetSpacing((0.2, 0.3, 1.0))
     masks = ultrasound_candidate_masks(volume, (90, 70, 0))
-    candidates = ultrasound_candidates(image.astype(np.float32), (70, 90))
+    candidates = seeded_candidates(image.astype(np.float32), (70, 90))
     assert len(masks) == sum(c.grew for c in candidates)
     assert all(m.GetSpacing() == volume.GetSpacing() and m.GetSize() == volume.GetSize() for m in masks)
     chosen = segment_ultrasound_array(image.astype(np.float32), (70, 90))

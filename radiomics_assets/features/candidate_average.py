@@ -1,13 +1,14 @@
 """Features of a seeded ultrasound mask averaged over the segmentation's candidate outlines (issue 29).
 
-The seeded segmentation (``masks.ultrasound``) grows up to twelve candidate regions from one click and keeps the one
-of highest surround contrast; on a quarter of the images that one is off by 15 % or more, and its shape and texture
-features are then other numbers than the expert outline's. The features averaged over every grown candidate (each
-with the outline margin, ``masks.ultrasound.ultrasound_candidate_masks``) depend less on which candidate won: on the
-40 BUSI sample images they gave a proxy AUC close to the expert outlines' (``benchmarks/bench_ultrasound_features.py
---candidates``). Option ``RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES=1``
-(``PatientSettings.ultrasound_candidate_features``) stores them instead of the chosen mask's for masks of kind
-``auto:ultrasound``; ``predict`` does the same for a model trained so (``SavedModel.ultrasound_candidate_features``).
+The seeded segmentation (``masks.ultrasound``) grows twelve candidate regions from one click (36 when it re-seeds an
+off-centre click) and keeps the one of highest surround contrast and agreement; on a quarter of the images that one
+is off by 15 % or more, and its shape and texture features are then other numbers than the expert outline's. The
+features averaged over every grown candidate (each with the outline margin,
+``masks.ultrasound.ultrasound_candidate_masks``) depend less on which candidate won: on the 40 BUSI sample images
+they gave a proxy AUC close to the expert outlines' (``benchmarks/bench_ultrasound_features.py --candidates``).
+Option ``RADIOMICS_ULTRASOUND_CANDIDATE_FEATURES=1`` (``PatientSettings.ultrasound_candidate_features``) stores them
+instead of the chosen mask's for masks of kind ``auto:ultrasound``; ``predict`` does the same for a model trained so
+(``SavedModel.ultrasound_candidate_features``).
 
 Rules:
 
