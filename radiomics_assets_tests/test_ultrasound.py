@@ -42,6 +42,7 @@ from radiomics_assets.masks.ultrasound import (
     AGREEMENT_WEIGHT,
     SEED_KEY,
     Candidate,
+    _deepest_point,
     choose_candidate,
     seeded_candidates,
     segment_ultrasound_array,
@@ -160,6 +161,33 @@ def test_the_choice_weighs_contrast_against_agreement_with_the_other_candidates(
     candidates[3] = Candidate(leak, 1.0 + 1.1 * AGREEMENT_WEIGHT * gap, True)
     assert choose_candidate(candidates)[0] == 3
     assert choose_candidate(candidates[:1]) == (0, pytest.approx(float("nan"), nan_ok=True))
+
+
+def test_a_region_brighter_than_its_surround_is_not_chosen_however_well_the_candidates_agree():
+    rows, columns = np.ogrid[:60, :60]
+    pocket = [(rows - 30) ** 2 + (columns - 30 - shift) ** 2 <= 6**2 for shift in (0, 1, 2)]
+    lesion = (rows - 30) ** 2 + (columns - 30) ** 2 <= 20**2
+    candidates = [Candidate(r, -0.2, True) for r in pocket] + [Candidate(lesion, 0.3, True)]
+    best, _ = choose_candidate(candidates)
+    assert best == 3  # the agreeing pockets would score higher: -0.2 + 2 x ~0.9 against 0.3 + 2 x ~0.3
+    all_brighter = [Candidate(c.region, -abs(c.contrast), True) for c in candidates]
+    assert choose_candidate(all_brighter)[0] in (0, 1, 2)  # none darker: the score decides among all
+
+
+def test_an_extreme_block_elsewhere_in_the_image_does_not_flatten_the_edges():
+    """A burnt-in block of extreme values (a float or 16-bit image's label) sets the edge map's maximum; rescaled to
+    65,536 levels, the lesion's edges would share one or two. Such maps stay in floats."""
+    image, truth = speckled_lesion()
+    image = image.astype(np.float32)
+    plain = segment_ultrasound_array(image, (70, 90))
+    image[5:12, 5:12] = 3e7
+    assert np.array_equal(segment_ultrasound_array(image, (70, 90)), plain)
+
+
+def test_the_deepest_point_counts_the_image_border_as_edge():
+    region = np.zeros((40, 50), dtype=bool)
+    region[:20, :30] = True  # a region cut by the image's corner
+    assert _deepest_point(region) == (9, 9)  # 10 px from the top and left borders and from its own edge at row 20
 
 
 def test_segment_lesion_ultrasound_keeps_the_grid_and_needs_a_seed(tmp_path):

@@ -116,7 +116,8 @@ class RadiomicsConfig(dg.ConfigurableResource):
     """Also write de-identified copies of the exports under ``exports_deidentified/<pseudonym>/`` (for sharing)."""
     ultrasound_candidate_features: bool = False
     """Store the features of seeded ultrasound masks (``auto:ultrasound``) as their means over the segmentation's
-    candidate outlines instead of the chosen outline's (issue 29; 12 to 36 extractions per image)."""
+    candidate outlines instead of the chosen outline's (issue 29; one extraction per grown candidate: up to 12 per
+    image, up to 36 for a re-seeded click)."""
     robustness_perturbations: int = int(environment.ROBUSTNESS_PERTURBATIONS.default)
     """``feature_robustness``: random draws of contour randomisation and of image noise per ROI (plus one erosion
     and one dilation); 0 = the stage is off."""

@@ -14,8 +14,9 @@ Method (SimpleITK), chosen by measuring it against the ground-truth masks of the
    agreement with the other candidates. Breast lesions are hypoechoic, so the right region is darker than the
    band just outside it (``SURROUND_WIDTH_PX``); the contrast is (mean of the band - mean of the region) / their
    pooled standard deviation, on the median-filtered image. The agreement is the median Dice between the region
-   and every other candidate: a leak or a stuck marker is usually an outlier. A candidate that did not grow past
-   its marker (``MIN_GROWTH``) is only taken when no other is left;
+   and every other candidate: a leak or a stuck marker is usually an outlier. Only candidates darker than their
+   surround (positive contrast) compete while there are any; one that did not grow past its marker (``MIN_GROWTH``)
+   is only taken when no other is left;
 6. when the click lies off-centre in that choice (``RESEED_BELOW_CENTRALITY``), steps 3-5 again from two points
    nearer the lesion's centre, choosing among all the candidates;
 7. the chosen region dilated by ``OUTLINE_MARGIN_PX``, from the steepest edge out to the margin's outer edge.
@@ -60,7 +61,7 @@ Where the click lands matters more than any of these (``bench_ultrasound_seg.py 
 choice alone, three random clicks per image anywhere at least 3 px inside the lesion instead of at its deepest point
 gave median Dice 0.822, lower quartile 0.700 (30 of 120 below 0.7); in the lesion's inner half 0.836, 0.787 (16 of
 120). The agreement term and the re-seeding of off-centre clicks (steps 5 and 6) were chosen on two other draws of 4
-clicks per image (lower quartile 0.588 -> 0.770 there) and give, on this draw: anywhere inside 0.839, **0.769** (25 of
+clicks per image (lower quartile 0.588 -> 0.770 there) and give, on this draw: anywhere inside 0.839, **0.770** (24 of
 120 below 0.7), inner half 0.837, 0.788 (14 of 120), at the deepest point 0.852, 0.811. Tried on those draws and not
 kept: a choice learned from candidate features (ridge regression or gradient boosting on contrast, agreement, the
 click's centrality and offset, fitted on 4 of 5 image groups: no better than the fixed weight), re-seeding every
@@ -72,8 +73,9 @@ mostly from the twelve candidates of the click itself (a large shadowed malignan
 edge where every watershed stays in a small dark pocket); their low contrast and agreement flag them in the report.
 
 Confidence: the chosen candidate's contrast and the agreement of the candidates are stored in the mask's header
-(``CONTRAST_KEY``, ``AGREEMENT_KEY``); on the sample they rank the masks by Dice with Spearman 0.42 and 0.41
-(``masks/ultrasound_quality.py`` reports them).
+(``CONTRAST_KEY``, ``AGREEMENT_KEY``); on the sample they rank the masks by Dice with Spearman 0.41 and 0.32 (0.42
+and 0.41 with the contrast choice alone, when the agreement did not take part in the choice;
+``masks/ultrasound_quality.py`` reports them).
 """
 
 from __future__ import annotations
@@ -134,11 +136,11 @@ LESION, BACKGROUND = 1, 2
 CONTRAST_KEY = "ultrasound_contrast"
 """Metadata key (stored in the mask's NRRD header) of the chosen candidate's surround contrast: the segmentation's
 own confidence (on the 40 BUSI sample images its Spearman correlation with the Dice against the expert outline is
-0.42; a low value flags a mask to look at)."""
+0.41; a low value flags a mask to look at)."""
 AGREEMENT_KEY = "ultrasound_candidate_agreement"
 """Metadata key of the median Dice between the chosen region and the other grown candidates (before the outline
 margin): near 1 when every marker pair and edge scale found the same boundary, low when the boundary is ambiguous
-(Spearman 0.41 with the Dice against the expert outline on the BUSI sample)."""
+(Spearman 0.32 with the Dice against the expert outline on the BUSI sample)."""
 SEED_KEY = "ultrasound_seed"
 """Metadata key of the seed (``column,row``) the mask was grown from."""
 
@@ -235,13 +237,19 @@ def _centrality(region: np.ndarray, seed_row_column: tuple[int, int]) -> float:
     its deepest point, near 0 at its edge, 0 outside it."""
     if not region[seed_row_column]:
         return 0.0
-    depth = ndimage.distance_transform_edt(region)
+    depth = _depth(region)
     return float(depth[seed_row_column] / depth.max())
 
 
+def _depth(region: np.ndarray) -> np.ndarray:
+    """Distance of each region pixel from the region's edge, the image border counting as edge."""
+    return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+
+
 def choose_candidate(grown: list[Candidate]) -> tuple[int, float]:
-    """Index of the candidate of highest ``contrast + AGREEMENT_WEIGHT * agreement`` (the first of equals) and its
-    agreement: the median Dice between its region and every other candidate's (NaN when it is the only one)."""
+    """Index of the candidate of highest ``contrast + AGREEMENT_WEIGHT * agreement`` among those of positive contrast
+    (among all when none is; the first of equals) and its agreement: the median Dice between its region and every
+    other candidate's (NaN when it is the only one)."""
     if len(grown) == 1:
         return 0, float("nan")
     packed = [np.packbits(c.region, axis=None) for c in grown]  # Dice from bit counts: up to 630 pairs per image
@@ -259,7 +267,9 @@ def choose_candidate(grown: list[Candidate]) -> tuple[int, float]:
         ]
         agreements.append(float(np.median(dices)))
     scores = [c.contrast + AGREEMENT_WEIGHT * a for c, a in zip(grown, agreements, strict=True)]
-    best = max(range(len(grown)), key=lambda i: scores[i])  # max keeps the first of equals: deterministic
+    # A region brighter than its surround is no hypoechoic lesion, however well the candidates agree on it.
+    darker = [i for i, c in enumerate(grown) if c.contrast > 0] or range(len(grown))
+    best = max(darker, key=lambda i: scores[i])  # max keeps the first of equals: deterministic
     return best, agreements[best]
 
 
@@ -269,8 +279,9 @@ def _grown(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def _deepest_point(region: np.ndarray) -> tuple[int, int]:
-    """(row, column) of the region's pixel farthest from its edge (the first in row order among equals)."""
-    depth = ndimage.distance_transform_edt(region)
+    """(row, column) of the region's pixel farthest from its edge or the image border (the first in row order among
+    equals)."""
+    depth = _depth(region)
     row, column = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return int(row), int(column)
 
@@ -308,19 +319,28 @@ class EdgeMaps:
     smooth_pixels: np.ndarray
     edges: tuple[sitk.Image, ...]
     """Gradient magnitude at each of ``GRADIENT_SIGMAS_PX``, rescaled to 65,536 levels (uint16): the watershed
-    floods an integer image about five times faster than a float one."""
+    floods an integer image about four times faster than a float one (floats kept: ``MAX_EDGE_RANGE_RATIO``)."""
 
 
 def edge_maps(pixels: np.ndarray) -> EdgeMaps:
     """Steps 1 and 2 of the method for a 2D grey-level array (rows, columns)."""
     smooth = sitk.Median(sitk.GetImageFromArray(np.asarray(pixels, dtype=np.float32)), [MEDIAN_RADIUS_PX] * 2)
-    edges = tuple(
-        sitk.Cast(
-            sitk.RescaleIntensity(sitk.GradientMagnitudeRecursiveGaussian(smooth, sigma), 0, 65535), sitk.sitkUInt16
-        )
-        for sigma in GRADIENT_SIGMAS_PX
-    )
+    edges = tuple(_quantised(sitk.GradientMagnitudeRecursiveGaussian(smooth, sigma)) for sigma in GRADIENT_SIGMAS_PX)
     return EdgeMaps(sitk.GetArrayFromImage(smooth), edges)
+
+
+MAX_EDGE_RANGE_RATIO = 64.0
+"""The edge map stays in floats when its maximum exceeds this multiple of its 99th percentile: rescaled to 65,536
+levels, the bulk of the edges would then share fewer than about 1,000 (a block of extreme values, such as a burnt-in
+label of a float or 16-bit image, would flatten the lesion's edges). On the BUSI sample the ratio is 1.4-4."""
+
+
+def _quantised(magnitude: sitk.Image) -> sitk.Image:
+    values = sitk.GetArrayViewFromImage(magnitude)
+    top, bulk = float(values.max()), float(np.percentile(values, 99))
+    if not (bulk > 0 and top / bulk <= MAX_EDGE_RANGE_RATIO):  # also a flat or non-finite map
+        return magnitude
+    return sitk.Cast(sitk.RescaleIntensity(magnitude, 0, 65535), sitk.sitkUInt16)
 
 
 def ultrasound_candidates(
