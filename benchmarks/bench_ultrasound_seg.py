@@ -61,9 +61,9 @@ from radiomics_assets.masks.ultrasound import (
     CONTRAST_KEY,
     GRADIENT_SIGMAS_PX,
     MEDIAN_RADIUS_PX,
-    OUTLINE_MARGIN_PX,
     SEED_MARKER_RADII_PX,
     seeded_candidates,
+    with_outline_margin,
 )
 
 BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi_sample"
@@ -111,10 +111,7 @@ def best_candidate_dice(pixels: np.ndarray, seed_row_column: tuple[int, int], tr
     best = 0.0
     for candidate in seeded_candidates(pixels, seed_row_column):
         if candidate.region.any():
-            grown = sitk.BinaryDilate(
-                sitk.GetImageFromArray(candidate.region.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
-            )
-            best = max(best, dice(sitk.GetArrayFromImage(grown) > 0, truth))
+            best = max(best, dice(with_outline_margin(candidate.region), truth))
     return best
 
 

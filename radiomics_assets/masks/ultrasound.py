@@ -203,10 +203,7 @@ def segment_ultrasound_result(pixels: np.ndarray, seed_row_column: tuple[int, in
     """``segment_ultrasound_array`` with the confidence of the result (contrast and candidate agreement)."""
     grown = _grown(seeded_candidates(pixels, seed_row_column))
     best, agreement = choose_candidate(grown)
-    chosen = grown[best].region
-    if not chosen.any():
-        return UltrasoundSegmentation(chosen, grown[best].contrast, agreement)
-    return UltrasoundSegmentation(_with_outline_margin(chosen), grown[best].contrast, agreement)
+    return UltrasoundSegmentation(with_outline_margin(grown[best].region), grown[best].contrast, agreement)
 
 
 def seeded_candidates(pixels: np.ndarray, seed_row_column: tuple[int, int]) -> list[Candidate]:
@@ -253,19 +250,14 @@ def choose_candidate(grown: list[Candidate]) -> tuple[int, float]:
     if len(grown) == 1:
         return 0, float("nan")
     packed = [np.packbits(c.region, axis=None) for c in grown]  # Dice from bit counts: up to 630 pairs per image
-    areas = [int(np.bitwise_count(bits).sum()) for bits in packed]
+    areas = np.array([np.bitwise_count(bits).sum() for bits in packed], dtype=float)
     overlap = np.zeros((len(grown), len(grown)))
     for i in range(len(grown)):
         for j in range(i + 1, len(grown)):
-            overlap[i, j] = overlap[j, i] = int(np.bitwise_count(packed[i] & packed[j]).sum())
-    agreements = []
-    for i in range(len(grown)):
-        dices = [
-            2.0 * overlap[i, j] / (areas[i] + areas[j]) if areas[i] + areas[j] else 1.0
-            for j in range(len(grown))
-            if j != i
-        ]
-        agreements.append(float(np.median(dices)))
+            overlap[i, j] = overlap[j, i] = np.bitwise_count(packed[i] & packed[j]).sum()
+    totals = areas[:, None] + areas[None, :]
+    dice = np.divide(2.0 * overlap, totals, out=np.ones_like(overlap), where=totals > 0)
+    agreements = [float(np.median(np.delete(dice[i], i))) for i in range(len(grown))]
     scores = [c.contrast + AGREEMENT_WEIGHT * a for c, a in zip(grown, agreements, strict=True)]
     # A region brighter than its surround is no hypoechoic lesion, however well the candidates agree on it.
     darker = [i for i, c in enumerate(grown) if c.contrast > 0] or range(len(grown))
@@ -286,7 +278,8 @@ def _deepest_point(region: np.ndarray) -> tuple[int, int]:
     return int(row), int(column)
 
 
-def _with_outline_margin(region: np.ndarray) -> np.ndarray:
+def with_outline_margin(region: np.ndarray) -> np.ndarray:
+    """The region dilated by ``OUTLINE_MARGIN_PX`` (step 7)."""
     grown = sitk.BinaryDilate(
         sitk.GetImageFromArray(region.astype(np.uint8)), [OUTLINE_MARGIN_PX] * 2, sitk.sitkBall, 0, 1
     )
@@ -305,7 +298,7 @@ def ultrasound_candidate_masks(image: sitk.Image, seed_index: tuple[int, int, in
     pixels = sitk.GetArrayFromImage(image).astype(np.float32).reshape(rows, columns)
     masks = []
     for candidate in _grown(seeded_candidates(pixels, (int(seed_index[1]), int(seed_index[0])))):
-        outline = _with_outline_margin(candidate.region)
+        outline = with_outline_margin(candidate.region)
         mask = sitk.GetImageFromArray(outline.astype(np.uint8).reshape(sitk.GetArrayViewFromImage(image).shape))
         mask.CopyInformation(image)
         masks.append(mask)
