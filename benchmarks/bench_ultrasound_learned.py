@@ -79,11 +79,12 @@ def click_component(probability: np.ndarray, click) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == keep)
 
 
-def cross_validated_dice(cases: list, folds: int, n_random: int, with_candidates: bool) -> tuple[list, list]:
-    """Dice of the learned and of the classical mask for every held-out (image, click); random clicks first."""
+def cross_validated_dice(cases: list, folds: int, n_random: int, with_candidates: bool) -> dict[str, np.ndarray]:
+    """Dice of the learned (``learned``) and of the classical mask (``classical``) for every held-out (image, click),
+    and the click's kind (``kind``: random or deepest)."""
     rng = np.random.default_rng(0)
     fold_of = rng.permutation(np.arange(len(cases)) % folds)
-    learned, kind = [], []
+    learned, classical_dice, kind = [], [], []
     for fold in range(folds):
         X, y = [], []
         for i in np.flatnonzero(fold_of != fold):
@@ -101,8 +102,9 @@ def cross_validated_dice(cases: list, folds: int, n_random: int, with_candidates
                 features = pixel_features(pixels, click, vote, mask, with_candidates)
                 probability = model.predict_proba(features)[:, 1].reshape(pixels.shape)
                 learned.append(dice(click_component(probability, click), truth))
+                classical_dice.append(dice(mask, truth))
                 kind.append("random" if j < n_random else "deepest")
-    return learned, kind
+    return {"learned": np.array(learned), "classical": np.array(classical_dice), "kind": np.array(kind)}
 
 
 def summary(values: np.ndarray) -> str:
@@ -126,20 +128,17 @@ def main() -> None:
     started = time.perf_counter()
     cases = Parallel(n_jobs=2)(delayed(classical)(pair, clicks) for pair, clicks in jobs)
     print(f"classical candidates for {len(cases)} images: {time.perf_counter() - started:.0f} s")
-    # Held-out order of cross_validated_dice: the same fold assignment, so classical Dice is listed the same way.
-    fold_of = np.random.default_rng(0).permutation(np.arange(len(cases)) % args.folds)
-    order = [i for fold in range(args.folds) for i in np.flatnonzero(fold_of == fold)]
-    classical_dice = np.array([dice(mask, cases[i][1]) for i in order for _, _, mask in cases[i][2]])
-    results = {"classical": (classical_dice, None)}
+    results = {}
     for name, with_candidates in (("learned", False), ("learned on the candidates", True)):
         started = time.perf_counter()
-        learned, kind = cross_validated_dice(cases, args.folds, args.clicks, with_candidates)
+        dices = cross_validated_dice(cases, args.folds, args.clicks, with_candidates)
         print(f"{name}: {time.perf_counter() - started:.0f} s for {args.folds} folds")
-        results[name] = (np.array(learned), np.array(kind))
-    kind = results["learned"][1]
+        results["classical"] = dices["classical"]
+        results[name] = dices["learned"]
+    kind = dices["kind"]
     for clicks in ("random", "deepest"):
         print(f"\nclicks: {clicks}")
-        for name, (values, _) in results.items():
+        for name, values in results.items():
             print(f"  {name:26s} {summary(values[kind == clicks])}")
 
 
