@@ -42,8 +42,15 @@ def test_concurrent_partitions_lose_and_duplicate_nothing(tmp_path, monkeypatch)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(patients.name, keys)
     # Every partition twice, four at a time: re-runs of the same partition overlap with first runs.
-    with mp.get_context("spawn").Pool(4) as pool:
+    # close() + join(), not the context manager's terminate(): terminate() stops the workers with SIGTERM, which they
+    # ignore when pytest runs as a background job (SIGINT ignored) after a Dagster run in this process (Dagster
+    # maps SIGTERM onto the SIGINT handler), and the pool would wait for them forever.
+    pool = mp.get_context("spawn").Pool(4)
+    try:
         assert all(pool.map(_materialise, keys + keys))
+    finally:
+        pool.close()
+        pool.join()
     with duckdb.connect(str(tmp_path / "radiomics.duckdb"), read_only=True) as con:
         per_patient = dict(con.execute("SELECT patient_id, count(*) FROM features GROUP BY ALL").fetchall())
         duplicates = con.execute(
