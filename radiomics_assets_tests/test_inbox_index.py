@@ -7,6 +7,7 @@ read the file.
 """
 
 import copy
+import gc
 import os
 import shutil
 import time
@@ -332,6 +333,38 @@ def test_an_idle_update_lists_no_folder_reads_nothing_and_keeps_the_grouping(tmp
     assert grown.folders_listed == 2 and grown.header_reads == 20 and len(reads.header_paths) == 20
     assert len(grown.patients["BULK-0001"].files) == 21  # its own PatientID: a patient of its own
     assert len(grown.patients) == 4 and grown.patients["SYN-0001"].dicom[0].startswith("BULK-0001/CT_later/")
+
+
+def test_an_update_pauses_the_cycle_collector_and_always_restores_it(tmp_path, monkeypatch):
+    """The collector would walk every file's index objects again and again during a regrouping (see
+    ``_cyclic_gc_paused``); it must be off only for the update, also when the update fails."""
+    data = tmp_path / "data"
+    _clone_patients(_staged_patient(tmp_path), data / "inbox", 1)
+    seen = []
+    real_walk = inbox_index.walk_inbox
+
+    def recording_walk(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real_walk(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_index, "walk_inbox", recording_walk)
+    assert len(InboxIndex(DataRoot(data)).update().patients) == 1
+    assert seen == [False] and gc.isenabled()
+
+    def failing_walk(*args, **kwargs):
+        raise OSError("inbox share went away")
+
+    monkeypatch.setattr(inbox_index, "walk_inbox", failing_walk)
+    with pytest.raises(OSError, match="went away"):
+        InboxIndex(DataRoot(data)).update()
+    assert gc.isenabled()
+    gc.disable()  # a caller that runs with the collector off keeps it off
+    try:
+        monkeypatch.setattr(inbox_index, "walk_inbox", real_walk)
+        InboxIndex(DataRoot(data)).update()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_the_incremental_index_equals_a_fresh_full_index_after_every_change(tmp_path, monkeypatch):
