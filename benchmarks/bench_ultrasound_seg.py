@@ -32,6 +32,8 @@ How to run
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only --oracle
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --segmentation-only --clicks 3   # clicks off the centre
     .venv/bin/python benchmarks/bench_ultrasound_seg.py --candidate-features   # three arms
+    .venv/bin/python benchmarks/bench_ultrasound_seg.py --figures docs/results   # the docs' two figures, then
+    .venv/bin/python benchmarks/render_figures.py                                 # ... the pages they are in
     .venv/bin/python benchmarks/bench_ultrasound_features.py /tmp/busi_bench     # per-feature ICC, see there
 """
 
@@ -115,7 +117,9 @@ def best_candidate_dice(pixels: np.ndarray, seed_row_column: tuple[int, int], tr
     return best
 
 
-def measure_segmentation(cases, oracle: bool = False) -> dict[str, tuple[int, int]]:
+def measure_segmentation(cases, oracle: bool = False) -> tuple[dict[str, tuple[int, int]], dict]:
+    """The seeds (deepest points) by image key, and the figures of the segmentation's row in
+    ``docs/results/ultrasound_segmentation.json``."""
     settings = AutoSegmentation(method="ultrasound")
     dices, distances, seeds, contrasts, agreements, ceilings = [], [], {}, [], [], []
     started = time.perf_counter()
@@ -152,7 +156,55 @@ def measure_segmentation(cases, oracle: bool = False) -> dict[str, tuple[int, in
     )
     if oracle:
         print(f"best candidate (chosen with the ground truth), Dice: {quartiles(ceilings)}")
-    return seeds
+    figures = {
+        "n": len(dices),
+        "dice_median": round(float(np.median(dices)), 3),
+        "dice_quartiles": [round(float(q), 3) for q in np.percentile(dices, [25, 75])],
+        "dice_below_half": int(sum(d < 0.5 for d in dices)),
+        "dice_min": round(float(np.min(dices)), 2),
+        "hausdorff_px_median": round(float(np.median(distances))),
+        "hausdorff_px_quartiles": [round(float(q)) for q in np.percentile(distances, [25, 75])],
+    }
+    return seeds, figures
+
+
+FIGURE_SOURCE = ".venv/bin/python benchmarks/bench_ultrasound_seg.py --figures docs/results"
+CURRENT_CLASSIFIER_ROWS = {"ground-truth masks": 0, "seeded masks": 1}
+"""Which arm's figures replace which of the figure's current rows (in the order they appear there)."""
+
+
+def _rewrite_current_rows(path: Path, update) -> None:
+    figure = json.loads(path.read_text())
+    update([row for row in figure["rows"] if row.get("current")])
+    figure["source"] = FIGURE_SOURCE
+    fields = "".join(
+        f"  {json.dumps(name)}: {json.dumps(value)},\n" for name, value in figure.items() if name != "rows"
+    )
+    rows = ",\n".join(f"    {json.dumps(row)}" for row in figure["rows"])  # one row per line, as the files were
+    path.write_text(f'{{\n{fields}  "rows": [\n{rows}\n  ]\n}}\n')
+
+
+def update_figures(results: Path, segmentation: dict, runs: dict[str, dict]) -> None:
+    """Replace the current rows of the documentation's two ultrasound figures with this run's figures; the other
+    rows are earlier versions of the method, kept as they were measured."""
+
+    def segmentation_rows(current: list[dict]) -> None:
+        (row,) = current
+        row.update(segmentation)
+
+    def classifier_rows(current: list[dict]) -> None:
+        for arm, position in CURRENT_CLASSIFIER_ROWS.items():
+            m = runs[arm]
+            current[position].update(
+                auc=round(m["auc"], 3),
+                ci=[round(m["auc_ci_low"], 3), round(m["auc_ci_high"], 3)],
+                per_repeat=[round(a, 3) for a in m["auc_per_repeat"]],
+                model=m["model"],
+            )
+
+    _rewrite_current_rows(results / "ultrasound_segmentation.json", segmentation_rows)
+    _rewrite_current_rows(results / "ultrasound_classifier.json", classifier_rows)
+    print(f"figures written to {results}; run benchmarks/render_figures.py to update the pages")
 
 
 CLICK_DEPTH_PX = 3
@@ -268,13 +320,21 @@ def main() -> int:
         metavar="N",
         help="also the Dice of N random clicks per image anywhere inside the lesion and in its inner half",
     )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help="replace the current rows of the ultrasound figures' result files in DIR (docs/results)",
+    )
     args = parser.parse_args()
     if not args.source.is_dir():
         print(f"no BUSI sample at {args.source}", file=sys.stderr)
         return 1
     cases = lesion_cases(args.source)
     print(f"{len(cases)} benign/malignant images from {args.source}")
-    seeds = measure_segmentation(cases, args.oracle)
+    if args.figures and (args.segmentation_only or args.candidate_features):
+        parser.error("--figures needs the two classifier runs and nothing else (no --segmentation-only or third arm)")
+    seeds, segmentation = measure_segmentation(cases, args.oracle)
     if args.clicks:
         measure_click_positions(cases, args.clicks)
     if args.segmentation_only:
@@ -301,6 +361,8 @@ def main() -> int:
         print(f"stored seeded masks vs ground truth, Dice: {quartiles(stored_mask_dice(base / 'seeded', cases))}")
         for name in list(results)[1:]:
             print(f"AUC {name} - ground truth: {results[name]['auc'] - results['ground-truth masks']['auc']:+.3f}")
+        if args.figures:
+            update_figures(args.figures, segmentation, results)
         if args.candidate_features:
             plain, averaged = extraction_seconds(base / "seeded")
             print(
