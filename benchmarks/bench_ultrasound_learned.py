@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import SimpleITK as sitk
@@ -107,9 +109,50 @@ def cross_validated_dice(cases: list, folds: int, n_random: int, with_candidates
     return {"learned": np.array(learned), "classical": np.array(classical_dice), "kind": np.array(kind)}
 
 
+def test_clicks(cases: list, n_random: int) -> list[tuple]:
+    """(pair, clicks) per image: ``n_random`` random (row, column) points at least CLICK_DEPTH_PX inside the expert
+    outline, then the deepest point (seeded: every benchmark of learned masks clicks the same points)."""
+    rng = np.random.default_rng(1)
+    jobs = []
+    for _, pair in cases:
+        depth = ndimage.distance_transform_edt(ground_truth(pair))
+        inside = np.argwhere(depth >= CLICK_DEPTH_PX)
+        clicks = [tuple(int(v) for v in inside[i]) for i in rng.choice(len(inside), n_random, replace=False)]
+        clicks.append(tuple(int(v) for v in np.unravel_index(np.argmax(depth), depth.shape)))
+        jobs.append((pair, clicks))
+    return jobs
+
+
 def summary(values: np.ndarray) -> str:
     q1, median = np.percentile(values, [25, 50])
     return f"median {median:.3f}, lower quartile {q1:.3f}, < 0.7 on {int(np.sum(values < 0.7))}/{len(values)}"
+
+
+def classical_results(classical_of: Callable, n_random: int) -> list:
+    """``classical_of(pair, clicks)`` for every lesion image of the sample and its :func:`test_clicks`, on 2
+    processes."""
+    started = time.perf_counter()
+    jobs = test_clicks(lesion_cases(BUSI), n_random)
+    cases = Parallel(n_jobs=2)(delayed(classical_of)(pair, clicks) for pair, clicks in jobs)
+    print(f"classical method for {len(cases)} images: {time.perf_counter() - started:.0f} s")
+    return cases
+
+
+def print_comparison(runs: dict[str, Callable[[], dict[str, np.ndarray]]], folds: int) -> None:
+    """Run every learned variant (a call that gives ``cross_validated_dice``'s dict), then print the classical
+    masks' Dice and each variant's, for the random clicks and for the deepest points."""
+    results = {}
+    for name, run in runs.items():
+        started = time.perf_counter()
+        dices = run()
+        print(f"{name}: {time.perf_counter() - started:.0f} s for {folds} folds", flush=True)
+        results["classical"] = dices["classical"]
+        results[name] = dices["learned"]
+    width = max(map(len, results))
+    for clicks in ("random", "deepest"):
+        print(f"\nclicks: {clicks}")
+        for name, values in results.items():
+            print(f"  {name:{width}s}  {summary(values[dices['kind'] == clicks])}")
 
 
 def main() -> None:
@@ -117,29 +160,12 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=3, help="random clicks per image (plus the deepest point)")
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
-    rng = np.random.default_rng(1)
-    jobs = []
-    for _, pair in lesion_cases(BUSI):
-        depth = ndimage.distance_transform_edt(ground_truth(pair))
-        inside = np.argwhere(depth >= CLICK_DEPTH_PX)
-        clicks = [tuple(int(v) for v in inside[i]) for i in rng.choice(len(inside), args.clicks, replace=False)]
-        clicks.append(tuple(int(v) for v in np.unravel_index(np.argmax(depth), depth.shape)))
-        jobs.append((pair, clicks))
-    started = time.perf_counter()
-    cases = Parallel(n_jobs=2)(delayed(classical)(pair, clicks) for pair, clicks in jobs)
-    print(f"classical candidates for {len(cases)} images: {time.perf_counter() - started:.0f} s")
-    results = {}
-    for name, with_candidates in (("learned", False), ("learned on the candidates", True)):
-        started = time.perf_counter()
-        dices = cross_validated_dice(cases, args.folds, args.clicks, with_candidates)
-        print(f"{name}: {time.perf_counter() - started:.0f} s for {args.folds} folds")
-        results["classical"] = dices["classical"]
-        results[name] = dices["learned"]
-    kind = dices["kind"]
-    for clicks in ("random", "deepest"):
-        print(f"\nclicks: {clicks}")
-        for name, values in results.items():
-            print(f"  {name:26s} {summary(values[kind == clicks])}")
+    cases = classical_results(classical, args.clicks)
+    variants = {"learned": False, "learned on the candidates": True}
+    print_comparison(
+        {name: partial(cross_validated_dice, cases, args.folds, args.clicks, flag) for name, flag in variants.items()},
+        args.folds,
+    )
 
 
 if __name__ == "__main__":
