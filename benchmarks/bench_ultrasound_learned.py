@@ -109,7 +109,7 @@ def cross_validated_dice(cases: list, folds: int, n_random: int, with_candidates
     return {"learned": np.array(learned), "classical": np.array(classical_dice), "kind": np.array(kind)}
 
 
-def test_clicks(cases: list, n_random: int) -> list[tuple]:
+def images_with_clicks(cases: list, n_random: int) -> list[tuple]:
     """(pair, clicks) per image: ``n_random`` random (row, column) points at least CLICK_DEPTH_PX inside the expert
     outline, then the deepest point (seeded: every benchmark of learned masks clicks the same points)."""
     rng = np.random.default_rng(1)
@@ -129,10 +129,10 @@ def summary(values: np.ndarray) -> str:
 
 
 def classical_results(classical_of: Callable, n_random: int) -> list:
-    """``classical_of(pair, clicks)`` for every lesion image of the sample and its :func:`test_clicks`, on 2
+    """``classical_of(pair, clicks)`` for every lesion image of the sample and its :func:`images_with_clicks`, on 2
     processes."""
     started = time.perf_counter()
-    jobs = test_clicks(lesion_cases(BUSI), n_random)
+    jobs = images_with_clicks(lesion_cases(BUSI), n_random)
     cases = Parallel(n_jobs=2)(delayed(classical_of)(pair, clicks) for pair, clicks in jobs)
     print(f"classical method for {len(cases)} images: {time.perf_counter() - started:.0f} s")
     return cases

@@ -327,13 +327,13 @@ def main() -> int:
         help="replace the current rows of the ultrasound figures' result files in DIR (docs/results)",
     )
     args = parser.parse_args()
+    if args.figures and args.segmentation_only:
+        parser.error("--figures needs the classifier runs: drop --segmentation-only")
     if not args.source.is_dir():
         print(f"no BUSI sample at {args.source}", file=sys.stderr)
         return 1
     cases = lesion_cases(args.source)
     print(f"{len(cases)} benign/malignant images from {args.source}")
-    if args.figures and (args.segmentation_only or args.candidate_features):
-        parser.error("--figures needs the two classifier runs and nothing else (no --segmentation-only or third arm)")
     seeds, segmentation = measure_segmentation(cases, args.oracle)
     if args.clicks:
         measure_click_positions(cases, args.clicks)
