@@ -7,20 +7,84 @@ back one rounding step away (0.7031249 mm gives a direction of 0.999999999999999
 move it once more. So the copies in memory keep the geometry the image was written with, and masks are built and
 written on it, as on the volume itself: volume and mask files then give back the same grid. Features are computed
 on :func:`as_read_back` (the file's own geometry), so they are those of the stored files.
+
+The files are the NRRD that ITK writes, header byte for byte, with the voxels gzip-compressed by ISA-L (``isal``)
+instead of ITK's zlib-ng: the same size as ITK's default level in a third of the time (0.55 s -> 0.19 s for a
+512 x 512 x 96 CT, the largest single cost of a full-size patient after extraction). Any gzip reader reads them;
+images the header below does not cover (vector pixels, other dimensions, metadata) are written by ITK itself.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
+from isal import igzip
 
 Volumes = dict[str, sitk.Image]
 """Stored volumes and masks already in memory, by path, with the geometry they were written with."""
 
 
+NRRD_TYPES = {
+    sitk.sitkUInt8: "unsigned char",
+    sitk.sitkInt8: "signed char",
+    sitk.sitkUInt16: "unsigned short",
+    sitk.sitkInt16: "short",
+    sitk.sitkUInt32: "unsigned int",
+    sitk.sitkInt32: "int",
+    sitk.sitkUInt64: "unsigned long long int",
+    sitk.sitkInt64: "long long int",
+    sitk.sitkFloat32: "float",
+    sitk.sitkFloat64: "double",
+}
+GZIP_LEVEL = 2  # ISA-L's level 2 gives the size of ITK's default (zlib level 2); its level 3 is slower for 1 % less
+
+
 def write_stored_image(image: sitk.Image, path: Path) -> None:
-    sitk.WriteImage(image, str(path), useCompression=True)
+    header = itk_nrrd_header(image)
+    if header is None:
+        sitk.WriteImage(image, str(path), useCompression=True)
+        return
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(igzip.compress(sitk.GetArrayViewFromImage(image), GZIP_LEVEL))
+
+
+def itk_nrrd_header(image: sitk.Image) -> bytes | None:
+    """The header ITK's NRRD writer gives a scalar 2D or 3D image without metadata (None for any other image).
+
+    Doubles are written as ITK writes them (17 significant digits, so they read back exactly), and each axis' space
+    direction as ITK computes it, direction column times spacing: reading the file gives the geometry reading ITK's
+    own file gives, bit for bit (``test_batch.py`` compares headers and read-back images on random geometries).
+    """
+    type_name = NRRD_TYPES.get(image.GetPixelID())
+    dimension = image.GetDimension()
+    if type_name is None or dimension not in (2, 3) or image.GetMetaDataKeys() or sys.byteorder != "little":
+        return None
+    spacing = image.GetSpacing()
+    direction = np.reshape(image.GetDirection(), (dimension, dimension))
+    axes = " ".join(_nrrd_vector(direction[:, axis] * spacing[axis]) for axis in range(dimension))
+    lines = [
+        "NRRD0004",
+        "# Complete NRRD file format specification at:",
+        "# http://teem.sourceforge.net/nrrd/format.html",
+        f"type: {type_name}",
+        f"dimension: {dimension}",
+        "space: left-posterior-superior" if dimension == 3 else "space dimension: 2",
+        "sizes: " + " ".join(str(n) for n in image.GetSize()),
+        f"space directions: {axes}",
+        "kinds: " + " ".join(["domain"] * dimension),
+        *(["endian: little"] if image.GetSizeOfPixelComponent() > 1 else []),
+        "encoding: gzip",
+        f"space origin: {_nrrd_vector(image.GetOrigin())}",
+    ]
+    return ("\n".join(lines) + "\n\n").encode("ascii")
+
+
+def _nrrd_vector(values) -> str:
+    return "(" + ",".join(format(float(v), ".17g") for v in values) + ")"
 
 
 def stored_image(path: str, volumes: Volumes) -> sitk.Image:

@@ -191,6 +191,48 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
         pd.testing.assert_series_equal(values["memory"], values["files"], check_exact=True)
 
 
+def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
+    """The stored volumes are compressed by ISA-L behind a header written like ITK's: on random geometries (oblique
+    and flipped directions, odd spacings, 2D and 3D, every scalar pixel type) the header is ITK's byte for byte, and
+    reading the file gives ITK's file's voxels, pixel type and geometry bit for bit. An image with metadata (the
+    ultrasound masks' seed and contrast) is written by ITK, metadata included."""
+    from radiomics_assets.stored_images import NRRD_TYPES, itk_nrrd_header, write_stored_image
+
+    def header(path):
+        data = path.read_bytes()
+        return data[: data.index(b"\n\n") + 2]
+
+    rng = np.random.default_rng(11)
+    dtypes = [sitk.GetArrayViewFromImage(sitk.Image(1, 1, pixel)).dtype for pixel in NRRD_TYPES]
+    for case in range(120):
+        dimension = 2 + case % 2
+        array = (rng.standard_normal(rng.integers(1, 7, dimension)) * 300).astype(dtypes[case % len(dtypes)])
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(rng.choice([0.7031249, 0.976562, 2.5, 3.3e-5, 123456.789], dimension) * rng.uniform(0.5, 2))
+        image.SetOrigin(rng.standard_normal(dimension) * [1e-5, 1.0, 300.0][case % 3])
+        if case % 3 == 0:  # oblique
+            image.SetDirection(np.linalg.qr(rng.standard_normal((dimension, dimension)))[0].ravel())
+        elif case % 3 == 1:  # axes swapped and flipped (-0.0 entries)
+            image.SetDirection((np.eye(dimension)[rng.permutation(dimension)] * [-1.0, 1.0, -1.0][:dimension]).ravel())
+        write_stored_image(image, tmp_path / "ours.nrrd")
+        sitk.WriteImage(image, str(tmp_path / "itk.nrrd"), useCompression=True)
+        assert header(tmp_path / "ours.nrrd") == itk_nrrd_header(image) == header(tmp_path / "itk.nrrd"), case
+        ours, itk = sitk.ReadImage(tmp_path / "ours.nrrd"), sitk.ReadImage(tmp_path / "itk.nrrd")
+        assert ours.GetPixelID() == itk.GetPixelID() == image.GetPixelID()
+        assert (ours.GetSpacing(), ours.GetOrigin(), ours.GetDirection()) == (
+            itk.GetSpacing(),
+            itk.GetOrigin(),
+            itk.GetDirection(),
+        )
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ours), array)
+
+    mask = sitk.GetImageFromArray(np.eye(5, dtype=np.uint8))
+    mask.SetMetaData("seed", "2,3")
+    assert itk_nrrd_header(mask) is None
+    write_stored_image(mask, tmp_path / "mask.nrrd")
+    assert sitk.ReadImage(tmp_path / "mask.nrrd").GetMetaData("seed") == "2,3"
+
+
 def test_a_lost_whole_patient_task_says_that_nothing_of_the_run_is_stored(tmp_path):
     """A patient task whose worker died has no outcome: the patient fails at its first selected stage, and a task that
     did every stage says that none of them was stored (it cannot know which one the worker died in)."""
