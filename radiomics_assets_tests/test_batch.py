@@ -194,7 +194,8 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
 def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
     """The stored volumes are compressed by ISA-L behind a header written like ITK's: on random geometries (oblique
     and flipped directions, odd spacings, 2D and 3D, every scalar pixel type) the header is ITK's byte for byte, and
-    reading the file gives ITK's file's voxels, pixel type and geometry bit for bit. An image with metadata (the
+    reading the file gives ITK's file's voxels, pixel type and geometry bit for bit; so on DICOM series read as ingest
+    reads them, less ITK's note of the slices' deviation from even steps. An image with metadata of our own (the
     ultrasound masks' seed and contrast) is written by ITK, metadata included."""
     from radiomics_assets.stored_images import NRRD_TYPES, itk_nrrd_header, write_stored_image
 
@@ -225,6 +226,31 @@ def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
             itk.GetDirection(),
         )
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ours), array)
+
+    # ITK's series reader adds a note of the slices' deviation from even steps to most synthetic CTs: left out.
+    write_cohort(SynthConfig(n_patients=4, seed=3), tmp_path / "cohort")
+    noted = 0
+    folders = sorted(tmp_path.glob("cohort/inbox/*/CT"))
+    for folder in folders:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+        volume = reader.Execute()
+        noted += volume.HasMetaDataKey("ITK_non_uniform_sampling_deviation")
+        write_stored_image(volume, tmp_path / "ours.nrrd")
+        sitk.WriteImage(volume, str(tmp_path / "itk.nrrd"), useCompression=True)
+        itk_header = b"".join(
+            line for line in header(tmp_path / "itk.nrrd").splitlines(True) if b"ITK_non_uniform" not in line
+        )
+        assert header(tmp_path / "ours.nrrd") == itk_header
+        ours, itk = sitk.ReadImage(tmp_path / "ours.nrrd"), sitk.ReadImage(tmp_path / "itk.nrrd")
+        assert (ours.GetSpacing(), ours.GetOrigin(), ours.GetDirection()) == (
+            itk.GetSpacing(),
+            itk.GetOrigin(),
+            itk.GetDirection(),
+        )
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))
+    assert len(folders) == 4 and noted >= 1
 
     mask = sitk.GetImageFromArray(np.eye(5, dtype=np.uint8))
     mask.SetMetaData("seed", "2,3")
