@@ -61,9 +61,10 @@ def default_workers() -> int:
 
 def _forkserver() -> multiprocessing.context.BaseContext:
     # forkserver: workers start from a clean, single-threaded server (fork from a threaded Dagster run
-    # process can deadlock); the preload imports SimpleITK and PyRadiomics once for all workers.
+    # process can deadlock); the preload imports SimpleITK and PyRadiomics and loads the compiled kernels once
+    # for all workers (worker_preload.py).
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["radiomics_assets.batch.driver", "radiomics_assets.masks.build"])
+    context.set_forkserver_preload(["radiomics_assets.batch.worker_preload"])
     return context
 
 
