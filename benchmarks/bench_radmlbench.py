@@ -2,7 +2,7 @@
 through the public importer, against two fixed references on the same outer splits.
 
     .venv/bin/python benchmarks/bench_radmlbench.py [--tables Ahn2021 HNSCC ...] [--repeats 1] [--permuted]
-        [--variants] [--json docs/results/radmlbench.json]
+        [--variants | --variant NAME ...] [--json docs/results/radmlbench.json]
 
 References (issue 31): median impute -> z-score -> ANOVA top-32 -> logistic regression, and a 500-tree random forest
 on all features. ``--permuted`` shuffles each table's outcome first: every column should then sit near 0.5.
@@ -10,7 +10,7 @@ Prints one row per table, then the means and how often the procedure is within 0
 ``--json PATH`` also writes them as the result file of the documentation's ``radmlbench`` figure
 (then ``benchmarks/render_figures.py`` re-renders the page). ``--variants`` adds columns for alternatives to the
 default model measured on the same splits (:func:`variants`; the documentation's "The default model" page lists
-what they gave).
+what they gave); ``--variant NAME`` (repeatable) runs only those.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import BaggingClassifier, ExtraTreesClassifier, RandomForestClassifier, VotingClassifier
 from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.impute import SimpleImputer
@@ -56,6 +57,25 @@ def references() -> dict:
     }
 
 
+class LogOddsVote(ClassifierMixin, BaseEstimator):
+    """Binary soft vote on the log-odds scale: the sigmoid of the members' mean logit, each member's probability
+    clipped to [0.001, 0.999] (a forest's vote can be 0 or 1). A member that is confident about a patient weighs
+    more than one that is not, where the probability vote weighs them alike."""
+
+    def __init__(self, members: list):
+        self.members = members
+
+    def fit(self, X, y):
+        self.fitted_ = [clone(member).fit(X, y) for member in self.members]
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = np.column_stack([member.predict_proba(X)[:, 1] for member in self.fitted_]).clip(1e-3, 1 - 1e-3)
+        q = 1 / (1 + np.exp(-np.log(p / (1 - p)).mean(axis=1)))
+        return np.column_stack([1 - q, q])
+
+
 def variants() -> dict:
     """Alternatives to the default model (an equal vote of the linear member and a 300-tree balanced forest), each
     after the procedure's median imputation and z-scoring; soft votes are scikit-learn's ``VotingClassifier``."""
@@ -83,6 +103,7 @@ def variants() -> dict:
         "vote_with_extra_trees": lambda: vote(
             linear(), forest(), ExtraTreesClassifier(300, class_weight="balanced", random_state=0, n_jobs=1)
         ),
+        "vote_log_odds": lambda: LogOddsVote([linear(), forest()]),
     }
     return {
         name: (lambda make=make: make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), make()))
@@ -125,8 +146,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--permuted", action="store_true")
     parser.add_argument("--variants", action="store_true", help="also run the alternatives of variants()")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME", help="only this alternative")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows and means to this file")
     args = parser.parse_args()
+    alternatives = variants() if args.variants or args.variant else {}
+    if args.variant:
+        unknown = set(args.variant) - set(alternatives)
+        if unknown:
+            parser.error(f"unknown --variant {sorted(unknown)}; one of {sorted(alternatives)}")
+        alternatives = {name: alternatives[name] for name in args.variant}
     settings = modelling.ModellingSettings(repeats=args.repeats, permutations=0, n_jobs=args.jobs)
     task = modelling.task_for()
     rows = []
@@ -136,7 +164,7 @@ def main() -> None:
         cv = modelling.cross_validate(X, y, settings, with_candidates=False, task=task)
         _, splits = outer_splits(y, np.asarray(X.index), settings, task)
         row = {"table": name, "patients": len(y), "features": X.shape[1], "procedure": cv.score}
-        for ref, make in (references() | (variants() if args.variants else {})).items():
+        for ref, make in (references() | alternatives).items():
             row[ref] = fold_mean_auc(X, y, splits, make, args.jobs)
         row["seconds"] = round(time.perf_counter() - started, 1)
         rows.append(row)

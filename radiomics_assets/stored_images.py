@@ -52,14 +52,17 @@ def write_stored_image(image: sitk.Image, path: Path) -> None:
     if header is None:
         sitk.WriteImage(image, str(path), useCompression=True)
         return
+    # Compressed before the file is opened (a failure leaves no header-only file); mtime 0 as ITK's stream has, so
+    # the same image gives the same bytes.
+    voxels = igzip.compress(sitk.GetArrayViewFromImage(image), GZIP_LEVEL, mtime=0)
     with open(path, "wb") as fh:
         fh.write(header)
-        fh.write(igzip.compress(sitk.GetArrayViewFromImage(image), GZIP_LEVEL))
+        fh.write(voxels)
 
 
 def itk_nrrd_header(image: sitk.Image) -> bytes | None:
-    """The header ITK's NRRD writer gives a scalar 2D or 3D image without metadata (None for any other image;
-    :data:`DROPPED_METADATA` does not count).
+    """The header ITK's NRRD writer gives a scalar 2D or 3D image with finite geometry and no metadata (None for any
+    other image; :data:`DROPPED_METADATA` does not count).
 
     Doubles are written as ITK writes them (17 significant digits, so they read back exactly), and each axis' space
     direction as ITK computes it, direction column times spacing: reading the file gives the geometry reading ITK's
@@ -68,8 +71,11 @@ def itk_nrrd_header(image: sitk.Image) -> bytes | None:
     type_name = NRRD_TYPES.get(image.GetPixelID())
     dimension = image.GetDimension()
     metadata = set(image.GetMetaDataKeys()) - DROPPED_METADATA
+    geometry = (*image.GetSpacing(), *image.GetOrigin(), *image.GetDirection())
     if type_name is None or dimension not in (2, 3) or metadata or sys.byteorder != "little":
         return None
+    if not np.all(np.isfinite(geometry)):
+        return None  # ITK's writer refuses it with its own error, as before
     spacing = image.GetSpacing()
     direction = np.reshape(image.GetDirection(), (dimension, dimension))
     axes = " ".join(_nrrd_vector(direction[:, axis] * spacing[axis]) for axis in range(dimension))

@@ -4,6 +4,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 
 from radiomics_assets.batch import run_patients
@@ -191,22 +192,27 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
         pd.testing.assert_series_equal(values["memory"], values["files"], check_exact=True)
 
 
-def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
+def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path, monkeypatch):
     """The stored volumes are compressed by ISA-L behind a header written like ITK's: on random geometries (oblique
     and flipped directions, odd spacings, 2D and 3D, every scalar pixel type) the header is ITK's byte for byte, and
     reading the file gives ITK's file's voxels, pixel type and geometry bit for bit; so on DICOM series read as ingest
     reads them, less ITK's note of the slices' deviation from even steps. An image with metadata of our own (the
-    ultrasound masks' seed and contrast) is written by ITK, metadata included."""
+    ultrasound masks' seed and contrast) is written by ITK, metadata included, and so is a non-finite geometry,
+    which ITK refuses as before. The same image gives the same bytes."""
+    from radiomics_assets import stored_images
     from radiomics_assets.stored_images import NRRD_TYPES, itk_nrrd_header, write_stored_image
 
     def header(path):
         data = path.read_bytes()
         return data[: data.index(b"\n\n") + 2]
 
+    compressed = []  # the fast path's streams, to see that it is the path taken
+    compress = stored_images.igzip.compress
+    monkeypatch.setattr(stored_images.igzip, "compress", lambda *a, **k: compressed.append(1) or compress(*a, **k))
     rng = np.random.default_rng(11)
     dtypes = [sitk.GetArrayViewFromImage(sitk.Image(1, 1, pixel)).dtype for pixel in NRRD_TYPES]
     for case in range(120):
-        dimension = 2 + case % 2
+        dimension = int(rng.integers(2, 4))  # not tied to the pixel type: 3D uint8 is a mask, 2D float an image
         array = (rng.standard_normal(rng.integers(1, 7, dimension)) * 300).astype(dtypes[case % len(dtypes)])
         image = sitk.GetImageFromArray(array)
         image.SetSpacing(rng.choice([0.7031249, 0.976562, 2.5, 3.3e-5, 123456.789], dimension) * rng.uniform(0.5, 2))
@@ -216,6 +222,7 @@ def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
         elif case % 3 == 1:  # axes swapped and flipped (-0.0 entries)
             image.SetDirection((np.eye(dimension)[rng.permutation(dimension)] * [-1.0, 1.0, -1.0][:dimension]).ravel())
         write_stored_image(image, tmp_path / "ours.nrrd")
+        assert len(compressed) == case + 1
         sitk.WriteImage(image, str(tmp_path / "itk.nrrd"), useCompression=True)
         assert header(tmp_path / "ours.nrrd") == itk_nrrd_header(image) == header(tmp_path / "itk.nrrd"), case
         ours, itk = sitk.ReadImage(tmp_path / "ours.nrrd"), sitk.ReadImage(tmp_path / "itk.nrrd")
@@ -252,11 +259,21 @@ def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path):
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(itk))
     assert len(folders) == 4 and noted >= 1
 
+    first, again = tmp_path / "first.nrrd", tmp_path / "again.nrrd"
+    write_stored_image(volume, first)
+    write_stored_image(volume, again)
+    assert again.read_bytes() == first.read_bytes()
+    assert first.read_bytes().split(b"\n\n", 1)[1][4:8] == bytes(4)  # the gzip stream's time stamp is 0
+
     mask = sitk.GetImageFromArray(np.eye(5, dtype=np.uint8))
     mask.SetMetaData("seed", "2,3")
     assert itk_nrrd_header(mask) is None
     write_stored_image(mask, tmp_path / "mask.nrrd")
     assert sitk.ReadImage(tmp_path / "mask.nrrd").GetMetaData("seed") == "2,3"
+    mask = sitk.GetImageFromArray(np.eye(5, dtype=np.uint8))
+    mask.SetOrigin((float("nan"), 0.0))
+    with pytest.raises(RuntimeError):
+        write_stored_image(mask, tmp_path / "nan.nrrd")
 
 
 def test_a_lost_whole_patient_task_says_that_nothing_of_the_run_is_stored(tmp_path):
