@@ -257,6 +257,8 @@ class _Batch:
             self._pool = executor(
                 min(self.workers, tasks), dask_scheduler=self.dask_scheduler, data_dir=self.settings.data_dir
             )
+            if isinstance(self._pool, InProcessExecutor):
+                prepare_pyradiomics()  # the tasks run here: prepared as a worker's initialiser prepares a worker
         return self._pool
 
     def close(self) -> None:
@@ -420,7 +422,6 @@ def run_patients(
     (default ``$RADIOMICS_DASK_SCHEDULER``) runs the tasks on that Dask cluster instead of local processes.
     """
     stages = frozenset(stages)
-    prepare_pyradiomics()  # for the tasks run in this process; worker processes do it in their initialiser
     batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys), resolve_dask_scheduler(dask_scheduler))
     try:
         for key in keys:
