@@ -72,10 +72,9 @@ def itk_nrrd_header(image: sitk.Image) -> bytes | None:
     type_name = NRRD_TYPES.get(image.GetPixelID())
     dimension = image.GetDimension()
     metadata = set(image.GetMetaDataKeys()) - DROPPED_METADATA
-    geometry = (*image.GetSpacing(), *image.GetOrigin(), *image.GetDirection())
     if type_name is None or dimension not in (2, 3) or metadata or sys.byteorder != "little":
         return None
-    if not np.all(np.isfinite(geometry)):
+    if not np.all(np.isfinite((*image.GetSpacing(), *image.GetOrigin(), *image.GetDirection()))):
         return None  # ITK's writer refuses it with its own error, as before
     spacing = image.GetSpacing()
     direction = np.reshape(image.GetDirection(), (dimension, dimension))

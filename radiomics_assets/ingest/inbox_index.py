@@ -301,6 +301,7 @@ class InboxIndex:
             snapshot=_snapshot_of(stored[0]) if stored else None,
         )
 
+    @_cyclic_gc_paused()
     def update(
         self,
         max_header_reads: int | None = DEFAULT_HEADER_READS,
@@ -317,31 +318,30 @@ class InboxIndex:
         now_ns = time.time_ns()
         con = self._connect()
         try:
-            with _cyclic_gc_paused():
-                known = self._known(con)
-                full_ns = environment.read_number(environment.INBOX_FULL_SCAN_SECONDS) * 1e9
-                full = not known.listings or now_ns - known.last_full_ns >= full_ns
-                walk = walk_inbox(
-                    self.inbox,
-                    None if full else known.listings,
-                    recent_seconds=environment.read_number(environment.INBOX_RECENT_SECONDS),
-                    now_ns=now_ns,
-                )
-                changed = _differs(walk.listings, known.listings) if full else walk.changed
-                if not changed and known.snapshot is not None and not known.snapshot.pending:
-                    # Nothing was added, removed or rewritten: the previous grouping holds. Listings taken again
-                    # (racy or recently busy folders) are stored for their new listing time.
-                    relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
-                    if relisted or full:
-                        generation = self._write(con, relisted, [], [], [], full and now_ns, None, keep_snapshot=True)
-                        _KNOWN[str(self.path)] = replace(
-                            known,
-                            generation=generation,
-                            listings=walk.listings,
-                            last_full_ns=now_ns if full else known.last_full_ns,
-                        )
-                    return replace(known.snapshot, new_ignored={}, header_reads=0, folders_listed=walk.listed)
-                return self._update(con, known, walk, full and now_ns, started, max_header_reads, max_seconds, read_map)
+            known = self._known(con)
+            full_ns = environment.read_number(environment.INBOX_FULL_SCAN_SECONDS) * 1e9
+            full = not known.listings or now_ns - known.last_full_ns >= full_ns
+            walk = walk_inbox(
+                self.inbox,
+                None if full else known.listings,
+                recent_seconds=environment.read_number(environment.INBOX_RECENT_SECONDS),
+                now_ns=now_ns,
+            )
+            changed = _differs(walk.listings, known.listings) if full else walk.changed
+            if not changed and known.snapshot is not None and not known.snapshot.pending:
+                # Nothing was added, removed or rewritten: the previous grouping holds. Listings taken again
+                # (racy or recently busy folders) are stored for their new listing time.
+                relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
+                if relisted or full:
+                    generation = self._write(con, relisted, [], [], [], full and now_ns, None, keep_snapshot=True)
+                    _KNOWN[str(self.path)] = replace(
+                        known,
+                        generation=generation,
+                        listings=walk.listings,
+                        last_full_ns=now_ns if full else known.last_full_ns,
+                    )
+                return replace(known.snapshot, new_ignored={}, header_reads=0, folders_listed=walk.listed)
+            return self._update(con, known, walk, full and now_ns, started, max_header_reads, max_seconds, read_map)
         finally:
             con.close()
 
