@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,25 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def image_hash(image: sitk.Image) -> str:
-    """Content hash of voxels and geometry, so the same volume hashes alike wherever it is stored."""
-    # The array view is the voxel buffer (C order): hashed in place, not copied first.
-    digest = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)))
+_kept_voxel_digests: dict[int, hashlib._Hash] = {}
+"""SHA-256 of the voxels of images that are kept as stored (by ``id``; each entry goes when its image does)."""
+
+
+def image_hash(image: sitk.Image, *, keep_voxel_digest: bool = False) -> str:
+    """Content hash of voxels and geometry, so the same volume hashes alike wherever it is stored.
+
+    ``keep_voxel_digest`` is for an image just stored and kept in memory as the stored copy (``stored_images``), which
+    is never changed in place: its later hashes (at extraction, with the geometry its file gives back) reuse the
+    digest of its voxels, a full CT's 0.08 s, instead of reading them again.
+    """
+    voxels = _kept_voxel_digests.get(id(image))
+    if voxels is None:
+        # The array view is the voxel buffer (C order): hashed in place, not copied first.
+        voxels = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)))
+        if keep_voxel_digest:
+            key = id(image)
+            _kept_voxel_digests[key] = voxels
+            weakref.finalize(image, _kept_voxel_digests.pop, key, None)
+    digest = voxels.copy()
     digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
     return digest.hexdigest()[:16]

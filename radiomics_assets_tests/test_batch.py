@@ -1,5 +1,6 @@
 """Many patients in one run, extracted by parallel worker processes; a broken patient fails only itself."""
 
+import shutil
 import subprocess
 import sys
 
@@ -201,6 +202,7 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
             volume.SetDirection(direction)
             write_stored_image(volume, tmp_path / f"{name}.nrrd")
             kept[str(tmp_path / f"{name}.nrrd")] = volume
+            image_hash(volume, keep_voxel_digest=True)  # as ingest and the masks stage hash what they keep
         paths = list(kept)
         read = [sitk.ReadImage(path) for path in paths]
         from_memory = [as_read_back(path, kept) for path in paths]
@@ -215,6 +217,32 @@ def test_a_stored_image_kept_in_memory_is_what_its_file_gives(tmp_path):
             rows, _ = extract(ExtractionTarget("P", "1", "CT", "GTV", volume, roi), PARAMS_DIR / "ct.yaml")
             values[source] = rows.set_index(["feature_class", "feature"]).value
         pd.testing.assert_series_equal(values["memory"], values["files"], check_exact=True)
+
+
+def test_a_kept_voxel_digest_gives_each_hash_of_its_image_and_goes_with_it():
+    """Ingest and the masks stage keep the digest of the voxels they store; extraction's hash of the same image reuses
+    it, with the geometry read from the image each time. Nothing outlives the image."""
+    import gc
+    import hashlib
+
+    from radiomics_assets import hashing
+
+    def plain(image: sitk.Image) -> str:  # the hash as it was computed before digests were kept
+        digest = hashlib.sha256(sitk.GetArrayFromImage(image).tobytes())
+        digest.update(repr((image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())).encode())
+        return digest.hexdigest()[:16]
+
+    image = sitk.GetImageFromArray(np.arange(60, dtype=np.float32).reshape(3, 4, 5))
+    assert hashing.image_hash(image, keep_voxel_digest=True) == plain(image)
+    assert id(image) in hashing._kept_voxel_digests
+    image.SetSpacing((0.5, 0.5, 2.0))
+    image.SetOrigin((-1.5, 2.25, 7.0))
+    for _ in range(2):  # the kept digest is copied, never extended
+        assert hashing.image_hash(image) == plain(image)
+    key = id(image)
+    del image
+    gc.collect()
+    assert key not in hashing._kept_voxel_digests
 
 
 def test_stored_nrrd_files_read_back_as_itks_own_files_do(tmp_path, monkeypatch):
@@ -318,3 +346,58 @@ def test_a_lost_whole_patient_task_says_that_nothing_of_the_run_is_stored(tmp_pa
     masks_only = _Batch(frozenset({"roi_masks", "features"}), settings, workers=2, n_patients=3)
     split = masks_only.task_lost("prepare", "P2", lost)
     assert split.failed_stage == "roi_masks" and split.error.startswith("BrokenProcessPool")
+
+
+def _wait_for_early_tasks(driver) -> None:
+    from concurrent.futures import wait
+
+    wait(list(driver._early_batch[1].pending))
+
+
+def test_tasks_started_early_are_taken_over_by_an_equal_call_and_dropped_by_another(tmp_path):
+    """`radiomics-assets run` starts the patients' tasks before its Dagster run exists: the run's equal call takes
+    them over instead of running them again; any other call drops them, and nothing of theirs is stored."""
+    from radiomics_assets.batch import driver
+
+    stages = set(driver.STAGES)
+    keys = [f"SYN-{i:04d}" for i in range(1, 4)]
+    taken, dropped = tmp_path / "taken", tmp_path / "dropped"
+    for root in (taken, dropped):
+        write_cohort(SynthConfig(n_patients=3, seed=23, rows=48, columns=48, slices=16), root)
+    settings = RadiomicsConfig(data_dir=str(taken)).patient_settings()
+    assert driver.start_patients_early(keys, stages, settings, workers=2)
+    _wait_for_early_tasks(driver)
+    shutil.rmtree(taken / "inbox")  # a task run again now would fail: its DICOM files are gone
+    outcomes = list(run_patients(list(reversed(keys)), stages, settings, workers=2))
+    assert sorted(o.key for o in outcomes) == keys and not any(o.error for o in outcomes)
+    assert driver._early_batch is None
+    assert _features(taken).groupby("patient_id").size().to_dict() == dict.fromkeys(keys, 107)
+
+    settings = RadiomicsConfig(data_dir=str(dropped)).patient_settings()
+    assert driver.start_patients_early(keys, stages, settings, workers=2)
+    _wait_for_early_tasks(driver)
+    (outcome,) = run_patients(keys[:1], stages, settings, workers=2)  # another call: the early tasks are dropped
+    assert outcome.key == keys[0] and not outcome.error and driver._early_batch is None
+    assert set(_features(dropped).patient_id) == {keys[0]}
+    # Only a batch whose tasks each do a patient's every stage on local workers starts early.
+    assert not driver.start_patients_early(keys, {"studies", "roi_masks"}, settings, workers=2)
+    assert not driver.start_patients_early(keys[:1], stages, settings, workers=2)
+    assert not driver.start_patients_early(keys, stages, settings, workers=1)
+
+
+def test_the_run_command_takes_over_the_patients_tasks_it_started_early(tmp_path, monkeypatch):
+    """The settings `radiomics-assets run` starts the tasks with are those its Dagster run computes, so the run's
+    batch step takes them over (and runs nothing twice)."""
+    from radiomics_assets import cli
+    from radiomics_assets.batch import driver
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("RADIOMICS_WORKERS", "2")
+    write_cohort(SynthConfig(n_patients=3, seed=24, rows=48, columns=48, slices=16), tmp_path / "data")
+    taken_over = []
+    original = driver._take_early_batch
+    monkeypatch.setattr(driver, "_take_early_batch", lambda call: taken_over.append(original(call)) or taken_over[-1])
+    assert cli.main(["--data-dir", str(tmp_path / "data"), "run", "--no-cohort"]) == 0
+    # Nothing to drop before the early start, the run's call takes the tasks over, nothing is left for the final drop.
+    assert [batch is not None for batch in taken_over] == [False, True, False]
+    assert _features(tmp_path / "data").groupby("patient_id").size().tolist() == [107] * 3

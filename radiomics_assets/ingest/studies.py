@@ -53,7 +53,7 @@ def _store_series(
         **{f"origin_{axis}": float(v) for axis, v in zip("xyz", origin, strict=True)},
         "source_path": str(source.relative_to(root.path)),
         "volume_path": str(volume_path),
-        "image_hash": image_hash(image),
+        "image_hash": image_hash(image, keep_voxel_digest=True),
         "units": units[0],
         "suv_factor": units[1],
         "ingested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),

@@ -68,7 +68,7 @@ def _mask_row(
         "voxel_count": voxels,
         "volume_ml": voxels * float(np.prod(mask.GetSpacing())) / 1000.0,
         "mask_path": str(mask_path),
-        "mask_hash": image_hash(mask),
+        "mask_hash": image_hash(mask, keep_voxel_digest=True),
     }
 
 
