@@ -271,8 +271,8 @@ def stored_mask_dice(root: Path, cases) -> list[float]:
 def extraction_seconds(root: Path) -> tuple[list[float], list[float]]:
     """Seconds per image of the plain extraction and of the candidate-averaged one, on the stored seeded masks of
     ``root``, alternating the two per image (so a load change on the shared machine hits both alike)."""
+    from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, extract, prepare_pyradiomics
     from radiomics_assets.features.candidate_average import extract_candidate_average
-    from radiomics_assets.features.extraction import PARAMS_DIR, ExtractionTarget, extract, prepare_pyradiomics
 
     prepare_pyradiomics()
     params = PARAMS_DIR / "us.yaml"

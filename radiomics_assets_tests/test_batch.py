@@ -96,6 +96,20 @@ def test_pyradiomics_is_prepared_where_the_patients_tasks_run(tmp_path):
         assert run.stdout.split()[-1] == prepared
 
 
+def test_the_run_process_does_not_import_pyradiomics():
+    """The run process names and versions the parameter files and stores what its workers extracted: loading the
+    definitions (and the CLI's inbox index) leaves PyRadiomics and the compiled kernels to the workers (0.4 s)."""
+    script = (
+        "import sys\n"
+        "import radiomics_assets.cli, radiomics_assets.ingest.manifests\n"
+        "from radiomics_assets.definitions import defs\n"
+        "print(sorted(m for m in ('radiomics', 'numba', 'pywt') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split("\n")[-2] == "[]"
+
+
 def test_partition_ranges_cover_exactly_the_wanted_keys():
     registered = ["a", "b", "c", "d", "e"]
     assert partition_ranges(registered, ["a", "b", "c", "d", "e"]) == [("a", "e")]

@@ -18,8 +18,7 @@ from radiomics_assets.batch import run_patients
 from radiomics_assets.defs.cohort_assets import feature_robustness
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.errors import ParameterFileError
-from radiomics_assets.features import perturbations
-from radiomics_assets.features.extraction import PARAMS_DIR, ExtractionTarget
+from radiomics_assets.features import PARAMS_DIR, ExtractionTarget, perturbations
 from radiomics_assets.modelling.matrix import wide_matrix
 from radiomics_assets.synth import SynthConfig, write_cohort
 

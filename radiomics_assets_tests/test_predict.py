@@ -21,7 +21,7 @@ from radiomics_assets.cli import step_failure_messages
 from radiomics_assets.definitions import defs
 from radiomics_assets.defs.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START, patients
 from radiomics_assets.errors import PredictionError
-from radiomics_assets.features.extraction import PARAMS_DIR
+from radiomics_assets.features import PARAMS_DIR
 from radiomics_assets.ingest.manifests import write_manifests
 from radiomics_assets.modelling.spacing import (
     PHYSICAL_MM,

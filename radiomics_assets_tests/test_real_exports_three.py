@@ -25,7 +25,7 @@ from radiomics import featureextractor
 from radiomics_assets.batch import run_patients
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.errors import FileInputError
-from radiomics_assets.features.extraction import PARAMS_DIR, params_by_modality
+from radiomics_assets.features import PARAMS_DIR, params_by_modality
 from radiomics_assets.ingest.dicom_headers import scan_inbox
 from radiomics_assets.ingest.file_pairs import COLOUR_ENV, png_header, read_png_grey, read_png_mask
 from radiomics_assets.ingest.manifests import write_manifests

@@ -19,6 +19,7 @@ from radiomics_assets.definitions import defs
 from radiomics_assets.defs.partitions import patients
 from radiomics_assets.defs.resources import RadiomicsConfig
 from radiomics_assets.errors import DicomInputError, ExtractionError, SeedFileError
+from radiomics_assets.features import PARAMS_DIR, ExtractionTarget
 from radiomics_assets.features.candidate_average import (
     CANDIDATE_FEATURES_ENV,
     CANDIDATE_MASKS_DIAGNOSTIC,
@@ -26,7 +27,6 @@ from radiomics_assets.features.candidate_average import (
     candidate_averaged_training,
     extract_candidate_average,
 )
-from radiomics_assets.features.extraction import PARAMS_DIR, ExtractionTarget
 from radiomics_assets.hashing import file_hash
 from radiomics_assets.ingest.file_pairs import labels_from_folders, scan_file_pairs
 from radiomics_assets.ingest.manifests import write_manifests

@@ -37,7 +37,7 @@ from radiomics_assets.batch.workers import (
     resolve_workers,
 )
 from radiomics_assets.errors import ExtractionError, InputError, ParameterFileError, WarehouseBusyError
-from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, load_extractor, prepare_pyradiomics
+from radiomics_assets.features.parameter_files import DEFAULT_MAX_GREY_LEVELS
 from radiomics_assets.masks.build import MaskOptions
 from radiomics_assets.paths import DataRoot
 from radiomics_assets.stored_images import Volumes, as_read_back, stored_image
@@ -226,6 +226,8 @@ def _pairs_to_extract(settings: PatientSettings, outcome: PatientOutcome) -> lis
 
 
 def _check_params(settings: PatientSettings, series: pd.DataFrame, masks: pd.DataFrame) -> None:
+    from radiomics_assets.features.extraction import load_extractor  # PyRadiomics: where the features are extracted
+
     modality = dict(zip(series.series_uid, series.modality, strict=True))
     for needed in sorted({modality[uid] for uid in masks.series_uid}):
         if needed not in settings.params:
@@ -258,6 +260,8 @@ class _Batch:
                 min(self.workers, tasks), dask_scheduler=self.dask_scheduler, data_dir=self.settings.data_dir
             )
             if isinstance(self._pool, InProcessExecutor):
+                from radiomics_assets.features.extraction import prepare_pyradiomics
+
                 prepare_pyradiomics()  # the tasks run here: prepared as a worker's initialiser prepares a worker
         return self._pool
 

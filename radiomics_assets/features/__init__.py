@@ -1,47 +1,42 @@
 """Features: PyRadiomics extraction into long rows with provenance, its speed-ups, quality checks and IBSI.
 
-``extraction`` runs PyRadiomics with a parameter file per modality (shipped under ``params/``), ``speedups``
-replaces four hot spots with value-identical code, ``quality`` holds the data checks of a patient's rows,
-``perturbations`` re-extracts a (series, ROI) under mask and noise perturbations, and ``ibsi`` measures conformance on
-the IBSI phantoms.
+``extraction`` runs PyRadiomics with a parameter file per modality (shipped under ``params/``, named and versioned
+by ``parameter_files``), ``speedups`` replaces four hot spots with value-identical code, ``quality`` holds the data
+checks of a patient's rows, ``perturbations`` re-extracts a (series, ROI) under mask and noise perturbations, and
+``ibsi`` measures conformance on the IBSI phantoms.
+
+The names below are loaded on first use: the run process names and versions parameter files and checks rows, while
+its workers extract, so it does not import PyRadiomics and the compiled kernels.
 """
 
-from radiomics_assets.features.extraction import (
-    DEFAULT_MAX_GREY_LEVELS,
-    FEATURE_COLUMNS,
-    MODALITIES,
-    PARAMS_DIR,
-    PARAMS_DIR_ENV,
-    ExtractionTarget,
-    check_grey_levels,
-    extract,
-    grey_levels,
-    load_extractor,
-    params_by_modality,
-    params_version,
-    prepare_pyradiomics,
-)
-from radiomics_assets.features.perturbations import PerturbationSettings, perturb_cohort, perturbed_features
-from radiomics_assets.features.quality import feature_count_mismatches, non_finite_features, small_rois
+import importlib
 
-__all__ = [
-    "DEFAULT_MAX_GREY_LEVELS",
-    "FEATURE_COLUMNS",
-    "MODALITIES",
-    "PARAMS_DIR",
-    "PARAMS_DIR_ENV",
-    "ExtractionTarget",
-    "check_grey_levels",
-    "PerturbationSettings",
-    "extract",
-    "feature_count_mismatches",
-    "grey_levels",
-    "load_extractor",
-    "non_finite_features",
-    "params_by_modality",
-    "params_version",
-    "perturb_cohort",
-    "perturbed_features",
-    "prepare_pyradiomics",
-    "small_rois",
-]
+_MODULE_OF = {
+    "DEFAULT_MAX_GREY_LEVELS": "parameter_files",
+    "MODALITIES": "parameter_files",
+    "PARAMS_DIR": "parameter_files",
+    "PARAMS_DIR_ENV": "parameter_files",
+    "params_by_modality": "parameter_files",
+    "params_version": "parameter_files",
+    "FEATURE_COLUMNS": "extraction",
+    "ExtractionTarget": "extraction",
+    "check_grey_levels": "extraction",
+    "extract": "extraction",
+    "grey_levels": "extraction",
+    "load_extractor": "extraction",
+    "prepare_pyradiomics": "extraction",
+    "PerturbationSettings": "perturbations",
+    "perturb_cohort": "perturbations",
+    "perturbed_features": "perturbations",
+    "feature_count_mismatches": "quality",
+    "non_finite_features": "quality",
+    "small_rois": "quality",
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -36,7 +36,8 @@ import SimpleITK as sitk
 
 from radiomics_assets import environment
 from radiomics_assets.errors import ExtractionError
-from radiomics_assets.features.extraction import DEFAULT_MAX_GREY_LEVELS, ExtractionTarget, extract, load_extractor
+from radiomics_assets.features.extraction import ExtractionTarget, extract, load_extractor
+from radiomics_assets.features.parameter_files import DEFAULT_MAX_GREY_LEVELS
 from radiomics_assets.hashing import image_hash
 from radiomics_assets.masks.sources import SEEDED_ULTRASOUND
 from radiomics_assets.masks.ultrasound import SEED_KEY, ultrasound_candidate_masks

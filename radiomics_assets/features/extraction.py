@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,20 +18,13 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import featureextractor
 
-from radiomics_assets import environment
 from radiomics_assets.errors import ExtractionError, ParameterFileError
+from radiomics_assets.features.parameter_files import DEFAULT_MAX_GREY_LEVELS
 from radiomics_assets.features.speedups import install as install_speedups
 from radiomics_assets.features.speedups import installed as installed_speedups
 from radiomics_assets.geometry import grid_mismatch
 from radiomics_assets.hashing import file_hash, image_hash
 
-PARAMS_DIR = environment.SHIPPED_PARAMS_DIR
-PARAMS_DIR_ENV = environment.PARAMS_DIR.name
-DEFAULT_MAX_GREY_LEVELS = int(environment.MAX_GREY_LEVELS.default)
-"""Most grey levels (bins) an extraction may discretise the ROI into. The shipped parameter files give at most
-a few hundred on CT (HU), PET (SUV), MR and ultrasound; tens of thousands mean units that do not match the
-parameter file (e.g. PET in Bq/ml with an SUV bin width), whose texture matrices would exhaust memory."""
-MODALITIES = ("CT", "MR", "PT", "US")
 FEATURE_COLUMNS = [
     "patient_id",
     "series_uid",
@@ -72,21 +64,6 @@ class ExtractionTarget:
     """Bit depth of the data of a PNG image (``series.units``, ``file_pairs.png_bits``); None for other images."""
     source: str = ""
     """The input file the image was read from (``series.source_path``), named in refusals about its data."""
-
-
-def params_by_modality(params_dir: Path = PARAMS_DIR, single_file: Path | None = None) -> dict[str, Path]:
-    """Parameter file per modality: ``<dir>/ct.yaml``, ``mr.yaml``, ``pt.yaml``, ``us.yaml`` (2D), or one for all."""
-    if single_file is not None:
-        return dict.fromkeys(MODALITIES, Path(single_file))
-    return {m: Path(params_dir) / f"{m.lower()}.yaml" for m in MODALITIES}
-
-
-def params_version(params: dict[str, Path]) -> str:
-    """Hash of the parameter files' contents: changes whenever any file used for extraction changes."""
-    digest = hashlib.sha256()
-    for modality, path in sorted(params.items()):
-        digest.update(modality.encode() + (Path(path).read_bytes() if Path(path).is_file() else b"missing"))
-    return digest.hexdigest()[:12]
 
 
 def load_extractor(params_path: Path) -> featureextractor.RadiomicsFeatureExtractor:
