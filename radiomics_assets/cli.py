@@ -23,16 +23,12 @@ def _data_dir(args) -> Path:
     return data_root(args.data_dir).path
 
 
-def _run_resource(defs, root: Path):
-    """The ``radiomics`` resource of a run: the one the code location built from the environment
-    (``RadiomicsConfig.from_env``) with this data root."""
-    return defs.resources["radiomics"].model_copy(update={"data_dir": str(root)})
-
-
-def _run_config(radiomics) -> dict:
-    """The run's ``radiomics`` resource, passed explicitly. The whole config, because a partial one would reset the
+def _run_config(defs, root: Path) -> dict:
+    """The ``radiomics`` resource of a run, passed explicitly: the one the code location built from the environment
+    (``RadiomicsConfig.from_env``) with this data root. The whole config, because a partial one would reset the
     fields it leaves out to their defaults rather than to the environment's values."""
-    return {"resources": {"radiomics": {"config": radiomics.model_dump(mode="json")}}}
+    config = defs.resources["radiomics"].model_copy(update={"data_dir": str(root)})
+    return {"resources": {"radiomics": {"config": config.model_dump(mode="json")}}}
 
 
 def step_failure_messages(result) -> list[str]:
@@ -230,47 +226,37 @@ def cmd_run(args) -> int:
         )
         from dagster import AssetKey, DagsterInstance
 
-        from radiomics_assets.batch.driver import STAGES, discard_early_patients, start_patients_early
         from radiomics_assets.definitions import defs
         from radiomics_assets.defs.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START, patients
 
-        snapshot = scanning.result()
-    keys = sorted(snapshot.patients)
-    radiomics = _run_resource(defs, root)
-    run_config = _run_config(radiomics)
-    if not getattr(args, "new_only", False):
-        # The run's patient tasks start now, while Dagster's instance and run are created (1-2 s); the run's batch
-        # step takes them over (run_patients) when its patients and settings are the same, else they are dropped.
-        start_patients_early(keys, set(STAGES), radiomics.patient_settings(), radiomics.workers)
-    try:
         instance = DagsterInstance.get()
-        for rel, why in snapshot.ignored.items():
-            print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
-        instance.add_dynamic_partitions(patients.name, keys)
-        todo = keys
-        if getattr(args, "new_only", False):
-            done = instance.get_materialized_partitions(AssetKey("features"))
-            todo = [key for key in keys if key not in done]
-        print(f"{len(keys)} patients registered; materialising {len(todo)} of them")
-        display = RunDisplay()
-        log_path = root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        events = RunEventLog(log_path, display, verbose=args.verbose)
-        ingest = defs.resolve_job_def("ingest_patient")
-        failed = []
-        display.start_stage("patient assets", len(todo))
-        # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
-        for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
-            result = ingest.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last, LOGGED_BY_TAG: "radiomics-assets run"},
-                **events.follow(instance, run_config),
-            )
-            if not result.success:
-                failed += step_failure_messages(result)
-                log_failed_run(root, result)
-    finally:
-        discard_early_patients()  # tasks no run took over: dropped, nothing of them was stored
+        snapshot = scanning.result()
+    for rel, why in snapshot.ignored.items():
+        print(f"note: ignored inbox/{rel}: {why.split(': ', 1)[-1]}")
+    keys = sorted(snapshot.patients)
+    run_config = _run_config(defs, root)
+    instance.add_dynamic_partitions(patients.name, keys)
+    todo = keys
+    if getattr(args, "new_only", False):
+        done = instance.get_materialized_partitions(AssetKey("features"))
+        todo = [key for key in keys if key not in done]
+    print(f"{len(keys)} patients registered; materialising {len(todo)} of them")
+    display = RunDisplay()
+    events = RunEventLog(root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log", display, verbose=args.verbose)
+    ingest = defs.resolve_job_def("ingest_patient")
+    failed = []
+    display.start_stage("patient assets", len(todo))
+    # One run per contiguous range of partitions (normally one run for the whole inbox), not one per patient.
+    for first, last in partition_ranges(instance.get_dynamic_partitions(patients.name), todo):
+        result = ingest.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags={PARTITION_RANGE_START: first, PARTITION_RANGE_END: last, LOGGED_BY_TAG: "radiomics-assets run"},
+            **events.follow(instance, run_config),
+        )
+        if not result.success:
+            failed += step_failure_messages(result)
+            log_failed_run(root, result)
     display.finish_stage()
     notes = _series_without_roi_note(root, todo)
     locations = {

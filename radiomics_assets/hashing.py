@@ -21,9 +21,10 @@ _kept_voxel_digests: dict[int, hashlib._Hash] = {}
 def image_hash(image: sitk.Image, *, keep_voxel_digest: bool = False) -> str:
     """Content hash of voxels and geometry, so the same volume hashes alike wherever it is stored.
 
-    ``keep_voxel_digest`` is for an image just stored and kept in memory as the stored copy (``stored_images``), which
-    is never changed in place: its later hashes (at extraction, with the geometry its file gives back) reuse the
-    digest of its voxels, a full CT's 0.08 s, instead of reading them again.
+    ``keep_voxel_digest`` is for an image just stored and kept in memory as the stored copy (``stored_images``): its
+    later hashes (at extraction, with the geometry its file gives back) reuse the digest of its voxels, a full CT's
+    0.08 s, instead of reading them again. Such an image must never be changed in place (no code here does: filters
+    return new images); its kept digest would then describe voxels it no longer has.
     """
     voxels = _kept_voxel_digests.get(id(image))
     if voxels is None:

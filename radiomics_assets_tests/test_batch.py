@@ -1,6 +1,5 @@
 """Many patients in one run, extracted by parallel worker processes; a broken patient fails only itself."""
 
-import shutil
 import subprocess
 import sys
 
@@ -360,58 +359,3 @@ def test_a_lost_whole_patient_task_says_that_nothing_of_the_run_is_stored(tmp_pa
     masks_only = _Batch(frozenset({"roi_masks", "features"}), settings, workers=2, n_patients=3)
     split = masks_only.task_lost("prepare", "P2", lost)
     assert split.failed_stage == "roi_masks" and split.error.startswith("BrokenProcessPool")
-
-
-def _wait_for_early_tasks(driver) -> None:
-    from concurrent.futures import wait
-
-    wait(list(driver._early_batch[1].pending))
-
-
-def test_tasks_started_early_are_taken_over_by_an_equal_call_and_dropped_by_another(tmp_path):
-    """`radiomics-assets run` starts the patients' tasks before its Dagster run exists: the run's equal call takes
-    them over instead of running them again; any other call drops them, and nothing of theirs is stored."""
-    from radiomics_assets.batch import driver
-
-    stages = set(driver.STAGES)
-    keys = [f"SYN-{i:04d}" for i in range(1, 4)]
-    taken, dropped = tmp_path / "taken", tmp_path / "dropped"
-    for root in (taken, dropped):
-        write_cohort(SynthConfig(n_patients=3, seed=23, rows=48, columns=48, slices=16), root)
-    settings = RadiomicsConfig(data_dir=str(taken)).patient_settings()
-    assert driver.start_patients_early(keys, stages, settings, workers=2)
-    _wait_for_early_tasks(driver)
-    shutil.rmtree(taken / "inbox")  # a task run again now would fail: its DICOM files are gone
-    outcomes = list(run_patients(list(reversed(keys)), stages, settings, workers=2))
-    assert sorted(o.key for o in outcomes) == keys and not any(o.error for o in outcomes)
-    assert driver._early_batch is None
-    assert _features(taken).groupby("patient_id").size().to_dict() == dict.fromkeys(keys, 107)
-
-    settings = RadiomicsConfig(data_dir=str(dropped)).patient_settings()
-    assert driver.start_patients_early(keys, stages, settings, workers=2)
-    _wait_for_early_tasks(driver)
-    (outcome,) = run_patients(keys[:1], stages, settings, workers=2)  # another call: the early tasks are dropped
-    assert outcome.key == keys[0] and not outcome.error and driver._early_batch is None
-    assert set(_features(dropped).patient_id) == {keys[0]}
-    # Only a batch whose tasks each do a patient's every stage on local workers starts early.
-    assert not driver.start_patients_early(keys, {"studies", "roi_masks"}, settings, workers=2)
-    assert not driver.start_patients_early(keys[:1], stages, settings, workers=2)
-    assert not driver.start_patients_early(keys, stages, settings, workers=1)
-
-
-def test_the_run_command_takes_over_the_patients_tasks_it_started_early(tmp_path, monkeypatch):
-    """The settings `radiomics-assets run` starts the tasks with are those its Dagster run computes, so the run's
-    batch step takes them over (and runs nothing twice)."""
-    from radiomics_assets import cli
-    from radiomics_assets.batch import driver
-
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("RADIOMICS_WORKERS", "2")
-    write_cohort(SynthConfig(n_patients=3, seed=24, rows=48, columns=48, slices=16), tmp_path / "data")
-    taken_over = []
-    original = driver._take_early_batch
-    monkeypatch.setattr(driver, "_take_early_batch", lambda call: taken_over.append(original(call)) or taken_over[-1])
-    assert cli.main(["--data-dir", str(tmp_path / "data"), "run", "--no-cohort"]) == 0
-    # Nothing to drop before the early start, the run's call takes the tasks over, nothing is left for the final drop.
-    assert [batch is not None for batch in taken_over] == [False, True, False]
-    assert _features(tmp_path / "data").groupby("patient_id").size().tolist() == [107] * 3

@@ -424,18 +424,11 @@ def run_patients(
     that succeeded (a failed stage stores nothing, the stages before it are stored). ``workers`` defaults to the
     number of usable cores; no worker process is started when there is a single task. ``dask_scheduler``
     (default ``$RADIOMICS_DASK_SCHEDULER``) runs the tasks on that Dask cluster instead of local processes.
-    Tasks that :func:`start_patients_early` started for the same call are taken over, not run again.
     """
     stages = frozenset(stages)
-    call = _BatchCall(
-        frozenset(keys), stages, settings, resolve_workers(workers or 0), resolve_dask_scheduler(dask_scheduler)
-    )
-    batch = _take_early_batch(call)
-    started = batch is not None
-    if batch is None:
-        batch = _Batch(stages, settings, call.workers, len(keys), call.dask_scheduler)
+    batch = _Batch(stages, settings, resolve_workers(workers or 0), len(keys), resolve_dask_scheduler(dask_scheduler))
     try:
-        for key in [] if started else keys:
+        for key in keys:
             if stages & {"studies", "roi_masks"}:
                 batch.submit_prepare(key)
                 continue
@@ -446,57 +439,3 @@ def run_patients(
     finally:
         batch.store_unfinished()
         batch.close()
-
-
-@dataclass(frozen=True)
-class _BatchCall:
-    """The arguments of a :func:`run_patients` call, resolved: an early start is taken over only by an equal call."""
-
-    keys: frozenset[str]
-    stages: frozenset[str]
-    settings: PatientSettings
-    workers: int
-    dask_scheduler: str
-
-
-_early_batch: tuple[_BatchCall, _Batch] | None = None
-"""The tasks :func:`start_patients_early` started in this process, and the call they were started for."""
-
-
-def start_patients_early(keys: list[str], stages: set[str], settings: PatientSettings, workers: int = 0) -> bool:
-    """Start ``run_patients(keys, stages, settings, workers)``'s tasks now, before the caller makes that call.
-
-    ``radiomics-assets run`` knows a run's patients and settings some seconds before the Dagster run that
-    calls :func:`run_patients` has started (imports, instance, run creation), while the workers would wait. The
-    tasks compute and write only the patient's own files, as the run's would; their outcomes wait in their futures,
-    and only the run stores rows and reports them. An equal call takes them over; any other call, or
-    :func:`discard_early_patients`, cancels those not started and waits for the others, whose results are dropped.
-    Only for the batch whose tasks each do a patient's every stage on the local pool (several patients, every stage,
-    several workers, no Dask cluster); returns whether the tasks were started.
-    """
-    global _early_batch
-    discard_early_patients()
-    call = _BatchCall(frozenset(keys), frozenset(stages), settings, resolve_workers(workers), resolve_dask_scheduler())
-    if len(keys) < 2 or call.stages != frozenset(STAGES) or call.workers < 2 or call.dask_scheduler:
-        return False
-    batch = _Batch(call.stages, settings, call.workers, len(keys))
-    for key in keys:
-        batch.submit_prepare(key)
-    _early_batch = (call, batch)
-    return True
-
-
-def discard_early_patients() -> None:
-    """Drop the tasks :func:`start_patients_early` started and no run took over (see there)."""
-    _take_early_batch(None)
-
-
-def _take_early_batch(call: _BatchCall | None) -> _Batch | None:
-    global _early_batch
-    early, _early_batch = _early_batch, None
-    if early is None:
-        return None
-    if early[0] == call:
-        return early[1]
-    early[1].close()
-    return None
