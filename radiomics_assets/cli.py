@@ -561,9 +561,12 @@ def cmd_import_features(args) -> int:
     root = DataRoot(_data_dir(args))
     source = Path(args.file)
     destination = root.feature_tables / source.name
-    options = ImportOptions(id_column=args.id_column, exclude=tuple(args.exclude), source=args.name)
+    # Outcome columns go to labels.csv, never into the features (also when the folder is imported again: sidecar).
+    exclude = (*args.exclude, *(c for c in args.outcome if c not in args.exclude))
+    options = ImportOptions(id_column=args.id_column, exclude=exclude, source=args.name)
     try:
         # Validated before it is copied: a table the import refuses must not land in the folder the sensor watches.
+        labels = _outcome_labels(root, source, options.id_column, args.outcome) if args.outcome else None
         read_feature_table(source, id_column=options.id_column, exclude=options.exclude)
         if destination.exists() and not _same_file(source, destination) and not args.replace:
             raise FileInputError(
@@ -600,8 +603,51 @@ def cmd_import_features(args) -> int:
         f"{result.n_missing_values} missing values, sha256 {result.sha256[:12]} ({destination})"
     )
     for note in result.notes:
-        print(f"note: {note}")
+        if labels is None or "labels.csv" not in note:  # labels.csv is written from this very table below
+            print(f"note: {note}")
+    if labels is not None:
+        _write_outcome_labels(root, labels, args.outcome)
     return 0
+
+
+def _outcome_labels(root, source: Path, id_column: str, columns: list[str]):
+    """The table's outcome columns as labels.csv rows; refused when labels.csv exists and says something else."""
+    from radiomics_assets.errors import FileInputError
+    from radiomics_assets.ingest.feature_tables import outcome_columns
+    from radiomics_assets.modelling.study import read_table_csv
+
+    labels = outcome_columns(source, id_column=id_column, columns=columns)
+    if root.labels_csv.is_file():
+        try:
+            present = read_table_csv(root.labels_csv).fillna("").astype(str).reset_index(drop=True)
+        except ValueError as error:  # StudyError: labels.csv is not readable CSV
+            raise FileInputError(f"{error}; fix: remove {root.labels_csv} or repair it") from None
+        if not present.equals(labels.fillna("").astype(str).reset_index(drop=True)):
+            raise FileInputError(
+                f"{root.labels_csv} exists and differs from the outcome columns {', '.join(columns)} of {source}; "
+                "fix: remove it (or leave out --outcome and add the columns to it yourself)"
+            )
+    return labels
+
+
+def _write_outcome_labels(root, labels, columns: list[str]) -> None:
+    """labels.csv from the table, and for one two-valued column without a study.yaml, the binary study naming it
+    (which value is class 1 follows the study rules: 0/1, yes/no, ... or `positive:`)."""
+    from radiomics_assets.modelling.study import STUDY_FILE, write_study_file
+
+    if not root.labels_csv.is_file():
+        labels.to_csv(root.labels_csv, index=False)
+        print(f"wrote {len(labels)} patients' {', '.join(columns)} to {root.labels_csv}")
+    study = root.path / STUDY_FILE
+    values = labels[columns[0]].dropna().astype(str).str.strip()
+    if study.exists():
+        return
+    if len(columns) == 1 and values[values != ""].nunique() == 2:
+        document = {"outcome": {"type": "binary", "column": columns[0]}}
+        write_study_file(study, document, comment=f"written by radiomics-assets import-features: {columns[0]}")
+        print(f"wrote {study}: binary outcome {columns[0]!r}")
+    else:
+        print(f"note: say what {', '.join(columns)} mean in {study} (docs/reference/study-yaml.md)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -688,12 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = sub.add_parser(
         "import-features",
-        help="import a feature table made elsewhere (CSV, .csv.gz or Parquet: an id column + numeric columns)",
+        help="import a feature table made elsewhere (CSV, .csv.gz/.gz or Parquet: an id column + numeric columns)",
         description="Copy FILE into <data root>/feature_tables/ (options in FILE.import.yaml beside it) and import it "
         "as a feature source: its columns enter the feature matrix as block TABLE__<source>.",
     )
     p.set_defaults(func=cmd_import_features)
-    p.add_argument("file", metavar="FILE", help="the feature table (.csv, .csv.gz or .parquet), one row per patient")
+    p.add_argument(
+        "file", metavar="FILE", help="the feature table (.csv, .csv.gz, .gz or .parquet), one row per patient"
+    )
     p.add_argument("--id-column", default="patient_id", help="the column of patient IDs (default patient_id)")
     p.add_argument(
         "--exclude",
@@ -702,6 +750,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="COL",
         help="columns to leave out: names or shell patterns, e.g. Image Mask 'diagnostics_*'",
+    )
+    p.add_argument(
+        "--outcome",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="outcome column(s) of the table (e.g. Target): written to labels.csv with the IDs instead of being "
+        "imported as features; for one two-valued column, also a binary study.yaml when there is none",
     )
     p.add_argument("--name", help="the source name (default: the file name without suffix, reduced to A-Za-z0-9_-)")
     p.add_argument("--replace", action="store_true", help="overwrite a different file of the same name in the folder")

@@ -99,7 +99,7 @@ class DataRoot:
 
     @property
     def feature_tables(self) -> Path:
-        """Feature tables made elsewhere (``*.csv``, ``*.csv.gz``, ``*.parquet``, each with an optional
+        """Feature tables made elsewhere (``*.csv``, ``*.csv.gz`` or ``*.gz``, ``*.parquet``, each with an optional
         ``<name>.import.yaml``), imported as feature sources by the ``imported_features`` asset and its sensor."""
         return self.path / "feature_tables"
 

@@ -374,6 +374,34 @@ def test_cli_copies_writes_the_sidecar_and_imports(root, tmp_path, capsys, monke
     assert failures == [] and [(r.source, r.sha256) for r in results] == [("pyr", sha)]
 
 
+def test_cli_takes_a_published_tables_outcome_into_labels_csv(tmp_path, capsys, monkeypatch):
+    """A published table (radMLBench style: ``<table>.gz``, gzip CSV with ``ID``, ``Target`` and the features) is
+    imported as it comes: ``--outcome Target`` writes labels.csv and a binary study.yaml instead of a feature."""
+    from radiomics_assets.modelling.study import load_outcomes, load_study
+
+    root = DataRoot(tmp_path / "data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(root.path))
+    rows = [("S1", 0, 0.5, 1.5), ("S2", 1, 0.25, 2.5), ("S3", 1, 0.125, 3.5), ("S4", 0, 1.0, 4.5)]
+    table = _csv(tmp_path / "published" / "Study2024.gz", ("ID", "Target", "f1", "f2"), rows)
+    command = ["--data-dir", str(root.path), "import-features", str(table), "--id-column", "ID", "--outcome", "Target"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "imported Study2024: 4 patients, 2 features" in out and "labels.csv" in out and "binary" in out
+    assert root.labels_csv.read_text() == "patient_id,Target\nS1,0\nS2,1\nS3,1\nS4,0\n"
+    assert yaml.safe_load((root.path / "study.yaml").read_text()) == {"outcome": {"type": "binary", "column": "Target"}}
+    outcomes = load_outcomes(root, load_study(root)).table.set_index("patient_id").label
+    assert outcomes.to_dict() == {"S1": 0, "S2": 1, "S3": 1, "S4": 0}
+    # The folder import reads the copy (a .gz is a gzip CSV) with its sidecar: Target is never a feature.
+    (result,), failures = import_folder(root)
+    assert failures == [] and (result.source, result.n_features) == ("Study2024", 2)
+    assert main(command) == 0  # the same table again: labels.csv already says the same
+    root.labels_csv.write_text("patient_id,Target\nS1,1\nS2,1\nS3,1\nS4,0\n")
+    assert main(command) == 2
+    assert f"{root.labels_csv} exists and differs" in capsys.readouterr().err
+    assert main([*command[:-1], "Outcome"]) == 2
+    assert f"{table}: no outcome column 'Outcome'" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_bad_table_and_a_different_file_of_the_same_name(root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(root.path))
     bad = _csv(tmp_path / "bad.csv", ("ID", "f1"), [("P1", 1)])

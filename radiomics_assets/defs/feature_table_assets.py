@@ -44,8 +44,8 @@ def _failures_markdown(failures: list[tuple[Path, str]]) -> str:
 
 @dg.asset(group_name="modelling", kinds={"csv", "duckdb"}, pool=DUCKDB_WRITES)
 def imported_features(context: dg.AssetExecutionContext, radiomics: RadiomicsConfig) -> dg.MaterializeResult:
-    """Feature tables made elsewhere (``feature_tables/*.csv``, ``*.csv.gz``, ``*.parquet``) as feature sources:
-    tables ``imported_features`` and ``feature_sources``. Every good table lands even when another fails (the
+    """Feature tables made elsewhere (``feature_tables/*.csv``, ``*.csv.gz``, ``*.gz``, ``*.parquet``) as feature
+    sources: tables ``imported_features`` and ``feature_sources``. Every good table lands even when another fails (the
     step then fails, naming the file and the fix); sources whose file left the folder are removed."""
     root = radiomics.data_root()
     warehouse = radiomics.warehouse()

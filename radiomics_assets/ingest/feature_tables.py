@@ -1,6 +1,6 @@
 """Bring your own features: a feature table made elsewhere, imported as a feature source with its provenance.
 
-A feature table (PyRadiomics CLI output, MIRP, an earlier study) is a CSV (``.csv``, ``.csv.gz``) or Parquet
+A feature table (PyRadiomics CLI output, MIRP, an earlier study) is a CSV (``.csv``, ``.csv.gz``, ``.gz``) or Parquet
 file with one row per patient: an id column and numeric feature columns. Each imported file is one *source*
 (named after the file, or ``--name`` / ``source:``): its values go to the long table ``imported_features`` with
 the file's SHA-256 and the import time, its provenance to a row of ``feature_sources``, both in one transaction.
@@ -40,8 +40,9 @@ from radiomics_assets.warehouse import Warehouse, insert_frame, transaction
 log = logging.getLogger(__name__)
 
 DEFAULT_ID_COLUMN = "patient_id"
-TABLE_SUFFIXES = (".csv.gz", ".csv", ".parquet")
-"""What the folder import reads (case-insensitive); ``.csv.gz`` first so that it wins over ``.csv``'s ``.gz``."""
+TABLE_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".gz")
+"""What the folder import reads (case-insensitive); ``.csv.gz`` first so that it wins over ``.gz``, a gzip-compressed
+CSV whatever precedes it (published tables come as ``<table>.gz``)."""
 SIDECAR_SUFFIX = ".import.yaml"
 """``<file name>.import.yaml`` beside a table holds its import options (keys :data:`SIDECAR_KEYS`)."""
 SIDECAR_KEYS = ("id_column", "exclude", "source")
@@ -112,7 +113,7 @@ def _listed(items: Sequence[str], limit: int = LISTED) -> str:
 
 
 def table_suffix(path: Path) -> str | None:
-    """The feature-table suffix of ``path`` (``.csv.gz``, ``.csv`` or ``.parquet``), or None."""
+    """The feature-table suffix of ``path`` (``.csv.gz``, ``.csv``, ``.parquet`` or ``.gz``), or None."""
     name = Path(path).name.lower()
     return next((suffix for suffix in TABLE_SUFFIXES if name.endswith(suffix)), None)
 
@@ -236,7 +237,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
     if suffix is None:
         raise FileInputError(
             _with_fix(
-                f"{path}: not a feature table (expected a .csv, .csv.gz or .parquet file)",
+                f"{path}: not a feature table (expected a .csv, .csv.gz, .gz or .parquet file)",
                 "export the table as CSV or Parquet",
             )
         )
@@ -433,6 +434,27 @@ def read_feature_table(path: Path, *, id_column: str = DEFAULT_ID_COLUMN, exclud
     (it separates the parts of a wide-matrix column name).
     """
     return _read_table(Path(path), id_column, exclude)[0]
+
+
+def outcome_columns(path: Path, *, id_column: str, columns: Sequence[str]) -> pd.DataFrame:
+    """``patient_id`` and the named outcome columns of a feature table, every cell as written, as ``labels.csv``
+    holds them (a published table often carries its outcome beside the features); raises :class:`FileInputError`
+    naming the file when the ID column or an outcome column is missing."""
+    path = Path(path)
+    raw = _read_raw(path)
+    _check_id_column(path, raw, id_column)
+    missing = [repr(c) for c in columns if c not in raw.columns]
+    if missing:
+        raise FileInputError(
+            _with_fix(
+                f"{path}: no outcome column {_listed(missing)}; "
+                f"its columns are {_listed([repr(c) for c in raw.columns])}",
+                "name the outcome column(s) as the header does (case-sensitive)",
+            )
+        )
+    labels = raw[[id_column, *columns]].copy()
+    labels[id_column] = ["" if pd.isna(value) else _id_text(value) for value in labels[id_column]]
+    return labels.rename(columns={id_column: "patient_id"})
 
 
 def _recorded_file(root: DataRoot, path: Path) -> str:
@@ -679,8 +701,9 @@ def write_import_options(table_path: Path, options: ImportOptions) -> Path | Non
 
 
 def feature_table_files(root: DataRoot) -> list[Path]:
-    """The tables the folder import reads: ``*.csv``, ``*.csv.gz``, ``*.parquet`` directly in ``feature_tables/``
-    (not in subfolders; hidden files such as macOS ``._x.csv`` or an unfinished ``.x.csv.tmp`` are not tables)."""
+    """The tables the folder import reads: ``*.csv``, ``*.csv.gz``, ``*.gz``, ``*.parquet`` directly in
+    ``feature_tables/`` (not in subfolders; hidden files such as macOS ``._x.csv`` or an unfinished ``.x.csv.tmp``
+    are not tables)."""
     folder = root.feature_tables
     if not folder.is_dir():
         return []
