@@ -1,8 +1,11 @@
 """The default binary procedure on published radiomics feature tables (../shared/data/radmlbench), each imported
 through the public importer, against two fixed references on the same outer splits.
 
-    .venv/bin/python benchmarks/bench_radmlbench.py [--tables Ahn2021 HNSCC ...] [--repeats 1] [--permuted]
-        [--variants | --variant NAME ...] [--json docs/results/radmlbench.json]
+    .venv/bin/python benchmarks/bench_radmlbench.py [--tables-dir DIR] [--tables Ahn2021 HNSCC ...] [--repeats 1]
+        [--permuted] [--variants | --variant NAME ...] [--json docs/results/radmlbench.json]
+
+``--tables-dir`` runs it on any folder of tables in the same format (``<table>.gz``: ``ID``, ``Target``, features),
+e.g. tables the procedure was never measured on.
 
 References (issue 31): median impute -> z-score -> ANOVA top-32 -> logistic regression, and a 500-tree random forest
 on all features. ``--permuted`` shuffles each table's outcome first: every column should then sit near 0.5.
@@ -16,10 +19,8 @@ what they gave); ``--variant NAME`` (repeatable) runs only those.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radiomics_assets import modelling
-from radiomics_assets.ingest.feature_tables import read_feature_table
+from radiomics_assets.ingest.feature_tables import outcome_columns, read_feature_table
 from radiomics_assets.modelling.selection import Selector
 from radiomics_assets.modelling.validation import outer_splits
 
@@ -125,15 +126,11 @@ def _fold_auc(X: pd.DataFrame, y: np.ndarray, train: np.ndarray, test: np.ndarra
     return roc_auc_score(y[test], model.predict_proba(X.iloc[test])[:, 1])
 
 
-def load(name: str, permuted: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """A table imported by the project's reader (ID column, Target excluded), and its 0/1 outcome."""
-    path = TABLES / f"{name}.gz"
-    with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / f"{name}.csv"
-        csv.write_bytes(gzip.decompress(path.read_bytes()))
-        X = read_feature_table(csv, id_column="ID", exclude=["Target"])
-        target = pd.read_csv(csv, usecols=["ID", "Target"]).set_index("ID").Target
-    y = target.to_numpy(dtype=int)
+def load(path: Path, permuted: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """A table read as ``import-features TABLE --id-column ID --outcome Target`` reads it: the features (``Target``
+    left out) and the 0/1 outcome, both in the file's row order."""
+    X = read_feature_table(path, id_column="ID", exclude=["Target"])
+    y = outcome_columns(path, id_column="ID", columns=["Target"]).Target.astype(int).to_numpy()
     if permuted:
         y = np.random.default_rng(0).permutation(y)
     return X, y
@@ -141,7 +138,10 @@ def load(name: str, permuted: bool) -> tuple[pd.DataFrame, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", nargs="+", default=sorted(p.name[:-3] for p in TABLES.glob("*.gz")))
+    parser.add_argument(
+        "--tables-dir", type=Path, default=TABLES, help="folder of <table>.gz files (default ../shared/data/radmlbench)"
+    )
+    parser.add_argument("--tables", nargs="+", help="table names in that folder (default: every <table>.gz)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--permuted", action="store_true")
@@ -158,9 +158,9 @@ def main() -> None:
     settings = modelling.ModellingSettings(repeats=args.repeats, permutations=0, n_jobs=args.jobs)
     task = modelling.task_for()
     rows = []
-    for name in args.tables:
+    for name in args.tables or sorted(p.name[: -len(".gz")] for p in args.tables_dir.glob("*.gz")):
         started = time.perf_counter()
-        X, y = load(name, args.permuted)
+        X, y = load(args.tables_dir / f"{name}.gz", args.permuted)
         cv = modelling.cross_validate(X, y, settings, with_candidates=False, task=task)
         _, splits = outer_splits(y, np.asarray(X.index), settings, task)
         row = {"table": name, "patients": len(y), "features": X.shape[1], "procedure": cv.score}
