@@ -603,8 +603,7 @@ def cmd_import_features(args) -> int:
         f"{result.n_missing_values} missing values, sha256 {result.sha256[:12]} ({destination})"
     )
     for note in result.notes:
-        if labels is None or "labels.csv" not in note:  # labels.csv is written from this very table below
-            print(f"note: {note}")
+        print(f"note: {note}")
     if labels is not None:
         _write_outcome_labels(root, labels, args.outcome)
     return 0
@@ -639,9 +638,9 @@ def _write_outcome_labels(root, labels, columns: list[str]) -> None:
         labels.to_csv(root.labels_csv, index=False)
         print(f"wrote {len(labels)} patients' {', '.join(columns)} to {root.labels_csv}")
     study = root.path / STUDY_FILE
-    values = labels[columns[0]].dropna().astype(str).str.strip()
     if study.exists():
         return
+    values = labels[columns[0]].dropna().astype(str).str.strip()
     if len(columns) == 1 and values[values != ""].nunique() == 2:
         document = {"outcome": {"type": "binary", "column": columns[0]}}
         write_study_file(study, document, comment=f"written by radiomics-assets import-features: {columns[0]}")
