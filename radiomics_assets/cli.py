@@ -552,6 +552,7 @@ def cmd_import_features(args) -> int:
     from radiomics_assets.ingest.feature_tables import (
         ImportOptions,
         import_feature_table,
+        outcome_columns,
         read_feature_table,
         sidecar_path,
         write_import_options,
@@ -562,12 +563,14 @@ def cmd_import_features(args) -> int:
     source = Path(args.file)
     destination = root.feature_tables / source.name
     # Outcome columns go to labels.csv, never into the features (also when the folder is imported again: sidecar).
-    exclude = (*args.exclude, *(c for c in args.outcome if c not in args.exclude))
+    exclude = tuple(dict.fromkeys([*args.exclude, *args.outcome]))
     options = ImportOptions(id_column=args.id_column, exclude=exclude, source=args.name)
     try:
         # Validated before it is copied: a table the import refuses must not land in the folder the sensor watches.
-        labels = _outcome_labels(root, source, options.id_column, args.outcome) if args.outcome else None
+        labels = outcome_columns(source, id_column=options.id_column, columns=args.outcome) if args.outcome else None
         read_feature_table(source, id_column=options.id_column, exclude=options.exclude)
+        if labels is not None:
+            _check_labels_csv(root, labels, source)
         if destination.exists() and not _same_file(source, destination) and not args.replace:
             raise FileInputError(
                 f"{destination} exists and differs from {source}; fix: add --replace to import the new file in its "
@@ -609,44 +612,78 @@ def cmd_import_features(args) -> int:
     return 0
 
 
-def _outcome_labels(root, source: Path, id_column: str, columns: list[str]):
-    """The table's outcome columns as labels.csv rows; refused when labels.csv exists and says something else."""
+def _outcome_by_patient(table):
+    """Outcome cells by patient key, as text without surrounding spaces ("" when empty), sorted."""
+    from radiomics_assets.paths import patient_key
+
+    keyed = table.assign(patient_id=table.patient_id.map(patient_key)).set_index("patient_id").sort_index()
+    return keyed.fillna("").astype(str).apply(lambda column: column.str.strip())
+
+
+def _check_labels_csv(root, labels, source: Path) -> None:
+    """An existing labels.csv must already hold the table's outcome for every patient of the table (other patients and
+    columns may be there too); else the import is refused, since labels.csv is never overwritten."""
     from radiomics_assets.errors import FileInputError
-    from radiomics_assets.ingest.feature_tables import outcome_columns
     from radiomics_assets.modelling.study import read_table_csv
 
-    labels = outcome_columns(source, id_column=id_column, columns=columns)
-    if root.labels_csv.is_file():
-        try:
-            present = read_table_csv(root.labels_csv).fillna("").astype(str).reset_index(drop=True)
-        except ValueError as error:  # StudyError: labels.csv is not readable CSV
-            raise FileInputError(f"{error}; fix: remove {root.labels_csv} or repair it") from None
-        if not present.equals(labels.fillna("").astype(str).reset_index(drop=True)):
-            raise FileInputError(
-                f"{root.labels_csv} exists and differs from the outcome columns {', '.join(columns)} of {source}; "
-                "fix: remove it (or leave out --outcome and add the columns to it yourself)"
-            )
-    return labels
+    if not root.labels_csv.is_file():
+        return
+    columns = [c for c in labels.columns if c != "patient_id"]
+    fix = (
+        f"fix: remove it to have it written from the table, or import with --exclude {' '.join(columns)} instead of "
+        "--outcome and keep it as it is"
+    )
+    try:
+        present = read_table_csv(root.labels_csv)
+    except ValueError as error:  # StudyError: not readable as CSV
+        raise FileInputError(f"{error}; {fix}") from None
+    mine = _outcome_by_patient(labels)
+    if {"patient_id", *columns} <= set(present.columns):
+        theirs = _outcome_by_patient(present[["patient_id", *columns]].dropna(subset=["patient_id"]))
+        if mine.index.isin(theirs.index).all() and theirs.loc[mine.index].equals(mine):
+            return
+    raise FileInputError(
+        f"{root.labels_csv} exists and does not hold the outcome {', '.join(columns)} of {source} for every patient "
+        f"as the table does; {fix}"
+    )
 
 
 def _write_outcome_labels(root, labels, columns: list[str]) -> None:
-    """labels.csv from the table, and for one two-valued column without a study.yaml, the binary study naming it
-    (which value is class 1 follows the study rules: 0/1, yes/no, ... or `positive:`)."""
-    from radiomics_assets.modelling.study import STUDY_FILE, write_study_file
+    """labels.csv from the table (unless it already holds the same outcome), and for one two-valued column without a
+    study.yaml, the binary study naming it when the study rules tell which value is class 1 (0/1, yes/no, ...)."""
+    from radiomics_assets.modelling.study import (
+        STUDY_FILE,
+        StudyError,
+        load_outcomes,
+        load_study,
+        parse_study,
+        write_study_file,
+    )
 
+    columns = list(dict.fromkeys(columns))
     if not root.labels_csv.is_file():
         labels.to_csv(root.labels_csv, index=False)
-        print(f"wrote {len(labels)} patients' {', '.join(columns)} to {root.labels_csv}")
+        empty = int(labels[columns].isna().any(axis=1).sum())
+        print(
+            f"wrote {root.labels_csv}: {', '.join(columns)} of {len(labels)} patients"
+            + (f" ({empty} with an empty outcome: not analysed)" if empty else "")
+        )
     study = root.path / STUDY_FILE
-    if study.exists():
-        return
-    values = labels[columns[0]].dropna().astype(str).str.strip()
-    if len(columns) == 1 and values[values != ""].nunique() == 2:
+    values = labels[columns[0]].dropna()
+    if not study.exists() and len(columns) == 1 and values[values != ""].nunique() == 2:
         document = {"outcome": {"type": "binary", "column": columns[0]}}
+        try:
+            load_outcomes(root, parse_study(document, study))
+        except StudyError as error:  # e.g. 1.0/0.0: which value is class 1 is not explicit
+            print(f"note: no {study} written: {error}")
+            return
         write_study_file(study, document, comment=f"written by radiomics-assets import-features: {columns[0]}")
         print(f"wrote {study}: binary outcome {columns[0]!r}")
-    else:
-        print(f"note: say what {', '.join(columns)} mean in {study} (docs/reference/study-yaml.md)")
+        return
+    try:
+        load_outcomes(root, load_study(root))
+    except StudyError as error:
+        print(f"note: the study does not read {', '.join(columns)} yet: {error} (docs/reference/study-yaml.md)")
 
 
 def main(argv: list[str] | None = None) -> int:

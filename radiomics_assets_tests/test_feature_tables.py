@@ -395,11 +395,37 @@ def test_cli_takes_a_published_tables_outcome_into_labels_csv(tmp_path, capsys, 
     (result,), failures = import_folder(root)
     assert failures == [] and (result.source, result.n_features) == ("Study2024", 2)
     assert main(command) == 0  # the same table again: labels.csv already says the same
-    root.labels_csv.write_text("patient_id,Target\nS1,1\nS2,1\nS3,1\nS4,0\n")
+    # Other patients, other columns, another row order: labels.csv still holds this table's outcome, and is kept.
+    kept = "patient_id,cohort,Target\nS9,train,1\nS4,test,0\nS3,train,1\nS2,train,1\nS1,train,0\n"
+    root.labels_csv.write_text(kept)
+    assert main(command) == 0 and root.labels_csv.read_text() == kept
+    root.labels_csv.write_text("patient_id,Target\nS1,1\nS2,1\nS3,1\nS4,0\n")  # S1 says otherwise: refused
     assert main(command) == 2
-    assert f"{root.labels_csv} exists and differs" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{root.labels_csv} exists and does not hold the outcome Target" in error and "--exclude Target" in error
     assert main([*command[:-1], "Outcome"]) == 2
     assert f"{table}: no outcome column 'Outcome'" in capsys.readouterr().err
+    assert main([*command[:-1], "ID"]) == 2
+    assert f"{table}: the ID column 'ID' cannot be an outcome" in capsys.readouterr().err
+
+
+def test_cli_writes_no_study_it_cannot_read_and_takes_only_name_dot_gz_as_a_table(tmp_path, capsys, monkeypatch):
+    """Cells are taken without surrounding spaces (a re-import finds labels.csv equal); 1.0/0.0 do not say which class
+    is 1, so no study.yaml is written; ``notes.txt.gz`` or ``backup.tar.gz`` in the folder are not tables."""
+    root = DataRoot(tmp_path / "data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(root.path))
+    rows = [("S1", "1.0 ", 0.5), ("S2", " 0.0", 0.25), ("S3", "1.0", 0.125)]
+    table = _csv(tmp_path / "published" / "Floats.gz", ("ID", "Target", "f1"), rows)
+    command = ["--data-dir", str(root.path), "import-features", str(table), "--id-column", "ID", "--outcome", "Target"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert root.labels_csv.read_text() == "patient_id,Target\nS1,1.0\nS2,0.0\nS3,1.0\n"
+    assert not (root.path / "study.yaml").exists() and "note: no " in out and "positive" in out
+    assert main(command) == 0
+    for name in ("notes.txt.gz", "backup.tar.gz"):
+        (root.feature_tables / name).write_bytes(gzip.compress(b"not,a\ntable,1\n"))
+    (result,), failures = import_folder(root)
+    assert failures == [] and result.source == "Floats"
 
 
 def test_cli_refuses_a_bad_table_and_a_different_file_of_the_same_name(root, tmp_path, capsys, monkeypatch):

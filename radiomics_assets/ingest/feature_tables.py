@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ID_COLUMN = "patient_id"
 TABLE_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".gz")
-"""What the folder import reads (case-insensitive); ``.csv.gz`` first so that it wins over ``.gz``, a gzip-compressed
-CSV whatever precedes it (published tables come as ``<table>.gz``)."""
+"""What the folder import reads (case-insensitive); ``.csv.gz`` first so that it wins over ``.gz``: ``<name>.gz`` is
+a gzip-compressed CSV (published tables come so, e.g. radMLBench's ``<table>.gz``; see :func:`table_suffix`)."""
 SIDECAR_SUFFIX = ".import.yaml"
 """``<file name>.import.yaml`` beside a table holds its import options (keys :data:`SIDECAR_KEYS`)."""
 SIDECAR_KEYS = ("id_column", "exclude", "source")
@@ -113,9 +113,13 @@ def _listed(items: Sequence[str], limit: int = LISTED) -> str:
 
 
 def table_suffix(path: Path) -> str | None:
-    """The feature-table suffix of ``path`` (``.csv.gz``, ``.csv``, ``.parquet`` or ``.gz``), or None."""
+    """The feature-table suffix of ``path`` (``.csv.gz``, ``.csv``, ``.parquet`` or ``.gz``), or None. A ``.gz`` is a
+    table only as ``<name>.gz`` with no other suffix: ``notes.txt.gz`` or ``backup.tar.gz`` are not tables."""
     name = Path(path).name.lower()
-    return next((suffix for suffix in TABLE_SUFFIXES if name.endswith(suffix)), None)
+    suffix = next((suffix for suffix in TABLE_SUFFIXES if name.endswith(suffix)), None)
+    if suffix == ".gz" and "." in name[: -len(suffix)]:
+        return None
+    return suffix
 
 
 def default_source_name(path: Path) -> str:
@@ -177,7 +181,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=1, keep_default_na=False, **options)
     except pd.errors.EmptyDataError:
         raise FileInputError(_with_fix(f"{path}: the file is empty (no header row, no rows)", fix)) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as error:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as error:
         raise FileInputError(_with_fix(f"{path}: unreadable CSV ({_first_line(error)})", fix)) from None
     names = [name if name else f"Unnamed: {i}" for i, name in enumerate(header.iloc[0].tolist())]
     too_many = "quote values that contain a comma (or use a decimal point), or name every column in the header"
@@ -192,7 +196,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             problem = f"line {line} holds {fields} fields, more than the {len(names)} columns of the header"
             raise FileInputError(_with_fix(f"{path}: {problem}", too_many)) from None
         raise FileInputError(_with_fix(f"{path}: unreadable CSV ({_first_line(error)})", fix)) from None
-    except (UnicodeDecodeError, OSError, EOFError) as error:
+    except (UnicodeDecodeError, OSError, EOFError, ValueError) as error:
         raise FileInputError(_with_fix(f"{path}: unreadable CSV ({_first_line(error)})", fix)) from None
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -237,7 +241,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
     if suffix is None:
         raise FileInputError(
             _with_fix(
-                f"{path}: not a feature table (expected a .csv, .csv.gz, .gz or .parquet file)",
+                f"{path}: not a feature table (expected a .csv, .csv.gz, .parquet file or a gzip CSV named <name>.gz)",
                 "export the table as CSV or Parquet",
             )
         )
@@ -437,12 +441,17 @@ def read_feature_table(path: Path, *, id_column: str = DEFAULT_ID_COLUMN, exclud
 
 
 def outcome_columns(path: Path, *, id_column: str, columns: Sequence[str]) -> pd.DataFrame:
-    """``patient_id`` and the named outcome columns of a feature table, every cell as written, as ``labels.csv``
-    holds them (a published table often carries its outcome beside the features); raises :class:`FileInputError`
-    naming the file when the ID column or an outcome column is missing."""
+    """``patient_id`` and the named outcome columns of a feature table, as ``labels.csv`` holds them (a published
+    table often carries its outcome beside the features): cells as written without surrounding spaces, integral numbers
+    of a Parquet column as integers (``1.0`` -> ``1``); raises :class:`FileInputError` naming the file when the ID
+    column or an outcome column is missing, or the ID column is named as an outcome."""
     path = Path(path)
     raw = _read_raw(path)
     _check_id_column(path, raw, id_column)
+    if id_column in columns:
+        raise FileInputError(
+            _with_fix(f"{path}: the ID column {id_column!r} cannot be an outcome", "name only outcome columns")
+        )
     missing = [repr(c) for c in columns if c not in raw.columns]
     if missing:
         raise FileInputError(
@@ -452,9 +461,8 @@ def outcome_columns(path: Path, *, id_column: str, columns: Sequence[str]) -> pd
                 "name the outcome column(s) as the header does (case-sensitive)",
             )
         )
-    labels = raw[[id_column, *columns]].copy()
-    labels[id_column] = ["" if pd.isna(value) else _id_text(value) for value in labels[id_column]]
-    return labels.rename(columns={id_column: "patient_id"})
+    labels = raw[[id_column, *dict.fromkeys(columns)]].rename(columns={id_column: "patient_id"})
+    return labels.map(lambda value: None if pd.isna(value) else _id_text(value))
 
 
 def _recorded_file(root: DataRoot, path: Path) -> str:
