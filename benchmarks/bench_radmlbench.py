@@ -130,7 +130,8 @@ def load(path: Path, permuted: bool) -> tuple[pd.DataFrame, np.ndarray]:
     """A table read as ``import-features TABLE --id-column ID --outcome Target`` reads it: the features (``Target``
     left out) and the 0/1 outcome, both in the file's row order."""
     X = read_feature_table(path, id_column="ID", exclude=["Target"])
-    y = outcome_columns(path, id_column="ID", columns=["Target"]).Target.astype(int).to_numpy()
+    target = outcome_columns(path, id_column="ID", columns=["Target"]).Target.str.lower()
+    y = target.map({"0": 0, "1": 1, "false": 0, "true": 1}).to_numpy(dtype=int)  # radMLBench: 0/1 or False/True
     if permuted:
         y = np.random.default_rng(0).permutation(y)
     return X, y
