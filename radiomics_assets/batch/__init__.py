@@ -5,9 +5,9 @@ The names below are loaded on first use, so that ``radiomics-assets run`` can im
 workers' fork server before it pays for the driver's imports (pydicom, SimpleITK, PyRadiomics: about 1.4 s).
 """
 
-import importlib
+from radiomics_assets.lazy_names import lazy_names
 
-_MODULE_OF = {
+_EXPORTS = {
     "STAGES": "driver",
     "PatientOutcome": "driver",
     "PatientSettings": "driver",
@@ -21,15 +21,6 @@ _MODULE_OF = {
     "workers_from_env": "workers",
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

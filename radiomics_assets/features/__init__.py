@@ -9,9 +9,9 @@ The names below are loaded on first use: the run process names and versions para
 its workers extract, so it does not import PyRadiomics and the compiled kernels.
 """
 
-import importlib
+from radiomics_assets.lazy_names import lazy_names
 
-_MODULE_OF = {
+_EXPORTS = {
     "DEFAULT_MAX_GREY_LEVELS": "parameter_files",
     "MODALITIES": "parameter_files",
     "PARAMS_DIR": "parameter_files",
@@ -33,15 +33,6 @@ _MODULE_OF = {
     "small_rois": "quality",
 }
 
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

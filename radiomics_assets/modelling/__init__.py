@@ -14,7 +14,7 @@ Names are imported on first use: scikit-learn, SciPy and matplotlib cost ~3 s, w
 ticks (they load the code location too) never need.
 """
 
-import importlib
+from radiomics_assets.lazy_names import lazy_names
 
 _EXPORTS = {
     "ModellingSettings": "settings",
@@ -94,12 +94,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
