@@ -15,8 +15,12 @@ reused when it already holds that many files; generation time is not a figure). 
   every header row loaded and grouped again: ``RADIOMICS_INBOX_FULL_SCAN_SECONDS=0``, nothing kept in memory,
   no stored grouping);
 * **tick after one new series**: ``--slices`` files written into a new folder, then one ``update``: the first
-  change a process sees (it loads the header rows), then the next ones, alternating with Python's cycle collector
-  left running during the update (before it was paused there).
+  change a process sees (it loads the header rows), then the next ones (only the patients the change touches are
+  grouped again), alternating with the whole inbox grouped again (before), with and without Python's cycle
+  collector running during the update (before it was paused there);
+* **idle sensor tick with every patient registered**: ``update`` and the sensor's plan (each patient's files
+  compared with its manifest), alternating with the plan reading every manifest and fingerprinting every patient
+  again (before).
 
 The machine the figures come from is shared: compare the ratios measured alternating in one run.
 
@@ -35,6 +39,7 @@ import sqlite3
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -43,10 +48,12 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from radiomics_assets.ingest import inbox_index
+from radiomics_assets.ingest import inbox_index, manifests
 from radiomics_assets.ingest.dicom_headers import read_header, read_header_with_pydicom
 from radiomics_assets.ingest.inbox import inbox_entries
 from radiomics_assets.ingest.inbox_index import FULL_SCAN_ENV, READ_WORKERS_ENV, InboxIndex, index_path
+from radiomics_assets.ingest.inbox_tick import plan_tick
+from radiomics_assets.ingest.manifests import write_manifest
 from radiomics_assets.paths import DataRoot
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -161,7 +168,7 @@ def main() -> None:
     def as_before() -> float:
         """Today's tick: every file stat'ed, every header row loaded and grouped again."""
         with sqlite3.connect(index_path(root)) as con:
-            con.execute("DELETE FROM snapshot")  # no stored grouping to start from
+            con.execute("DELETE FROM meta WHERE name = 'grouping_generation'")  # no stored grouping to start from
         os.environ[FULL_SCAN_ENV] = "0"
         try:
             return fresh_update()[0]
@@ -202,14 +209,41 @@ def main() -> None:
         f"tick after one new series of {args.slices} files, first change seen by this process (header rows "
         f"loaded): {seconds:.2f} s ({snapshot.header_reads} headers read, {snapshot.folders_listed} folders listed)"
     )
-    paused, collected = [], []
-    for _ in range(3):  # alternating: as shipped, and with Python's cycle collector left running (before)
-        paused.append(tick_after_new_series()[0])
-        with mock.patch.object(inbox_index.gc, "disable", lambda: None):  # the pause made a no-op
-            collected.append(tick_after_new_series()[0])
+    scoped, whole, collected = [], [], []
+    regroup_all = mock.patch.object(InboxIndex, "_update_changed", lambda *args: (None, ({}, {})))
+    for _ in range(3):  # alternating: as shipped; the whole inbox regrouped (before); also with the collector on
+        scoped.append(tick_after_new_series()[0])
+        with regroup_all:
+            whole.append(tick_after_new_series()[0])
+            with mock.patch.object(inbox_index.gc, "disable", lambda: None):  # the pause made a no-op
+                collected.append(tick_after_new_series()[0])
     print(
-        f"tick after one new series, next changes: {min(paused):.2f} s (best of 3; {min(collected):.2f} s with the "
-        "cycle collector running during the update, as before)"
+        f"tick after one new series, next changes: {min(scoped):.3f} s (best of 3, only the patients it touches "
+        f"regrouped); the whole inbox regrouped (before): {min(whole):.2f} s, and with the cycle collector running "
+        f"during the update: {min(collected):.2f} s"
+    )
+
+    # The sensor's plan after the index: every patient's files compared with its manifest, every tick.
+    snapshot = index.update()
+    keys = set(snapshot.patients)
+    for entry in snapshot.patients.values():
+        write_manifest(root, entry)
+    cursor = plan_tick(root, snapshot, None, keys, 0.0, 25).cursor
+    now, then = [], []
+    for _ in range(3):  # alternating: as shipped; each manifest read and each fingerprint computed again (before)
+        started = time.perf_counter()
+        plan = plan_tick(root, index.update(), cursor, keys, 0.0, 25)
+        now.append(time.perf_counter() - started)
+        manifests._FINGERPRINTS.clear()
+        started = time.perf_counter()
+        again = index.update()
+        fresh = replace(again, patients={key: replace(entry) for key, entry in again.patients.items()})
+        plan_tick(root, fresh, cursor, keys, 0.0, 25)
+        then.append(time.perf_counter() - started)
+    assert not plan.runs, plan.summary
+    print(
+        f"idle sensor tick, index and plan ({len(keys)} patients registered): {min(now):.3f} s (best of 3); with "
+        f"the plan reading every manifest and fingerprinting every patient (before): {min(then):.3f} s"
     )
 
 

@@ -9,6 +9,7 @@ read the file.
 import copy
 import gc
 import os
+import random
 import shutil
 import time
 from collections import Counter
@@ -322,8 +323,12 @@ def test_an_idle_update_lists_no_folder_reads_nothing_and_keeps_the_grouping(tmp
     assert _view(again) == _view(first)
 
     inbox_index._KNOWN.clear()  # a new process: the stored listings and headers, nothing listed or read
+    loads = []
+    real_load = inbox_index._stored_grouping
+    monkeypatch.setattr(inbox_index, "_stored_grouping", lambda *args: loads.append(1) or real_load(*args))
     cold = index.update()
     assert cold.folders_listed == 0 and reads.header_paths == [] and _view(cold) == _view(first)
+    assert _view(index.update()) == _view(first) and loads == [1]  # the stored grouping is loaded once, then kept
 
     # One new series: its folder and its patient's folder (whose entries changed) are listed, nothing else.
     late = SynthConfig(n_patients=1, seed=12, rows=64, columns=64, slices=20)
@@ -421,6 +426,167 @@ def test_the_incremental_index_equals_a_fresh_full_index_after_every_change(tmp_
     assert "MOVED-1" not in index.update().patients  # as documented: not seen until the periodic full walk
     monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")
     assert compare("in-place rewrite, full walk")["patients"]["MOVED-1"][0] == ["BULK-0000/CT/CT_0002.dcm"]
+
+
+def _write_slice(template: Path, target: Path, patient_id: str, issuer: str = "", modality: str = "") -> None:
+    """A copy of the slice ``template`` as an object of its own (new SOP instance UID) of ``patient_id``."""
+    ds = pydicom.dcmread(template)
+    ds.PatientID = patient_id
+    if issuer:
+        ds.IssuerOfPatientID = issuer
+    if modality:
+        ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient_id, issuer, modality])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(target)])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(target)
+
+
+def _date_back_changed_folders(inbox: Path, step: int) -> None:
+    """Folders changed in the last minute dated back, each step to its own time: a folder listed within
+    RACY_SECONDS of its change is listed again on the next update, which would make the index file's state newer
+    than the state of the process that is compared."""
+    stamp = time.time() - 3600 + step
+    for folder in [inbox, *(path for path in inbox.rglob("*") if path.is_dir())]:
+        if folder.stat().st_mtime > time.time() - 60:
+            os.utime(folder, (stamp, stamp))
+
+
+def _full_grouping(inbox: Path, other: Path):
+    """The grouping of ``inbox`` by an index built from nothing (in the data root ``other``, whose inbox links to
+    it)."""
+    shutil.rmtree(other / "index", ignore_errors=True)
+    inbox_index._KNOWN.pop(str(inbox_index.index_path(DataRoot(other))), None)
+    return InboxIndex(DataRoot(other)).update()
+
+
+def test_a_change_regroups_only_the_patients_it_touches_and_gives_the_full_grouping(tmp_path, monkeypatch):
+    """After each change the index groups only the headers of the patients the change may touch (``inbox_delta``):
+    PatientIDs sharing a folder, unreadable and skipped files beside another patient's, issuers that split a
+    PatientID, a PatientID whose key is another patient's, identical copies. Each result must equal a grouping of
+    the whole inbox from nothing."""
+    monkeypatch.setenv(inbox_index.RECENT_ENV, "0")
+    source = _staged_patient(tmp_path)
+    data = tmp_path / "data"
+    inbox = data / "inbox"
+    _clone_patients(source, inbox, 4)
+    _age(inbox)
+    index = InboxIndex(DataRoot(data))
+    index.update()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "inbox").symlink_to(inbox, target_is_directory=True)
+    grouped: list[int] = []
+    grouped_steps: list[str] = []
+    real_group = inbox_index.group_headers
+
+    def counting_group(headers, *args, **kwargs):
+        grouped.append(len(headers))
+        return real_group(headers, *args, **kwargs)
+
+    monkeypatch.setattr(inbox_index, "group_headers", counting_group)
+
+    def compare(step: str) -> tuple[dict, int]:
+        grouped_steps.append(step)
+        _date_back_changed_folders(inbox, len(grouped_steps))
+        grouped.clear()
+        incremental = index.update()
+        regrouped = grouped[0]
+        full = _full_grouping(inbox, other)
+        assert _view(incremental, inbox, other / "inbox") == _view(full, inbox, other / "inbox"), step
+        in_memory = inbox_index._KNOWN.pop(str(inbox_index.index_path(DataRoot(data))))
+        assert _view(index.update(), inbox) == _view(incremental, inbox), step  # a new process: the stored grouping
+        inbox_index._KNOWN[str(inbox_index.index_path(DataRoot(data)))] = in_memory  # this process again
+        return _view(incremental), regrouped
+
+    def write(relative: str, patient_id: str, issuer: str = "", modality: str = "") -> None:
+        _write_slice(source / "CT" / "CT_0001.dcm", inbox / relative, patient_id, issuer, modality)
+
+    total = 84
+    write("BULK-0000/CT/guest.dcm", "GUEST-1")  # another patient's file in a patient's folder
+    view, regrouped = compare("a guest file in a patient's folder")
+    assert "GUEST-1" in view["patients"] and regrouped == 22 < total + 1
+    (inbox / "BULK-0001" / "CT" / "broken.dcm").write_bytes(b"not DICOM")
+    view, regrouped = compare("an unreadable file beside a patient's")
+    assert "BULK-0001/CT/broken.dcm" in view["patients"]["BULK-0001"][3] and regrouped == 21
+    (inbox / "junk").mkdir()
+    (inbox / "junk" / "notes.txt").write_text("scanner notes")
+    view, regrouped = compare("an unreadable file alone")
+    assert "junk/notes.txt" in view["ignored"] and regrouped == 0
+    write("BULK-0000/CT/report.dcm", "BULK-0001", modality="SR")  # skipped by one patient, beside another's
+    view, regrouped = compare("a skipped object beside another patient's files")
+    # Listed as a file beside the folder's last patient in path order (the grouping's rule for a folder's strays).
+    assert "modality SR" in view["patients"]["GUEST-1"][3]["BULK-0000/CT/report.dcm"]
+    assert regrouped == 21 + 1 + 21 + 1
+    write("split/a/one.dcm", "BULK-0002", issuer="HOSP-A")
+    write("split/b/one.dcm", "BULK-0002", issuer="HOSP-B")
+    view, regrouped = compare("one PatientID from two issuers")
+    assert {"BULK-0002", "BULK-0002_HOSP-A", "BULK-0002_HOSP-B"} <= set(view["patients"])
+    write("collide/one.dcm", "BULK-0002_HOSP-A")  # a PatientID that is another patient's key
+    view, regrouped = compare("a PatientID equal to another patient's key")
+    assert view["patients"]["BULK-0002_HOSP-A"][0] == ["collide/one.dcm", "split/a/one.dcm"]  # refused at ingest
+    assert regrouped == 1  # the new key is another patient's: the whole inbox decides (grouped next)
+    shutil.copy2(inbox / "BULK-0003" / "CT" / "CT_0004.dcm", inbox / "junk" / "copy.dcm")
+    view, regrouped = compare("an identical copy in another folder")
+    assert "identical copy" in view["ignored"]["junk/copy.dcm"] and regrouped == 22
+    (inbox / "BULK-0000" / "CT" / "guest.dcm").unlink()
+    shutil.rmtree(inbox / "collide")
+    view, regrouped = compare("files removed")
+    assert "GUEST-1" not in view["patients"] and "collide/one.dcm" not in str(view)
+    shutil.rmtree(inbox / "BULK-0003")
+    view, regrouped = compare("a patient removed")
+    assert view["patients"]["BULK-0003"][0] == ["junk/copy.dcm", "junk/notes.txt"] and regrouped == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_changes_regrouped_in_part_give_the_full_grouping(tmp_path, monkeypatch, seed):
+    """Random files added, copied, moved and removed among folders shared by PatientIDs with and without issuers,
+    non-image objects and unreadable files: after each step the index's grouping equals one built from nothing."""
+    monkeypatch.setenv(inbox_index.RECENT_ENV, "0")
+    rng = random.Random(seed)
+    template = _staged_patient(tmp_path) / "CT" / "CT_0001.dcm"
+    inbox = tmp_path / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "inbox").symlink_to(inbox, target_is_directory=True)
+    patient_ids = ["A", "B", "C", "C_H1", "D d", *(f"Q{i}" for i in range(8))]
+    folders = ["p1", "p1/s1", "shared", "x/y/z", "junk", *(f"q{i}/s" for i in range(10))]
+    index = InboxIndex(DataRoot(tmp_path / "data"))
+    scoped = 0
+    grouped: list[int] = []
+    real_group = inbox_index.group_headers
+    monkeypatch.setattr(
+        inbox_index, "group_headers", lambda headers, *a: grouped.append(len(headers)) or real_group(headers, *a)
+    )
+    for step in range(60):
+        files = sorted(path for path in inbox.rglob("*") if path.is_file())
+        folder = inbox / rng.choice(folders)
+        name = f"f{step}"
+        action = rng.random()
+        if action < 0.5 or not files:
+            issuer = rng.choice(["", "", "H1", "H2"])
+            modality = "SR" if rng.random() < 0.15 else ""
+            _write_slice(template, folder / f"{name}.dcm", rng.choice(patient_ids), issuer, modality)
+        elif action < 0.65:
+            rng.choice(files).unlink()
+        elif action < 0.75:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}.txt").write_text("not DICOM")
+        elif action < 0.85:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(rng.choice(files), folder / f"{name}.dcm")  # an identical copy (or a second unreadable)
+        elif action < 0.95:
+            folder.mkdir(parents=True, exist_ok=True)
+            rng.choice(files).rename(folder / f"{name}.dcm")
+        elif folder.exists():
+            shutil.rmtree(folder)
+        _date_back_changed_folders(inbox, step)
+        grouped.clear()
+        incremental = index.update()
+        scoped += len(grouped) == 1 and grouped[0] < sum(1 for _ in inbox.rglob("*.dcm"))
+        assert _view(incremental, inbox) == _view(_full_grouping(inbox, other), other / "inbox"), step
+    assert scoped >= 10  # most steps touched only part of the inbox
 
 
 def test_a_folder_changed_within_its_listing_time_tick_is_listed_again(tmp_path, monkeypatch):

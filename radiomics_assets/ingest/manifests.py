@@ -63,6 +63,32 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise ManifestError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
+_FINGERPRINTS: dict[str, tuple[tuple[int, int, int], str]] = {}
+"""Manifest file -> (its inode, size and modification time; its fingerprint) as last read in this process."""
+
+
+def manifest_fingerprint(root: DataRoot, key: str) -> str | None:
+    """The fingerprint in the patient's manifest (None when there is none), read again only when the file changed.
+
+    The inbox sensor compares every registered patient's files with its manifest on every tick: one ``stat`` each
+    instead of reading and parsing every manifest. A manifest is replaced whole when written (a new inode), so a
+    changed file is never taken for the one read before. Raises ManifestError as :func:`read_manifest` does."""
+    path = str(manifest_path(root, key))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _FINGERPRINTS.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    manifest = read_manifest(root, key)
+    if manifest is None:
+        return None
+    _FINGERPRINTS[path] = (stamp, manifest.fingerprint)
+    return manifest.fingerprint
+
+
 def write_manifests(
     root: DataRoot,
     keys: list[str] | None = None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from radiomics_assets.errors import ManifestError
 from radiomics_assets.ingest.inbox_index import InboxSnapshot
-from radiomics_assets.ingest.manifests import Manifest, read_manifest
+from radiomics_assets.ingest.manifests import manifest_fingerprint
 from radiomics_assets.paths import DataRoot
 
 
@@ -43,10 +43,10 @@ def plan_registrations(
     for key, entry in sorted(snapshot.patients.items()):
         fingerprint = entry.fingerprint
         try:
-            manifest = read_manifest(root, key) if key in known else None
+            registered = manifest_fingerprint(root, key) if key in known else None
         except ManifestError:  # a damaged manifest: write it again and re-run rather than stop every patient
-            manifest = Manifest(key=key, fingerprint="", dicom=[], pair=None)
-        if manifest is not None and manifest.fingerprint == fingerprint:
+            registered = ""
+        if registered == fingerprint:
             continue  # registered, and its files are the ones its partition reads
         plan.seen[key] = fingerprint
         age_s = (now_ns - entry.newest_change_ns) / 1e9
@@ -60,7 +60,7 @@ def plan_registrations(
             del plan.seen[key]
             if key not in known:
                 plan.register.append(key)
-            elif manifest is None:
+            elif registered is None:
                 plan.adopt.append(key)
             else:
                 plan.rerun.append(key)
