@@ -536,6 +536,11 @@ def test_a_change_regroups_only_the_patients_it_touches_and_gives_the_full_group
     shutil.rmtree(inbox / "BULK-0003")
     view, regrouped = compare("a patient removed")
     assert view["patients"]["BULK-0003"][0] == ["junk/copy.dcm", "junk/notes.txt"] and regrouped == 1
+    inbox_index._KNOWN.clear()  # a new process: its first change starts from the stored rows and grouping
+    write("BULK-0001/CT/late.dcm", "BULK-0001")
+    view, regrouped = compare("a new process's first change")
+    # BULK-0001 (22 headers), its SR report in BULK-0000's folder, and so BULK-0000 (21): not the other patients.
+    assert "BULK-0001/CT/late.dcm" in view["patients"]["BULK-0001"][0] and regrouped == 22 + 1 + 21
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

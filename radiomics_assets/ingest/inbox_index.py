@@ -14,8 +14,8 @@ of the index file in memory (about 1.7 kB per file: the Dagster code server eval
 long-lived process) and trusts it while the file's generation, rewritten by every call that changes the index
 from any process, is unchanged. After a change, only the patients the change may touch are grouped again
 (``inbox_delta``: 0.06 s for a new series in an inbox of 100,000 files, where grouping every header took about
-1.1 s); the whole inbox is grouped again on a process's first change, a full walk, a large change, or when the
-inbox holds image/mask file pairs.
+1.1 s; a process's first change starts from the stored grouping); the whole inbox is grouped again after a full
+walk that found a change, for a large change, or when the inbox holds image/mask file pairs.
 
 Header reads per call are capped (count and seconds); files beyond the cap stay *pending* and are read by later
 calls, so a first indexing of a large inbox spreads over several calls that each end in bounded time. From
@@ -274,6 +274,11 @@ def _stored_grouping(con: sqlite3.Connection, n_files: int) -> InboxSnapshot:
     )
 
 
+def _stored_rows(con: sqlite3.Connection, strings: dict[str, str]) -> dict[str, tuple]:
+    """Every header row of the index file by inbox-relative path, equal values shared through ``strings``."""
+    return {row[0]: _shared(row, strings) for row in con.execute(f"SELECT {', '.join(_COLUMNS)} FROM headers")}
+
+
 def _header_id(row: tuple | None) -> str | None:
     """The PatientID of an index row that holds a header (None for a file that could not be read, or no row)."""
     return row[_PATIENT_ID] if row is not None and row[-1] is None else None
@@ -415,6 +420,11 @@ class InboxIndex:
         read_map: Callable | None,
     ) -> InboxSnapshot:
         prefetched: tuple[dict[str, tuple], dict[str, DicomFile]] = ({}, {})
+        if not full_ns and known.snapshot is not None and known.rows is None:
+            # A process's first change: the stored grouping is that of the stored rows (one transaction wrote both).
+            strings: dict[str, str] = {}
+            rows = _stored_rows(con, strings)
+            known = replace(known, rows=rows, strings=strings, rels_of_id=_rels_of_id(rows))
         if not full_ns and known.snapshot is not None and known.rows is not None and known.rels_of_id is not None:
             change = inbox_change(known.listings, walk.listings)
             if not any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in change.files):
@@ -431,8 +441,7 @@ class InboxIndex:
         cached, strings = known.rows, known.strings
         if cached is None:
             strings = {}
-            query = f"SELECT {', '.join(_COLUMNS)} FROM headers"
-            cached = {row[0]: _shared(row, strings) for row in con.execute(query)}
+            cached = _stored_rows(con, strings)
         stale = [
             rel
             for rel, stamp in stamps.items()
