@@ -50,7 +50,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from radiomics_assets.ingest import inbox_index, manifests
 from radiomics_assets.ingest.dicom_headers import read_header, read_header_with_pydicom
-from radiomics_assets.ingest.inbox import inbox_entries
+from radiomics_assets.ingest.inbox import RACY_SECONDS, inbox_entries
 from radiomics_assets.ingest.inbox_index import FULL_SCAN_ENV, READ_WORKERS_ENV, InboxIndex, index_path
 from radiomics_assets.ingest.inbox_tick import plan_tick
 from radiomics_assets.ingest.manifests import write_manifest
@@ -229,6 +229,7 @@ def main() -> None:
     for entry in snapshot.patients.values():
         write_manifest(root, entry)
     cursor = plan_tick(root, snapshot, None, keys, 0.0, 25).cursor
+    time.sleep(RACY_SECONDS + 0.1)  # manifests are written once, at registration: trusted from memory after this
     now, then = [], []
     for _ in range(3):  # alternating: as shipped; each manifest read and each fingerprint computed again (before)
         started = time.perf_counter()

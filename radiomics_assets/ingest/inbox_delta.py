@@ -5,7 +5,9 @@ sees a new file; in an archive that receives studies all day that is most ticks.
 patient's files from three things, and the *scope* of a change holds all three for every patient it may touch:
 
 - the headers of its PatientID (the issuers seen with a PatientID decide its keys, ``patient_identity``), and of
-  every other PatientID that gave one of its keys (two PatientIDs with one key are a conflict of that key);
+  every other PatientID that gave one of its keys (two PatientIDs with one key are a conflict of that key), even
+  when all of that PatientID's files there are skipped (they still decide whether the key exists, its order, and
+  which series are localizers);
 - the folders its files are in: an unreadable file is attributed to a patient with files in its folder, and an
   object skipped by one patient is listed beside another's files in the same folder, so every PatientID with a
   header in one of those folders belongs to the scope too;
@@ -84,6 +86,38 @@ def keys_of(patient_id: str, rows: Iterable[tuple], issuer_column: int) -> set[s
     return {patient_key(patient_identity(patient_id, issuer, issuers)) for issuer in issuers}
 
 
+def ids_of_key(rels_of_id: dict[str, tuple[str, ...]], rows: dict[str, tuple], issuer_column: int) -> dict[str, set]:
+    """Patient key -> the PatientIDs whose headers (``rels_of_id``, rows in ``rows``) give it."""
+    found: dict[str, set[str]] = {}
+    for patient_id, rels in rels_of_id.items():
+        for key in keys_of(patient_id, (rows[rel] for rel in rels), issuer_column):
+            found.setdefault(key, set()).add(patient_id)
+    return found
+
+
+def moved_ids_of_key(
+    previous: dict[str, set],
+    patient_ids: Iterable[str],
+    old: tuple[dict[str, tuple[str, ...]], dict[str, tuple]],
+    new: tuple[dict[str, tuple[str, ...]], dict[str, tuple]],
+    issuer_column: int,
+) -> dict[str, set]:
+    """``previous`` (see :func:`ids_of_key`) after the headers of ``patient_ids`` changed from ``old`` to ``new``
+    (each a pair of ``rels_of_id`` and rows); a new dict, sharing the sets of the keys that did not change."""
+    moved = dict(previous)
+    for (rels_of_id, rows), add in ((old, False), (new, True)):
+        for patient_id in patient_ids:
+            rels = rels_of_id.get(patient_id, ())
+            for key in keys_of(patient_id, (rows[rel] for rel in rels), issuer_column) if rels else ():
+                ids = set(moved.get(key, ()))
+                (ids.add if add else ids.discard)(patient_id)
+                if ids:
+                    moved[key] = ids
+                else:
+                    moved.pop(key, None)
+    return moved
+
+
 def change_scope(
     change: InboxChange,
     old_rows: dict[str, tuple],
@@ -91,6 +125,7 @@ def change_scope(
     old_rels_of_id: dict[str, tuple[str, ...]],
     new_rels_of_id: dict[str, tuple[str, ...]],
     old_patient_files: Callable[[str], Iterable[str]],
+    old_ids_of_key: dict[str, set],
     new_listings: dict[str, FolderListing],
     issuer_column: int,
 ) -> Scope | None:
@@ -98,7 +133,8 @@ def change_scope(
 
     Rows are index rows by inbox-relative path (column 3 the PatientID, the last the read error, None for a
     header); ``*_rels_of_id`` the paths of each PatientID's headers before and after the change;
-    ``old_patient_files`` gives a previous patient key's files (headers and the unreadable files attributed to it).
+    ``old_patient_files`` gives a previous patient key's files (headers and the unreadable files attributed to it),
+    ``old_ids_of_key`` the PatientIDs whose headers gave each key before the change (skipped ones too).
     """
 
     def patient_id(row: tuple | None) -> str | None:
@@ -117,8 +153,9 @@ def change_scope(
                 old_keys |= keys_of(pid, (old_rows[rel] for rel in old_rels_of_id[pid]), issuer_column)
         grown_ids = set(ids)
         grown_folders = set(folders)
-        for key in old_keys:  # another PatientID that gave one of these keys has files in these folders
+        for key in old_keys:
             grown_folders.update(folder_of(rel) for rel in old_patient_files(key))
+            grown_ids.update(old_ids_of_key.get(key, ()))
         for pid in ids:
             grown_folders.update(folder_of(rel) for rel in old_rels_of_id.get(pid, ()))
             grown_folders.update(folder_of(rel) for rel in new_rels_of_id.get(pid, ()))

@@ -51,7 +51,15 @@ from radiomics_assets import environment
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, header_or_error
 from radiomics_assets.ingest.file_pairs import PNG_SUFFIX, VOLUME_SUFFIXES, pair_beside_dicom, scan_file_pairs
 from radiomics_assets.ingest.inbox import FolderListing, InboxWalk, walk_inbox
-from radiomics_assets.ingest.inbox_delta import MAX_SCOPE_FILES, InboxChange, change_scope, folder_of, inbox_change
+from radiomics_assets.ingest.inbox_delta import (
+    MAX_SCOPE_FILES,
+    InboxChange,
+    change_scope,
+    folder_of,
+    ids_of_key,
+    inbox_change,
+    moved_ids_of_key,
+)
 from radiomics_assets.paths import DataRoot
 
 DEFAULT_HEADER_READS = 20000
@@ -209,6 +217,8 @@ class _KnownIndex:
     rels_of_id: dict[str, tuple[str, ...]] | None = None
     """The paths of each PatientID's headers in ``rows``, for regrouping only what a change touches (None: not
     known yet)."""
+    ids_of_key: dict[str, set] | None = None
+    """Patient key -> the PatientIDs whose headers give it (``inbox_delta.ids_of_key``), with ``rels_of_id``."""
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,11 @@ def _stored_grouping(con: sqlite3.Connection, n_files: int) -> InboxSnapshot:
     return InboxSnapshot(
         patients=patients, ignored=ignored, new_ignored={}, pending=[], header_reads=0, n_files=n_files
     )
+
+
+def _generation(con: sqlite3.Connection) -> str | None:
+    row = con.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
+    return row[0] if row else None
 
 
 def _stored_rows(con: sqlite3.Connection, strings: dict[str, str]) -> dict[str, tuple]:
@@ -344,6 +359,11 @@ class InboxIndex:
 
     def _known(self, con: sqlite3.Connection) -> _KnownIndex:
         """This process's state of the index file, read again when another call (any process) changed it."""
+        with con:
+            con.execute("BEGIN")  # one read transaction: no other process's write between the reads
+            return self._read_known(con)
+
+    def _read_known(self, con: sqlite3.Connection) -> _KnownIndex:
         meta = dict(con.execute("SELECT name, value FROM meta"))
         generation = meta.get("generation")
         known = _KNOWN.get(str(self.path))
@@ -394,7 +414,7 @@ class InboxIndex:
                 relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
                 if relisted or full:
                     kept = _GroupingWrite(known.snapshot.n_files)
-                    generation = self._write(con, relisted, [], [], [], full and now_ns, None, kept)
+                    generation = self._write(con, known.generation, relisted, [], [], [], full and now_ns, None, kept)
                     _KNOWN[str(self.path)] = replace(
                         known,
                         generation=generation,
@@ -421,11 +441,20 @@ class InboxIndex:
     ) -> InboxSnapshot:
         prefetched: tuple[dict[str, tuple], dict[str, DicomFile]] = ({}, {})
         if not full_ns and known.snapshot is not None and known.rows is None:
-            # A process's first change: the stored grouping is that of the stored rows (one transaction wrote both).
+            # A process's first change: the stored grouping is that of the stored rows (one transaction wrote both),
+            # unless another process changed the index since this call read the grouping.
             strings: dict[str, str] = {}
-            rows = _stored_rows(con, strings)
-            known = replace(known, rows=rows, strings=strings, rels_of_id=_rels_of_id(rows))
-        if not full_ns and known.snapshot is not None and known.rows is not None and known.rels_of_id is not None:
+            with con:
+                con.execute("BEGIN")
+                current = _generation(con)
+                rows = _stored_rows(con, strings)
+            if current == known.generation:
+                rels = _rels_of_id(rows)
+                known = replace(known, rows=rows, strings=strings, rels_of_id=rels)
+                known = replace(known, ids_of_key=ids_of_key(rels, rows, _ISSUER))
+            else:
+                known = replace(known, rows=rows, strings=strings, snapshot=None)
+        if not full_ns and known.snapshot is not None and known.rows is not None and known.ids_of_key is not None:
             change = inbox_change(known.listings, walk.listings)
             if not any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in change.files):
                 snapshot, prefetched = self._update_changed(
@@ -500,7 +529,10 @@ class InboxIndex:
             if reusable
             else None
         )
-        generation = self._write(con, relisted, removed, list(fresh.values()), gone, full_ns, new_unusable, grouping)
+        generation = self._write(
+            con, known.generation, relisted, removed, list(fresh.values()), gone, full_ns, new_unusable, grouping
+        )
+        rels_of_id = _rels_of_id(rows) if reusable else None
         _KNOWN[str(self.path)] = _KnownIndex(
             generation=generation,
             listings=walk.listings,
@@ -510,7 +542,8 @@ class InboxIndex:
             last_full_ns=full_ns or known.last_full_ns,
             reported=frozenset(unusable),
             snapshot=snapshot if reusable else None,
-            rels_of_id=_rels_of_id(rows) if reusable else None,
+            rels_of_id=rels_of_id,
+            ids_of_key=ids_of_key(rels_of_id, rows, _ISSUER) if rels_of_id is not None else None,
         )
         return snapshot
 
@@ -533,13 +566,14 @@ class InboxIndex:
         whose conflict the whole inbox decides)."""
         old, old_rows = known.snapshot, known.rows
         assert old is not None and old_rows is not None and known.rels_of_id is not None
+        assert known.ids_of_key is not None
         stamps = {rel: FileStamp(rel, *stamp) for rel, stamp in change.files.items() if stamp is not None}
         stale = [
             rel
             for rel, stamp in stamps.items()
             if rel not in old_rows or old_rows[rel][1:3] != (stamp.size, stamp.mtime_ns)
         ]
-        if len(stale) > min(MAX_SCOPE_FILES, max_header_reads or MAX_SCOPE_FILES):
+        if len(stale) > (MAX_SCOPE_FILES if max_header_reads is None else min(MAX_SCOPE_FILES, max_header_reads)):
             return None, ({}, {})
         fresh, unread, built = self._read(stale, stamps, started, max_seconds, read_map, known.strings)
         if unread:
@@ -550,11 +584,17 @@ class InboxIndex:
                 rows.pop(rel, None)
         rows.update(fresh)
         rels_of_id = _moved_headers(known.rels_of_id, change.files, old_rows, rows)
+        touched = {_header_id(old_rows.get(rel)) for rel in change.files} | {
+            _header_id(rows.get(rel)) for rel in change.files
+        }
+        touched.discard(None)
 
         def old_files(key: str) -> list[str]:
             return [f.path for f in old.patients[key].files] if key in old.patients else []
 
-        scope = change_scope(change, old_rows, rows, known.rels_of_id, rels_of_id, old_files, walk.listings, _ISSUER)
+        scope = change_scope(
+            change, old_rows, rows, known.rels_of_id, rels_of_id, old_files, known.ids_of_key, walk.listings, _ISSUER
+        )
         if scope is None:
             return None, (fresh, built)
         parsed = dict(known.parsed)
@@ -604,6 +644,7 @@ class InboxIndex:
         )
         generation = self._write(
             con,
+            known.generation,
             {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)},
             [p for p in known.listings if p not in walk.listings],
             list(fresh.values()),
@@ -621,6 +662,9 @@ class InboxIndex:
             reported=frozenset(unusable),
             snapshot=snapshot,
             rels_of_id=rels_of_id,
+            ids_of_key=moved_ids_of_key(
+                known.ids_of_key, touched, (known.rels_of_id, old_rows), (rels_of_id, rows), _ISSUER
+            ),
         )
         return snapshot, ({}, {})
 
@@ -680,6 +724,7 @@ class InboxIndex:
     def _write(
         self,
         con: sqlite3.Connection,
+        expected_generation: str | None,
         relisted: dict[str, FolderListing],
         removed: list[str],
         rows: list[tuple],
@@ -690,9 +735,15 @@ class InboxIndex:
     ) -> str:
         """Store the changes of one call in one transaction; returns the index's new generation.
 
-        The stored grouping is changed as ``grouping`` says, or no longer valid (None: it cannot be reused)."""
+        The stored grouping is changed as ``grouping`` says, or no longer valid (None: it cannot be reused). A change
+        of part of it applies only to the grouping this call started from: when another process wrote the index
+        since (its generation is not ``expected_generation``), the stored grouping is no longer valid instead, and
+        the next call in a process that did not write it groups the whole inbox."""
         generation = uuid.uuid4().hex
         with con:
+            con.execute("BEGIN IMMEDIATE")  # no other writer between the check and the writes
+            if grouping is not None and not grouping.whole and _generation(con) != expected_generation:
+                grouping = None
             con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
             con.executemany("DELETE FROM headers WHERE path = ?", [(rel,) for rel in gone])
             con.executemany(

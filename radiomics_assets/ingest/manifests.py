@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import NamedTuple
 from radiomics_assets.errors import ManifestError
 from radiomics_assets.ingest.dicom_headers import DicomFile, InboxScan, group_headers, read_headers
 from radiomics_assets.ingest.file_pairs import FilePair
+from radiomics_assets.ingest.inbox import RACY_SECONDS
 from radiomics_assets.ingest.inbox_index import InboxIndex, InboxSnapshot, PatientEntry, cached_header, cached_rows
 from radiomics_assets.paths import DataRoot, patient_key
 
@@ -63,29 +65,32 @@ def read_manifest(root: DataRoot, key: str) -> Manifest | None:
         raise ManifestError(f"{path}: unreadable patient manifest ({exc}); delete it to rescan the inbox") from exc
 
 
-_FINGERPRINTS: dict[str, tuple[tuple[int, int, int], str]] = {}
-"""Manifest file -> (its inode, size and modification time; its fingerprint) as last read in this process."""
+_FINGERPRINTS: dict[str, tuple[tuple[int, ...], str]] = {}
+"""Manifest file -> (its device, inode, size, modification and change times; its fingerprint) as last read here."""
 
 
 def manifest_fingerprint(root: DataRoot, key: str) -> str | None:
     """The fingerprint in the patient's manifest (None when there is none), read again only when the file changed.
 
     The inbox sensor compares every registered patient's files with its manifest on every tick: one ``stat`` each
-    instead of reading and parsing every manifest. A manifest is replaced whole when written (a new inode), so a
-    changed file is never taken for the one read before. Raises ManifestError as :func:`read_manifest` does."""
+    instead of reading and parsing every manifest. A manifest is replaced whole when written, and a file system may
+    give the new file the inode just freed and, with coarse times, the same times: a manifest is therefore cached only
+    once its times are older than the file system's time step (``inbox.RACY_SECONDS``), as the inbox walk trusts a
+    folder's listing. Raises ManifestError as :func:`read_manifest` does."""
     path = str(manifest_path(root, key))
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     cached = _FINGERPRINTS.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     manifest = read_manifest(root, key)
     if manifest is None:
         return None
-    _FINGERPRINTS[path] = (stamp, manifest.fingerprint)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_SECONDS * 1e9:
+        _FINGERPRINTS[path] = (stamp, manifest.fingerprint)
     return manifest.fingerprint
 
 
