@@ -11,6 +11,7 @@ import gc
 import os
 import random
 import shutil
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -629,6 +630,137 @@ def test_an_index_written_by_another_process_meanwhile_is_never_patched(tmp_path
     rig.index.update()
     inbox_index._KNOWN.clear()
     assert _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox) == _view(rig.full(), rig.other / "inbox")
+
+
+def _as_another_process(rig: IndexRig, action) -> None:
+    """``action`` runs as another process (with its own memory of the index); then this process has its back."""
+    mine = inbox_index._KNOWN.pop(rig.key)
+    try:
+        action()
+    finally:
+        inbox_index._KNOWN[rig.key] = mine
+
+
+def _during_next_walk(rig: IndexRig, monkeypatch, action, after: bool = False) -> None:
+    """``action`` runs as another process during this process's next update: after it read the index and before
+    (or, ``after``, just after) its walk, so before its write."""
+    real_walk = inbox_index.walk_inbox
+
+    def walk(*args, **kwargs):
+        monkeypatch.setattr(inbox_index, "walk_inbox", real_walk)
+        if not after:
+            _as_another_process(rig, action)
+        walked = real_walk(*args, **kwargs)
+        if after:
+            _as_another_process(rig, action)
+        return walked
+
+    monkeypatch.setattr(inbox_index, "walk_inbox", walk)
+
+
+def _loaded_by_a_new_process(rig: IndexRig) -> dict:
+    mine = inbox_index._KNOWN.pop(rig.key)
+    try:
+        return _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox)
+    finally:
+        inbox_index._KNOWN[rig.key] = mine
+
+
+@pytest.mark.parametrize("next_call", ["a partial change", "an idle full walk"])
+def test_a_process_whose_grouping_was_not_stored_starts_its_next_call_from_the_index_file(
+    tmp_path, monkeypatch, next_call
+):
+    """Process B stores P while A walks, then Q arrives: A's partial write is refused (the index moved), and A's next
+    call must not mark B's grouping, which lacks Q, valid again."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    _age(rig.inbox)
+    rig.index.update()
+
+    def process_b():
+        rig.write("b/p.dcm", "P")
+        rig.settle()
+        assert "P" in InboxIndex(DataRoot(rig.data)).update().patients
+        rig.write("c/q.dcm", "Q")
+        rig.settle()
+
+    _during_next_walk(rig, monkeypatch, process_b)
+    assert sorted(rig.index.update().patients) == ["P", "Q", "X"]
+    if next_call == "a partial change":
+        rig.write("d/r.dcm", "R")
+        rig.settle()
+    else:
+        monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")
+    rig.index.update()
+    assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
+
+
+def test_a_whole_grouping_from_a_walk_older_than_another_process_write_is_not_stored(tmp_path, monkeypatch):
+    """A's periodic full walk ends before B stores patient Y (b/y.dcm): A's whole grouping lacks Y and must not
+    replace B's; and a row B wrote for a file that went again must not join a patient later."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    rig.write("b/u.dcm", "U")
+    _age(rig.inbox)
+    rig.index.update()
+    monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")  # A's next call: a full walk, so a whole regrouping
+    rig.write("d/w.dcm", "W")
+    rig.settle()
+
+    def process_b():
+        rig.write("b/y.dcm", "Y")
+        rig.write("b/gone.dcm", "G")
+        rig.settle()
+        assert {"Y", "G"} <= set(InboxIndex(DataRoot(rig.data)).update().patients)
+        (rig.inbox / "b" / "gone.dcm").unlink()  # its row stays in the index until a call sees it go
+        rig.settle()
+
+    _during_next_walk(rig, monkeypatch, process_b, after=True)
+    assert sorted(rig.index.update().patients) == ["U", "W", "X"]  # A's own walk
+    monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "3600")
+    inbox_index._KNOWN.clear()  # every process loads the index file now
+    full = _view(rig.full(), rig.other / "inbox")
+    assert _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox) == full
+    inbox_index._KNOWN.clear()
+    rig.write("e/z.dcm", "G")  # a new file of G: the row of b/gone.dcm must not come back with it
+    view, _ = rig.step("a new process's first change")
+    assert view["patients"]["G"][0] == ["e/z.dcm"]
+
+
+def test_two_threads_of_one_process_never_leave_a_stale_grouping(tmp_path, monkeypatch):
+    """The sensor's code server and a run may update one index from two threads of one process."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    _age(rig.inbox)
+    rig.index.update()
+    real_walk = inbox_index.walk_inbox
+    first_walking, second_done = threading.Event(), threading.Event()
+
+    def walk(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            first_walking.set()
+            second_done.wait(30)
+        return real_walk(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_index, "walk_inbox", walk)
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", rig.index.update()), name="first")
+    first.start()
+    first_walking.wait(30)
+    rig.write("b/p.dcm", "P")
+    rig.settle()
+    second = threading.Thread(target=lambda: results.setdefault("second", InboxIndex(DataRoot(rig.data)).update()))
+    second.start()
+    second.join()
+    rig.write("c/q.dcm", "Q")
+    rig.settle()
+    second_done.set()
+    first.join()
+    assert sorted(results["first"].patients) == ["P", "Q", "X"]
+    rig.write("d/r.dcm", "R")
+    rig.settle()
+    rig.index.update()
+    assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
 
 
 def test_a_change_within_a_read_budget_of_zero_reads_nothing(tmp_path, monkeypatch):

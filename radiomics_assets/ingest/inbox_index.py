@@ -414,13 +414,18 @@ class InboxIndex:
                 relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
                 if relisted or full:
                     kept = _GroupingWrite(known.snapshot.n_files)
-                    generation = self._write(con, known.generation, relisted, [], [], [], full and now_ns, None, kept)
-                    _KNOWN[str(self.path)] = replace(
-                        known,
-                        generation=generation,
-                        listings=walk.listings,
-                        last_full_ns=now_ns if full else known.last_full_ns,
+                    generation, stored = self._write(
+                        con, known.generation, relisted, [], [], [], full and now_ns, None, kept
                     )
+                    if not stored:  # another process wrote meanwhile
+                        _KNOWN.pop(str(self.path), None)
+                    else:
+                        _KNOWN[str(self.path)] = replace(
+                            known,
+                            generation=generation,
+                            listings=walk.listings,
+                            last_full_ns=now_ns if full else known.last_full_ns,
+                        )
                 else:  # kept, or a process's first call would load the listings and the grouping on every call
                     _KNOWN[str(self.path)] = known
                 return replace(known.snapshot, new_ignored={}, header_reads=0, folders_listed=walk.listed)
@@ -449,6 +454,8 @@ class InboxIndex:
                 current = _generation(con)
                 rows = _stored_rows(con, strings)
             if current == known.generation:
+                listed = {prefix + f[0] for prefix, listing in known.listings.items() for f in listing.files}
+                rows = {rel: row for rel, row in rows.items() if rel in listed}  # as the full path keeps them
                 rels = _rels_of_id(rows)
                 known = replace(known, rows=rows, strings=strings, rels_of_id=rels)
                 known = replace(known, ids_of_key=ids_of_key(rels, rows, _ISSUER))
@@ -529,9 +536,12 @@ class InboxIndex:
             if reusable
             else None
         )
-        generation = self._write(
+        generation, stored = self._write(
             con, known.generation, relisted, removed, list(fresh.values()), gone, full_ns, new_unusable, grouping
         )
+        if reusable and not stored:  # another process wrote meanwhile: the next call starts from the index file
+            _KNOWN.pop(str(self.path), None)
+            return snapshot
         rels_of_id = _rels_of_id(rows) if reusable else None
         _KNOWN[str(self.path)] = _KnownIndex(
             generation=generation,
@@ -642,7 +652,7 @@ class InboxIndex:
             removed_ignored=[rel for rel in old.ignored if rel not in ignored],
             ignored={rel: why for rel, why in ignored.items() if old.ignored.get(rel) != why},
         )
-        generation = self._write(
+        generation, stored = self._write(
             con,
             known.generation,
             {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)},
@@ -653,6 +663,9 @@ class InboxIndex:
             None if set(unusable) == known.reported else list(unusable),
             grouping,
         )
+        if not stored:  # another process wrote meanwhile: the next call starts from the index file
+            _KNOWN.pop(str(self.path), None)
+            return snapshot, ({}, {})
         _KNOWN[str(self.path)] = replace(
             known,
             generation=generation,
@@ -732,18 +745,25 @@ class InboxIndex:
         full_ns: int | bool,
         unusable: list[str] | None,
         grouping: _GroupingWrite | None,
-    ) -> str:
-        """Store the changes of one call in one transaction; returns the index's new generation.
+    ) -> tuple[str, bool]:
+        """Store the changes of one call in one transaction; returns the index's new generation and whether the
+        grouping was stored (False: dropped, or None given).
 
-        The stored grouping is changed as ``grouping`` says, or no longer valid (None: it cannot be reused). A change
-        of part of it applies only to the grouping this call started from: when another process wrote the index
-        since (its generation is not ``expected_generation``), the stored grouping is no longer valid instead, and
-        the next call in a process that did not write it groups the whole inbox."""
+        The stored grouping is changed as ``grouping`` says, or no longer valid (None: it cannot be reused). A grouping
+        is stored only over the index this call started from: when another process (or thread) wrote the index since
+        (its generation is not ``expected_generation``), this call's walk may be older than that write, so the
+        stored grouping is dropped instead; a change of part of it also needs the stored grouping to be the one the
+        call started from. The caller then forgets what it knew of the index (``_KNOWN``), and the next call, in any
+        process, loads the index file and groups the whole inbox."""
         generation = uuid.uuid4().hex
         with con:
             con.execute("BEGIN IMMEDIATE")  # no other writer between the check and the writes
-            if grouping is not None and not grouping.whole and _generation(con) != expected_generation:
-                grouping = None
+            if grouping is not None:
+                meta = dict(con.execute("SELECT name, value FROM meta"))
+                if meta.get("generation") != expected_generation or (
+                    not grouping.whole and meta.get("grouping_generation") != expected_generation
+                ):
+                    grouping = None
             con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
             con.executemany("DELETE FROM headers WHERE path = ?", [(rel,) for rel in gone])
             con.executemany(
@@ -759,7 +779,7 @@ class InboxIndex:
             con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
             if grouping is None:
                 con.execute("DELETE FROM meta WHERE name = 'grouping_generation'")
-                return generation
+                return generation, False
             if grouping.whole:
                 con.execute("DELETE FROM grouping_patients")
                 con.execute("DELETE FROM grouping_ignored")
@@ -772,7 +792,7 @@ class InboxIndex:
             con.executemany("INSERT OR REPLACE INTO grouping_ignored VALUES (?, ?)", list(grouping.ignored.items()))
             con.execute("INSERT OR REPLACE INTO meta VALUES ('grouping_generation', ?)", (generation,))
             con.execute("INSERT OR REPLACE INTO meta VALUES ('grouping_n_files', ?)", (str(grouping.n_files),))
-        return generation
+        return generation, True
 
     def _group(
         self, scan: InboxScan, stamps: dict[str, FileStamp], read_now: set[str], has_pairs: bool
