@@ -763,6 +763,25 @@ def test_two_threads_of_one_process_never_leave_a_stale_grouping(tmp_path, monke
     assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
 
 
+def test_a_sidecar_without_its_image_does_not_stop_the_grouping_from_being_kept(tmp_path, monkeypatch):
+    """A ``.json`` alone (a converter's metadata beside DICOM files) is no image/mask pair: idle calls keep the
+    grouping. An image file alone may become a patient when the settings change, so it still regroups."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    (rig.inbox / "a" / "x.json").write_text('{"converted_by": "a converter"}')
+    view, _ = rig.step("a sidecar alone")
+    assert list(view["patients"]) == ["X"] and view["n_files"] == 2
+    rig.grouped.clear()
+    rig.index.update()
+    assert rig.grouped == []  # an idle call: the kept grouping
+    (rig.inbox / "b").mkdir()
+    (rig.inbox / "b" / "scan.nrrd").write_bytes(b"NRRD0004")
+    rig.step("an image file alone")
+    rig.grouped.clear()
+    rig.index.update()
+    assert rig.grouped == [1]  # grouped again on every call
+
+
 def test_a_change_within_a_read_budget_of_zero_reads_nothing(tmp_path, monkeypatch):
     rig = IndexRig(tmp_path, monkeypatch)
     rig.write("a/x.dcm", "A")

@@ -76,7 +76,12 @@ parallel) costs more than it saves."""
 READ_WORKERS_ENV = environment.INBOX_READ_WORKERS.name
 FULL_SCAN_ENV = environment.INBOX_FULL_SCAN_SECONDS.name
 RECENT_ENV = environment.INBOX_RECENT_SECONDS.name
-_PAIR_SUFFIXES = (*VOLUME_SUFFIXES, PNG_SUFFIX, ".json")
+_PAIR_IMAGE_SUFFIXES = (*VOLUME_SUFFIXES, PNG_SUFFIX)
+"""Files that may be a patient of their own, as an image/mask pair or an image without a mask (``scan_file_pairs``,
+with settings that may change between calls: then the grouping is not kept)."""
+_PAIR_SUFFIXES = (*_PAIR_IMAGE_SUFFIXES, ".json")
+"""Those and their sidecars: never read as DICOM. A sidecar alone (a ``.json`` without its image: a converter's
+metadata, an export's notes) is no patient, so it does not stop the grouping from being kept."""
 _HEADER_COLUMNS = tuple(f.name for f in fields(DicomFile) if f.name != "path")
 assert fields(DicomFile)[0].name == "path"  # cached_header passes the columns after it by position
 _COLUMNS = ("path", "size", "mtime_ns", *_HEADER_COLUMNS, "error")
@@ -515,7 +520,7 @@ class InboxIndex:
         removed = [p for p in known.listings if p not in walk.listings]
         new_unusable = None if set(unusable) == known.reported else list(unusable)
 
-        has_pairs = any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in stamps)
+        has_pairs = any(rel.lower().endswith(_PAIR_IMAGE_SUFFIXES) for rel in stamps)
         snapshot = self._group(group_headers(headers, unreadable), stamps, set(fresh), has_pairs)
         snapshot.pending = pending
         snapshot.header_reads = len(fresh)
