@@ -451,21 +451,7 @@ class InboxIndex:
     ) -> InboxSnapshot:
         prefetched: tuple[dict[str, tuple], dict[str, DicomFile]] = ({}, {})
         if not full_ns and known.snapshot is not None and known.rows is None:
-            # A process's first change: the stored grouping is that of the stored rows (one transaction wrote both),
-            # unless another process changed the index since this call read the grouping.
-            strings: dict[str, str] = {}
-            with con:
-                con.execute("BEGIN")
-                current = _generation(con)
-                rows = _stored_rows(con, strings)
-            if current == known.generation:
-                listed = {prefix + f[0] for prefix, listing in known.listings.items() for f in listing.files}
-                rows = {rel: row for rel, row in rows.items() if rel in listed}  # as the full path keeps them
-                rels = _rels_of_id(rows)
-                known = replace(known, rows=rows, strings=strings, rels_of_id=rels)
-                known = replace(known, ids_of_key=ids_of_key(rels, rows, _ISSUER))
-            else:
-                known = replace(known, rows=rows, strings=strings, snapshot=None)
+            known = self._with_stored_rows(con, known)  # a process's first change
         if not full_ns and known.snapshot is not None and known.rows is not None and known.ids_of_key is not None:
             change = inbox_change(known.listings, walk.listings)
             if not any(rel.lower().endswith(_PAIR_SUFFIXES) for rel in change.files):
@@ -561,6 +547,24 @@ class InboxIndex:
             ids_of_key=ids_of_key(rels_of_id, rows, _ISSUER) if rels_of_id is not None else None,
         )
         return snapshot
+
+    def _with_stored_rows(self, con: sqlite3.Connection, known: _KnownIndex) -> _KnownIndex:
+        """``known`` with the index file's header rows, so that a process's first change regroups only what it
+        touches: the stored grouping is that of the stored rows (one transaction wrote both), unless another
+        process changed the index since this call read the grouping (then without the grouping)."""
+        strings: dict[str, str] = {}
+        with con:
+            con.execute("BEGIN")
+            current = _generation(con)
+            rows = _stored_rows(con, strings)
+        if current != known.generation:
+            return replace(known, rows=rows, strings=strings, snapshot=None)
+        listed = {prefix + f[0] for prefix, listing in known.listings.items() for f in listing.files}
+        rows = {rel: row for rel, row in rows.items() if rel in listed}  # as the full path keeps them
+        rels_of_id = _rels_of_id(rows)
+        return replace(
+            known, rows=rows, strings=strings, rels_of_id=rels_of_id, ids_of_key=ids_of_key(rels_of_id, rows, _ISSUER)
+        )
 
     def _update_changed(
         self,
