@@ -634,11 +634,13 @@ def test_an_index_written_by_another_process_meanwhile_is_never_patched(tmp_path
 
 def _as_another_process(rig: IndexRig, action) -> None:
     """``action`` runs as another process (with its own memory of the index); then this process has its back."""
-    mine = inbox_index._KNOWN.pop(rig.key)
+    mine = inbox_index._KNOWN.pop(rig.key, None)
     try:
         action()
     finally:
-        inbox_index._KNOWN[rig.key] = mine
+        inbox_index._KNOWN.pop(rig.key, None)
+        if mine is not None:
+            inbox_index._KNOWN[rig.key] = mine
 
 
 def _during_next_walk(rig: IndexRig, monkeypatch, action, after: bool = False) -> None:
@@ -659,11 +661,9 @@ def _during_next_walk(rig: IndexRig, monkeypatch, action, after: bool = False) -
 
 
 def _loaded_by_a_new_process(rig: IndexRig) -> dict:
-    mine = inbox_index._KNOWN.pop(rig.key)
-    try:
-        return _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox)
-    finally:
-        inbox_index._KNOWN[rig.key] = mine
+    loaded: dict = {}
+    _as_another_process(rig, lambda: loaded.update(_view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox)))
+    return loaded
 
 
 @pytest.mark.parametrize("next_call", ["a partial change", "an idle full walk"])
@@ -725,6 +725,62 @@ def test_a_whole_grouping_from_a_walk_older_than_another_process_write_is_not_st
     rig.write("e/z.dcm", "G")  # a new file of G: the row of b/gone.dcm must not come back with it
     view, _ = rig.step("a new process's first change")
     assert view["patients"]["G"][0] == ["e/z.dcm"]
+
+
+def test_a_whole_grouping_from_an_ordinary_walk_older_than_another_process_write_is_not_stored(tmp_path, monkeypatch):
+    """As above, without a full walk: A's change goes to the whole grouping (a sidecar is in it) from a walk older
+    than B's write of b/y.dcm, and A does not list b/ again, so the stored listing of b/ is B's."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    rig.write("b/u.dcm", "U")
+    _age(rig.inbox)
+    rig.index.update()
+    rig.write("c/w.dcm", "W")
+    (rig.inbox / "c" / "w.json").write_text("{}")
+    rig.settle()
+
+    def process_b():
+        rig.write("b/y.dcm", "Y")
+        rig.settle()
+        assert "Y" in InboxIndex(DataRoot(rig.data)).update().patients
+
+    _during_next_walk(rig, monkeypatch, process_b, after=True)
+    assert sorted(rig.index.update().patients) == ["U", "W", "X"]
+    assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
+
+
+def test_a_call_with_nothing_to_store_forgets_an_index_another_process_changed(tmp_path, monkeypatch):
+    """A's call ends with a header left for later (no grouping to store) while B's full walk found b/u.dcm rewritten
+    in place (U -> U2) and stored it. A's next call must not store its own older grouping (U) over B's listing of
+    b/: no later walk would list b/ again to correct it."""
+    rig = IndexRig(tmp_path, monkeypatch)
+    rig.write("a/x.dcm", "X")
+    rig.write("b/u.dcm", "U")
+    _age(rig.inbox)
+    rig.index.update()
+    rig.write("c/1.dcm", "Q")
+    rig.write("c/2.dcm", "Q")
+    rig.settle()
+
+    def process_b():
+        rewritten = rig.inbox / "b" / "u.dcm"
+        quiet = rewritten.parent.stat()
+        ds = pydicom.dcmread(rewritten)
+        ds.PatientID = "U2"
+        ds.save_as(rewritten)
+        os.utime(rewritten.parent, ns=(quiet.st_atime_ns, quiet.st_mtime_ns))  # only a full walk sees it
+        monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")
+        assert "U2" in InboxIndex(DataRoot(rig.data)).update().patients
+        monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "3600")
+
+    _during_next_walk(rig, monkeypatch, process_b, after=True)
+    assert rig.index.update(max_header_reads=1).pending == ["c/2.dcm"]
+    rig.index.update()
+    full = _view(rig.full(), rig.other / "inbox")
+    assert "U2" in full["patients"]
+    inbox_index._KNOWN.clear()
+    monkeypatch.setenv(inbox_index.FULL_SCAN_ENV, "0")  # even a periodic full walk
+    assert _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox) == full
 
 
 def test_two_threads_of_one_process_never_leave_a_stale_grouping(tmp_path, monkeypatch):

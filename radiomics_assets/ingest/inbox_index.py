@@ -419,10 +419,10 @@ class InboxIndex:
                 relisted = {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)}
                 if relisted or full:
                     kept = _GroupingWrite(known.snapshot.n_files)
-                    generation, stored = self._write(
+                    generation, current = self._write(
                         con, known.generation, relisted, [], [], [], full and now_ns, None, kept
                     )
-                    if not stored:  # another process wrote meanwhile
+                    if not current:  # another process wrote meanwhile
                         _KNOWN.pop(str(self.path), None)
                     else:
                         _KNOWN[str(self.path)] = replace(
@@ -527,10 +527,10 @@ class InboxIndex:
             if reusable
             else None
         )
-        generation, stored = self._write(
+        generation, current = self._write(
             con, known.generation, relisted, removed, list(fresh.values()), gone, full_ns, new_unusable, grouping
         )
-        if reusable and not stored:  # another process wrote meanwhile: the next call starts from the index file
+        if not current:  # another process wrote meanwhile: the next call starts from the index file
             _KNOWN.pop(str(self.path), None)
             return snapshot
         rels_of_id = _rels_of_id(rows) if reusable else None
@@ -661,7 +661,7 @@ class InboxIndex:
             removed_ignored=[rel for rel in old.ignored if rel not in ignored],
             ignored={rel: why for rel, why in ignored.items() if old.ignored.get(rel) != why},
         )
-        generation, stored = self._write(
+        generation, current = self._write(
             con,
             known.generation,
             {p: item for p, item in walk.listings.items() if item is not known.listings.get(p)},
@@ -672,7 +672,7 @@ class InboxIndex:
             None if set(unusable) == known.reported else list(unusable),
             grouping,
         )
-        if not stored:  # another process wrote meanwhile: the next call starts from the index file
+        if not current:  # another process wrote meanwhile: the next call starts from the index file
             _KNOWN.pop(str(self.path), None)
             return snapshot, ({}, {})
         _KNOWN[str(self.path)] = replace(
@@ -755,24 +755,25 @@ class InboxIndex:
         unusable: list[str] | None,
         grouping: _GroupingWrite | None,
     ) -> tuple[str, bool]:
-        """Store the changes of one call in one transaction; returns the index's new generation and whether the
-        grouping was stored (False: dropped, or None given).
+        """Store the changes of one call in one transaction; returns the index's new generation and whether this
+        call's state is the index's (False: another writer wrote since the call read it).
 
         The stored grouping is changed as ``grouping`` says, or no longer valid (None: it cannot be reused). A grouping
         is stored only over the index this call started from: when another process (or thread) wrote the index since
         (its generation is not ``expected_generation``), this call's walk may be older than that write, so the
         stored grouping is dropped instead; a change of part of it also needs the stored grouping to be the one the
-        call started from. The caller then forgets what it knew of the index (``_KNOWN``), and the next call, in any
-        process, loads the index file and groups the whole inbox."""
+        call started from. The caller then forgets what it knew of the index (``_KNOWN``), also when it had no
+        grouping to store (its memory would be written over the other writer's listings later), and the next call,
+        in any process, loads the index file and groups the whole inbox."""
         generation = uuid.uuid4().hex
         with con:
             con.execute("BEGIN IMMEDIATE")  # no other writer between the check and the writes
-            if grouping is not None:
-                meta = dict(con.execute("SELECT name, value FROM meta"))
-                if meta.get("generation") != expected_generation or (
-                    not grouping.whole and meta.get("grouping_generation") != expected_generation
-                ):
-                    grouping = None
+            meta = dict(con.execute("SELECT name, value FROM meta"))
+            current = meta.get("generation") == expected_generation and (
+                grouping is None or grouping.whole or meta.get("grouping_generation") == expected_generation
+            )
+            if not current:
+                grouping = None
             con.executemany(f"INSERT OR REPLACE INTO headers VALUES ({', '.join('?' * len(_COLUMNS))})", rows)
             con.executemany("DELETE FROM headers WHERE path = ?", [(rel,) for rel in gone])
             con.executemany(
@@ -788,7 +789,7 @@ class InboxIndex:
             con.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
             if grouping is None:
                 con.execute("DELETE FROM meta WHERE name = 'grouping_generation'")
-                return generation, False
+                return generation, current
             if grouping.whole:
                 con.execute("DELETE FROM grouping_patients")
                 con.execute("DELETE FROM grouping_ignored")
