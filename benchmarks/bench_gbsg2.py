@@ -26,6 +26,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,42 @@ def variants(X: pd.DataFrame, y: np.ndarray, splits: list, jobs: int) -> dict[st
     return {name: float(np.mean([fold[name] for fold in per_fold])) for name in per_fold[0]}
 
 
+class TrainedDefault(NamedTuple):
+    card: object
+    metrics: dict
+    data: object
+    """The cohort as the modelling reads it (``X``, ``y``)."""
+    splits: list
+    """The pipeline's own outer splits: (repeat, fold, train, test)."""
+    seconds: float
+    """Of the model step."""
+
+
+def train_default(
+    root: DataRoot, name: str, table: pd.DataFrame, labels: pd.DataFrame, study_yaml: str, settings
+) -> TrainedDefault:
+    """``table`` imported as the feature table ``name`` with ``labels`` and ``study_yaml`` in ``root``, the
+    pipeline's default procedure trained and reported: its card, report figures, cohort and outer splits."""
+    csv = root.path / f"{name}.csv"
+    table.to_csv(csv, index=False)
+    labels.to_csv(root.labels_csv, index=False)
+    (root.path / "study.yaml").write_text(study_yaml)
+    imported = import_feature_table(root, csv)
+    print(f"imported {imported.source}: {imported.n_patients} patients x {imported.n_features} features")
+    warehouse = Warehouse(root.warehouse)
+    study = modelling.load_study(root)
+    modelling.store_labels(warehouse, modelling.load_outcomes(root, study).table)
+    modelling.build_feature_matrix(warehouse)
+    started = time.perf_counter()
+    _, card = modelling.train_model(root, settings, study)
+    seconds = time.perf_counter() - started
+    metrics = modelling.build_validation_report(root).as_json()
+    task = modelling.task_for(study)
+    data = modelling.cohort_data(warehouse, study, task)
+    _, splits = outer_splits(data.y, np.asarray(data.X.index), settings, task)
+    return TrainedDefault(card, metrics, data, splits, seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--permutations", type=int, default=9)
@@ -122,26 +159,10 @@ def main() -> None:
     parser.add_argument("--noise", type=int, default=0, help="standard-normal columns appended to the table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = DataRoot(Path(tmp))
-        table, labels = gbsg2_tables(args.noise)
-        csv = root.path / "gbsg2.csv"
-        table.to_csv(csv, index=False)
-        labels.to_csv(root.labels_csv, index=False)
-        (root.path / "study.yaml").write_text(STUDY)
-        imported = import_feature_table(root, csv)
-        print(f"imported {imported.source}: {imported.n_patients} patients x {imported.n_features} features")
-        warehouse = Warehouse(root.warehouse)
-        study = modelling.load_study(root)
-        modelling.store_labels(warehouse, modelling.load_outcomes(root, study).table)
-        modelling.build_feature_matrix(warehouse)
         settings = modelling.ModellingSettings(repeats=args.repeats, permutations=args.permutations, n_jobs=args.jobs)
-        started = time.perf_counter()
-        _, card = modelling.train_model(root, settings, study)
-        seconds = time.perf_counter() - started
-        metrics = modelling.build_validation_report(root).as_json()
-        task = modelling.task_for(study)
-        data = modelling.cohort_data(warehouse, study, task)
-        _, splits = outer_splits(data.y, np.asarray(data.X.index), settings, task)
+        card, metrics, data, splits, seconds = train_default(
+            DataRoot(Path(tmp)), "gbsg2", *gbsg2_tables(args.noise), STUDY, settings
+        )
         reference, per_fold = plain_cox(data.X, data.y, splits)
         primary = metrics["primary_metric"]
         rows = [

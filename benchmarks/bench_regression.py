@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_gbsg2 import train_default
 from joblib import Parallel, delayed
 from sklearn.datasets import load_diabetes
 from sklearn.ensemble import RandomForestRegressor
@@ -36,11 +36,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radiomics_assets import modelling
-from radiomics_assets.ingest.feature_tables import import_feature_table
 from radiomics_assets.modelling.tasks.continuous import repeat_r2
-from radiomics_assets.modelling.validation import outer_splits
 from radiomics_assets.paths import DataRoot
-from radiomics_assets.warehouse import Warehouse
 
 STUDY = """outcome:
   type: continuous
@@ -107,26 +104,10 @@ def main() -> None:
     parser.add_argument("--noise", type=int, default=0, help="standard-normal columns appended to the table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = DataRoot(Path(tmp))
-        table, labels = diabetes_tables(args.noise)
-        csv = root.path / "diabetes.csv"
-        table.to_csv(csv, index=False)
-        labels.to_csv(root.labels_csv, index=False)
-        (root.path / "study.yaml").write_text(STUDY)
-        imported = import_feature_table(root, csv)
-        print(f"imported {imported.source}: {imported.n_patients} patients x {imported.n_features} features")
-        warehouse = Warehouse(root.warehouse)
-        study = modelling.load_study(root)
-        modelling.store_labels(warehouse, modelling.load_outcomes(root, study).table)
-        modelling.build_feature_matrix(warehouse)
         settings = modelling.ModellingSettings(repeats=args.repeats, permutations=args.permutations, n_jobs=args.jobs)
-        started = time.perf_counter()
-        _, card = modelling.train_model(root, settings, study)
-        seconds = time.perf_counter() - started
-        metrics = modelling.build_validation_report(root).as_json()
-        task = modelling.task_for(study)
-        data = modelling.cohort_data(warehouse, study, task)
-        _, splits = outer_splits(data.y, np.asarray(data.X.index), settings, task)
+        card, metrics, data, splits, seconds = train_default(
+            DataRoot(Path(tmp)), "diabetes", *diabetes_tables(args.noise), STUDY, settings
+        )
         primary = metrics["primary_metric"]
         rows = [
             (
