@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from radiomics_assets.modelling.fast_forest import FastRandomForestClassifier
 from radiomics_assets.modelling.selection import Selector
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -74,7 +74,7 @@ class ConsensusClassifier(ClassifierMixin, BaseEstimator):
         self.outcome = outcome
         self.random_state = random_state
 
-    def _members(self) -> tuple[Pipeline, RandomForestClassifier]:
+    def _members(self) -> tuple[Pipeline, FastRandomForestClassifier]:
         linear = Pipeline(
             [
                 (
@@ -84,7 +84,7 @@ class ConsensusClassifier(ClassifierMixin, BaseEstimator):
                 ("model", LogisticRegression(C=self.C, class_weight="balanced", max_iter=5000)),
             ]
         )
-        forest = RandomForestClassifier(
+        forest = FastRandomForestClassifier(
             n_estimators=self.n_estimators,
             class_weight="balanced",
             random_state=self.random_state,

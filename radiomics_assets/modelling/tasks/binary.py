@@ -14,7 +14,7 @@ from scipy.special import expit, logit
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV, calibration_curve
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
@@ -33,6 +33,7 @@ from sklearn.svm import SVC
 
 from radiomics_assets.modelling.choices import ModelFamily
 from radiomics_assets.modelling.consensus import ConsensusClassifier
+from radiomics_assets.modelling.fast_forest import FastRandomForestClassifier
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task
@@ -474,7 +475,7 @@ def classifier(family: str, seed: int):
     if family == "logreg":
         return LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
     if family == "random_forest":
-        return RandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
+        return FastRandomForestClassifier(n_estimators=100, class_weight="balanced", random_state=seed)
     if family == "svm":
         return CalibratedSVC(class_weight="balanced", random_state=seed)
     if family == "gradient_boosting":
