@@ -1,16 +1,17 @@
-"""``modelling.fast_forest``: the forest of the default model grows scikit-learn's own trees, node for node, and
-gives its probabilities to the last bit; every configuration it was not checked for is scikit-learn's fit."""
+"""``modelling.fast_forest``: the forests of the default models grow scikit-learn's own trees, node for node, and
+give its probabilities and predictions to the last bit; every configuration not checked is scikit-learn's fit."""
 
 import pickle
 
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import InvalidParameterError
 
 from radiomics_assets.modelling import fast_forest
 from radiomics_assets.modelling.consensus import ConsensusClassifier
-from radiomics_assets.modelling.fast_forest import FastRandomForestClassifier
+from radiomics_assets.modelling.fast_forest import FastRandomForestClassifier, FastRandomForestRegressor
 
 
 def _table(n: int, p: int, classes: int, seed: int, dtype=float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -23,54 +24,86 @@ def _table(n: int, p: int, classes: int, seed: int, dtype=float) -> tuple[np.nda
     return X.astype(dtype), y, rng.standard_normal((25, p)).astype(dtype)
 
 
-def _assert_same_forest(ours: RandomForestClassifier, theirs: RandomForestClassifier, X_test: np.ndarray) -> None:
+def _assert_same_forest(ours, theirs, X_test: np.ndarray) -> None:
+    assert type(ours).__mro__[2] is type(theirs)  # FastRandomForestX -> _FastForest -> RandomForestX
     assert len(ours.estimators_) == len(theirs.estimators_)
     for mine, reference in zip(ours.estimators_, theirs.estimators_, strict=True):
+        assert type(mine) is type(reference)
         assert fast_forest._same_tree(mine.tree_, reference.tree_)
         assert mine.random_state == reference.random_state
         assert mine.get_params() == reference.get_params()
-    assert ours.predict_proba(X_test).tobytes() == theirs.predict_proba(X_test).tobytes()
-    assert np.array_equal(ours.predict(X_test), theirs.predict(X_test))
+    if hasattr(theirs, "predict_proba"):
+        assert ours.predict_proba(X_test).tobytes() == theirs.predict_proba(X_test).tobytes()
+        for name in ("classes_", "n_classes_"):
+            assert np.array_equal(getattr(ours, name), getattr(theirs, name))
+    assert ours.predict(X_test).tobytes() == theirs.predict(X_test).tobytes()
     assert ours.feature_importances_.tobytes() == theirs.feature_importances_.tobytes()
-    for name in ("classes_", "n_classes_", "n_features_in_", "n_outputs_"):
-        assert np.array_equal(getattr(ours, name), getattr(theirs, name))
+    for name in ("n_features_in_", "n_outputs_"):
+        assert getattr(ours, name) == getattr(theirs, name)
     for mine, reference in zip(ours.estimators_samples_, theirs.estimators_samples_, strict=True):
         assert np.array_equal(mine, reference)
 
 
 @pytest.mark.parametrize(
-    ("n", "p", "classes", "class_weight", "seed"),
+    ("n", "p", "classes", "params"),
     [
-        (9, 107, 2, "balanced", 0),  # an 11-patient cohort's training fold
-        (41, 100, 2, "balanced", 1),
-        (41, 100, 2, None, 2),
-        (150, 30, 2, "balanced", 3),
-        (60, 50, 3, "balanced", 4),
-        (60, 50, 3, None, 5),
+        (9, 107, 2, {"class_weight": "balanced"}),  # an 11-patient cohort's training fold
+        (41, 100, 2, {"class_weight": "balanced"}),
+        (41, 100, 2, {}),
+        (150, 30, 2, {"class_weight": "balanced"}),
+        (60, 50, 3, {"class_weight": "balanced"}),
+        (60, 50, 3, {}),
+        (60, 40, 2, {"class_weight": "balanced", "min_samples_leaf": 3}),
+        (60, 40, 2, {"max_features": 0.5}),
+        (60, 40, 2, {"max_features": "log2"}),
+        (60, 40, 2, {"max_features": None}),
+        (60, 40, 2, {"max_features": 4}),
+        (80, 40, 2, {"class_weight": "balanced", "max_depth": 3}),  # the random_forest family's grid
     ],
 )
-def test_the_same_trees_and_probabilities_as_scikit_learn(n, p, classes, class_weight, seed, monkeypatch):
-    X, y, X_test = _table(n, p, classes, seed)
+def test_the_same_trees_and_probabilities_as_scikit_learn(n, p, classes, params, monkeypatch):
+    X, y, X_test = _table(n, p, classes, n + p)
     assert len(np.unique(y)) == classes
-    ours = FastRandomForestClassifier(n_estimators=60, class_weight=class_weight, random_state=seed, n_jobs=1)
-    theirs = RandomForestClassifier(n_estimators=60, class_weight=class_weight, random_state=seed, n_jobs=1)
-    _assert_same_forest(
-        _fit_counting_scikit_learn_trees(ours, X, y, monkeypatch, expected=[1]), theirs.fit(X, y), X_test
-    )
+    params = {"n_estimators": 60, "random_state": n, "n_jobs": 1, **params}
+    ours, theirs = FastRandomForestClassifier(**params), RandomForestClassifier(**params)
+    _assert_same_forest(_fit_counting_scikit_learn_trees(ours, X, y, monkeypatch, [1]), theirs.fit(X, y), X_test)
+
+
+@pytest.mark.parametrize(
+    ("n", "p", "params"),
+    [
+        (40, 100, {"max_features": "sqrt", "min_samples_leaf": 2}),  # the continuous family's forest
+        (350, 20, {"max_features": "sqrt", "min_samples_leaf": 2}),
+        (60, 30, {}),  # scikit-learn's default: every feature, leaves of one
+        (60, 30, {"max_features": 0.3, "min_samples_leaf": 5}),
+        (120, 20, {"max_features": "sqrt", "min_samples_leaf": 2, "max_depth": 3}),  # the family's grid
+        (120, 20, {"max_features": "sqrt", "min_samples_leaf": 2, "max_depth": 6}),
+    ],
+)
+def test_the_same_regression_trees_and_predictions_as_scikit_learn(n, p, params, monkeypatch):
+    X, _, X_test = _table(n, p, 2, n)
+    y = X[:, 0] * 3.0 + np.sin(X[:, 1]) + np.round(X[:, 2])  # ties in the outcome too
+    params = {"n_estimators": 50, "random_state": p, **params}
+    ours, theirs = FastRandomForestRegressor(**params), RandomForestRegressor(**params)
+    _assert_same_forest(_fit_counting_scikit_learn_trees(ours, X, y, monkeypatch, [1]), theirs.fit(X, y), X_test)
+    integer_outcome = np.round(y * 10).astype(np.int64)
+    ours, theirs = FastRandomForestRegressor(**params), RandomForestRegressor(**params)
+    _assert_same_forest(ours.fit(X, integer_outcome), theirs.fit(X, integer_outcome), X_test)
 
 
 def _fit_counting_scikit_learn_trees(forest, X, y, monkeypatch, expected: list[int]):
     """Fit ``forest``, checking how many trees scikit-learn's own fit grew (the fast path: one, to compare)."""
     sizes = []
-    fit = RandomForestClassifier.fit
+    reference_class = type(forest).__mro__[2]
+    fit = reference_class.fit
 
     def counting_fit(self, *args, **kwargs):
         sizes.append(self.n_estimators)
         return fit(self, *args, **kwargs)
 
-    monkeypatch.setattr(RandomForestClassifier, "fit", counting_fit)
+    monkeypatch.setattr(reference_class, "fit", counting_fit)
     forest.fit(X, y)
-    monkeypatch.setattr(RandomForestClassifier, "fit", fit)
+    monkeypatch.setattr(reference_class, "fit", fit)
     assert sizes == expected
     return forest
 
@@ -88,9 +121,10 @@ def test_labels_of_any_kind_and_integer_matrices():
 @pytest.mark.parametrize(
     "change",
     [
-        {"min_samples_leaf": 2},
-        {"max_features": 0.5},
-        {"min_samples_split": 0.05},  # a fraction, not a count
+        {"min_samples_leaf": 0.05},  # a fraction, not a count
+        {"min_samples_split": 0.05},
+        {"max_leaf_nodes": 8},
+        {"criterion": "entropy"},
         {"class_weight": "balanced_subsample"},
         {"max_samples": 0.8},
         {"oob_score": True},
@@ -128,6 +162,16 @@ def test_sample_weights_missing_values_and_other_versions_are_scikit_learns_fit(
     )
     assert not FastRandomForestClassifier(**params)._fast_path(X_missing, y, None)
     assert FastRandomForestClassifier(**params)._fast_path(X, y, None)
+    assert FastRandomForestRegressor(**params)._fast_path(X, y, None)
+    assert not FastRandomForestRegressor(criterion="absolute_error", **params)._fast_path(X, y, None)
+    assert not FastRandomForestRegressor(criterion="poisson", **params)._fast_path(X, y, None)
+    masked = np.ma.masked_invalid(X_missing)  # NaN hidden under a mask: scikit-learn sees it, so must we
+    assert not FastRandomForestClassifier(**params)._fast_path(masked, y, None)
+    assert not FastRandomForestClassifier(**params)._fast_path(X * 1e39, y, None)  # infinite as float32
+    assert not FastRandomForestClassifier(verbose=1, **params)._fast_path(X, y, None)
+    for wrong in (0, -3, 5.0):
+        with pytest.raises(InvalidParameterError):
+            FastRandomForestClassifier(n_estimators=wrong).fit(X, y)
     monkeypatch.setattr(fast_forest.sklearn, "__version__", "9.9.9")
     assert not FastRandomForestClassifier(**params)._fast_path(X, y, None)
 

@@ -1,28 +1,31 @@
-"""A random forest classifier whose fit and probabilities are scikit-learn's own, to the last bit, at a third of
-the cost on radiomics-sized cohorts.
+"""Random forests whose fit, probabilities and predictions are scikit-learn's own, to the last bit, at a fraction
+of the cost on radiomics-sized cohorts.
 
-Why: the default model (``consensus``) fits a 300-tree forest in every outer fold and in every fold of every
-permutation of the permutation test. On 10-100 patients a tree is grown in microseconds, yet
-``RandomForestClassifier.fit`` spends about 1.3 ms per tree on this machine in scikit-learn's Python layer:
-cloning the template tree (``get_params`` through ``inspect.signature``), validating the same targets and weights
-again for every tree, a new ``RandomState`` (about 130 microseconds each, two per tree) and joblib's dispatch. So
-the permutation test of an 11-patient cohort ran for its whole 300 s budget.
+Why: the default classifier (``consensus``) fits a 300-tree forest in every outer fold and in every fold of every
+permutation of the permutation test, and the continuous and binary ``random_forest`` families fit one for every
+inner candidate. On 10-100 patients a tree is grown in microseconds, yet ``RandomForestClassifier.fit`` spends about
+1.3 ms per tree on this machine in scikit-learn's Python layer: cloning the template tree (``get_params`` through
+``inspect.signature``), validating the same targets and weights again for every tree, a new ``RandomState`` (about
+130 microseconds each, two per tree) and joblib's dispatch. So the permutation test of an 11-patient cohort ran for
+its whole 300 s budget.
 
-:class:`FastRandomForestClassifier` grows the same trees with the same Cython builders scikit-learn uses, in the
-same order from the same seeds: the seed of tree i is the i-th ``randint(2**31 - 1)`` of ``RandomState(
-random_state)``; its bootstrap is ``choice(n, n, p=weights / sum(weights))`` (with ``class_weight``) or ``randint(0,
-n, n)`` (without) from ``RandomState(seed)``, given to the tree as counts; its splitter draws its own state from
-another ``RandomState(seed)``. Two generators are re-seeded per tree instead of made anew (the same state: legacy
-seeding). Everything else -- validation, the class encoding, the class weights, the attributes a fitted forest
-has -- comes from scikit-learn itself: the forest is first fitted with one tree, and that tree must equal the
-first tree grown here, node for node, or the whole fit is left to scikit-learn. Probabilities are the trees'
-leaf values summed in the trees' order and divided by their number, as scikit-learn's one-job path sums them.
+:class:`FastRandomForestClassifier` and :class:`FastRandomForestRegressor` grow the same trees with the same Cython
+builders scikit-learn uses, in the same order from the same seeds: the seed of tree i is the i-th
+``randint(2**31 - 1)`` of ``RandomState(random_state)``; its bootstrap is ``choice(n, n, p=weights / sum(weights))``
+(with ``class_weight``) or ``randint(0, n, n)`` (without) from ``RandomState(seed)``, given to the tree as counts;
+its splitter draws its own state from another ``RandomState(seed)``. Two generators are re-seeded per tree instead
+of made anew (the same state: legacy seeding). Everything else -- validation, the class encoding, the class
+weights, ``max_features_``, the attributes a fitted forest has -- comes from scikit-learn itself: the forest is
+first fitted with one tree, and that tree must equal the first tree grown here, node for node, or the whole fit is
+left to scikit-learn. Probabilities and predictions are the trees' leaf values summed in the trees' order and
+divided by their number, as scikit-learn's one-job path sums them.
 
-Only the configuration that was checked takes this path (scikit-learn 1.9.1, Gini, no depth or leaf limits,
-``max_features="sqrt"``, bootstrap of n samples, ``class_weight`` None or "balanced", an integer
-``random_state``, a finite dense matrix, no sample weights); anything else is ``RandomForestClassifier`` unchanged.
-``test_fast_forest.py`` compares every tree and every probability with scikit-learn's on random tables, two and
-three classes, with and without class weights.
+Only what was checked takes this path: scikit-learn 1.9.1; Gini (classifier) or squared error (regressor); any
+``max_features``; ``max_depth`` None or a count; ``min_samples_leaf`` a count; the other tree limits at their
+defaults; a bootstrap of n samples without out-of-bag scores or warm start; ``class_weight`` None or "balanced"; an
+integer ``random_state``; a finite dense matrix (not masked); no sample weights; ``verbose`` 0. Anything else is
+scikit-learn's forest unchanged. ``test_fast_forest.py`` compares every tree, probability and prediction with
+scikit-learn's on random tables (two and three classes, regression, each parameter above).
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ import numbers
 
 import numpy as np
 import sklearn
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.tree import DecisionTreeClassifier
-from sklearn.tree._criterion import Gini
+from sklearn.base import is_classifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.tree._criterion import MSE, Gini
 from sklearn.tree._splitter import BestSplitter
 from sklearn.tree._tree import DepthFirstTreeBuilder, Tree
 
@@ -42,12 +45,8 @@ CHECKED_SKLEARN_VERSIONS = ("1.9.1",)
 
 _MAX_INT = np.iinfo(np.int32).max
 _CHECKED_PARAMS = {
-    "criterion": "gini",
-    "max_depth": None,
     "min_samples_split": 2,
-    "min_samples_leaf": 1,
     "min_weight_fraction_leaf": 0.0,
-    "max_features": "sqrt",
     "max_leaf_nodes": None,
     "min_impurity_decrease": 0.0,
     "bootstrap": True,
@@ -78,22 +77,30 @@ def _same_tree(a: Tree, b: Tree) -> bool:
     return same_nodes and state_a["values"].tobytes() == state_b["values"].tobytes()
 
 
-class FastRandomForestClassifier(RandomForestClassifier):
-    """``RandomForestClassifier`` with the same parameters, trees and probabilities, fitted without scikit-learn's
-    per-tree Python overhead where the configuration was checked (module docstring); otherwise scikit-learn's."""
+class _FastForest:
+    """The fit shared by both forests (module docstring); the classes below say which criterion was checked."""
+
+    _checked_criterion: str
 
     def _fast_path(self, X, y, sample_weight) -> bool:
-        if sklearn.__version__ not in CHECKED_SKLEARN_VERSIONS or sample_weight is not None:
+        if sklearn.__version__ not in CHECKED_SKLEARN_VERSIONS or sample_weight is not None or self.verbose:
+            return False
+        if not _is_count(self.n_estimators):  # left to scikit-learn's own parameter error
             return False
         if not all(_is_checked(getattr(self, name), checked) for name, checked in _CHECKED_PARAMS.items()):
             return False
-        if self.class_weight not in (None, "balanced"):
+        if self.criterion != self._checked_criterion or getattr(self, "class_weight", None) not in (None, "balanced"):
             return False
-        if not isinstance(self.random_state, numbers.Integral) or isinstance(self.random_state, bool):
+        if not _is_count(self.min_samples_leaf) or not _is_count(self.random_state, minimum=0):
             return False
-        if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind not in "fiu" or np.ndim(y) != 1:
+        if self.max_depth is not None and not _is_count(self.max_depth):
             return False
-        return bool(np.isfinite(X).all())
+        if not isinstance(X, np.ndarray) or isinstance(X, np.ma.MaskedArray):  # a mask may hide NaN
+            return False
+        if X.ndim != 2 or X.dtype.kind not in "fiu" or np.ndim(y) != 1:
+            return False
+        with np.errstate(over="ignore"):  # too large for float32: scikit-learn's fit names the problem
+            return bool(np.isfinite(np.asarray(X, dtype=np.float32)).all())  # the values the trees are grown on
 
     def fit(self, X, y, sample_weight=None):
         if not self._fast_path(X, y, sample_weight):
@@ -111,14 +118,21 @@ class FastRandomForestClassifier(RandomForestClassifier):
         self.estimators_ = trees
         return self
 
-    def _grow_trees(self, X: np.ndarray, y: np.ndarray) -> list[DecisionTreeClassifier]:
+    def _grow_trees(self, X: np.ndarray, y: np.ndarray) -> list:
         n_samples, n_features = X.shape
-        y_encoded = np.ascontiguousarray(np.searchsorted(self.classes_, y).reshape(-1, 1), dtype=np.float64)
-        class_counts = np.array([len(self.classes_)], dtype=np.intp)
-        tree_classes = np.arange(len(self.classes_), dtype=np.float64)
+        first = self.estimators_[0]  # scikit-learn's own tree of the one-tree fit
+        classifier = is_classifier(self)
+        if classifier:
+            y = np.searchsorted(self.classes_, y)
+            n_values = np.array([len(self.classes_)], dtype=np.intp)
+        else:
+            n_values = np.array([1], dtype=np.intp)
+        targets = np.ascontiguousarray(np.reshape(y, (-1, 1)), dtype=np.float64)
         draw_weights = None if self._sample_weight is None else self._sample_weight / np.sum(self._sample_weight)
         n_bootstrap = self._n_samples_bootstrap
-        max_features = self.estimators_[0].max_features_  # scikit-learn's own tree says how many
+        leaf = self.min_samples_leaf
+        split = max(2, 2 * leaf)  # min_samples_split is 2 (checked); a tree raises it to twice the leaf size
+        depth = _MAX_INT if self.max_depth is None else self.max_depth
         tree_params = {name: getattr(self, name) for name in self.estimator_params}
         seeds = np.random.RandomState(self.random_state)
         bootstrap_random = np.random.RandomState(0)
@@ -132,25 +146,56 @@ class FastRandomForestClassifier(RandomForestClassifier):
             else:
                 drawn = bootstrap_random.choice(n_samples, n_bootstrap, replace=True, p=draw_weights)
             counts = np.bincount(drawn.astype(np.int32), minlength=n_samples).astype(np.float64)
+            criterion = Gini(1, n_values) if classifier else MSE(1, n_samples)
             splitter_random.seed(seed)  # the splitter draws its state from it when the build starts
-            splitter = BestSplitter(Gini(1, class_counts), max_features, 1, 0.0, splitter_random, None)
-            tree = DecisionTreeClassifier(**{**tree_params, "random_state": seed})
-            tree.tree_ = Tree(n_features, class_counts, 1)
-            DepthFirstTreeBuilder(splitter, 2, 1, 0.0, _MAX_INT, 0.0).build(tree.tree_, X, y_encoded, counts, None)
+            splitter = BestSplitter(criterion, first.max_features_, leaf, 0.0, splitter_random, None)
+            tree = type(first)(**{**tree_params, "random_state": seed})
+            tree.tree_ = Tree(n_features, n_values, 1)
+            DepthFirstTreeBuilder(splitter, split, leaf, 0.0, depth, 0.0).build(tree.tree_, X, targets, counts, None)
             tree.n_features_in_ = n_features
             tree.n_outputs_ = 1
-            tree.classes_ = tree_classes
-            tree.n_classes_ = class_counts[0]
-            tree.max_features_ = max_features
+            tree.max_features_ = first.max_features_
+            if classifier:
+                tree.classes_ = first.classes_
+                tree.n_classes_ = first.n_classes_
             trees.append(tree)
         return trees
 
-    def predict_proba(self, X):
-        if self.n_jobs not in (None, 1) or getattr(self, "n_outputs_", None) != 1:  # unfitted: scikit-learn's error
-            return super().predict_proba(X)
+    def _sum_of_trees(self, X) -> np.ndarray | None:
+        """The trees' outputs summed in their order and divided by their number, as scikit-learn's one-job path
+        does; None where that path is not the one scikit-learn takes (or the forest is not fitted)."""
+        if self.n_jobs not in (None, 1) or self.verbose or getattr(self, "n_outputs_", None) != 1:
+            return None
         X = self._validate_X_predict(X)
-        probabilities = np.zeros((X.shape[0], self.n_classes_), dtype=np.float64)
-        for tree in self.estimators_:  # scikit-learn's one-job order of summation
-            probabilities += tree.tree_.predict(X)[:, : self.n_classes_]
-        probabilities /= len(self.estimators_)
-        return probabilities
+        width = self.n_classes_ if is_classifier(self) else 1
+        total = np.zeros((X.shape[0], width), dtype=np.float64)
+        for tree in self.estimators_:
+            total += tree.tree_.predict(X)[:, :width]
+        total /= len(self.estimators_)
+        return total
+
+
+def _is_count(value, minimum: int = 1) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+class FastRandomForestClassifier(_FastForest, RandomForestClassifier):
+    """``RandomForestClassifier`` with the same parameters, trees and probabilities, fitted without scikit-learn's
+    per-tree Python overhead where the configuration was checked (module docstring); otherwise scikit-learn's."""
+
+    _checked_criterion = "gini"
+
+    def predict_proba(self, X):
+        probabilities = self._sum_of_trees(X)
+        return super().predict_proba(X) if probabilities is None else probabilities
+
+
+class FastRandomForestRegressor(_FastForest, RandomForestRegressor):
+    """``RandomForestRegressor`` with the same parameters, trees and predictions, fitted without scikit-learn's
+    per-tree Python overhead where the configuration was checked (module docstring); otherwise scikit-learn's."""
+
+    _checked_criterion = "squared_error"
+
+    def predict(self, X):
+        predictions = self._sum_of_trees(X)
+        return super().predict(X) if predictions is None else predictions[:, 0]

@@ -49,13 +49,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kruskal, skew
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline as sk_pipeline
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
+
+from radiomics_assets.modelling.fast_forest import FastRandomForestClassifier
 
 BATCH_PREFIX = "batch__"
 UNSEEN = -1.0
@@ -224,7 +225,7 @@ def _classifier(model: str, seed: int):
     estimator = (
         LogisticRegression(max_iter=2000, C=1.0)
         if model == "logreg"
-        else RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
+        else FastRandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=1)
     )
     return sk_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), estimator)
 

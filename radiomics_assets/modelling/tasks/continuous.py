@@ -24,11 +24,12 @@ import html
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
 
 from radiomics_assets.modelling.choices import ModelFamily
+from radiomics_assets.modelling.fast_forest import FastRandomForestRegressor
 from radiomics_assets.modelling.plots import figure, fmt, img, png, table
 from radiomics_assets.modelling.study import OutcomeType
 from radiomics_assets.modelling.tasks.base import PrimaryMetric, Task, bootstrap_weights, interval, jsonable
@@ -84,7 +85,7 @@ def regressor(family: str, seed: int) -> BaseEstimator:
     if family == "linear":
         return Ridge(alpha=10.0)
     if family == "random_forest":
-        return RandomForestRegressor(n_estimators=100, max_features="sqrt", min_samples_leaf=2, random_state=seed)
+        return FastRandomForestRegressor(n_estimators=100, max_features="sqrt", min_samples_leaf=2, random_state=seed)
     if family == "svm":
         return ScaledSVR()
     if family == "gradient_boosting":
