@@ -594,42 +594,37 @@ def test_an_index_written_by_another_process_meanwhile_is_never_patched(tmp_path
     (rig.inbox / "b" / "y2.txt").write_text("a change: B's state now holds the rows")
     rig.settle()
     rig.index.update()
-    real_walk = inbox_index.walk_inbox
 
-    def walk_after_process_a(*args, **kwargs):
-        monkeypatch.setattr(inbox_index, "walk_inbox", real_walk)
-        b_known = inbox_index._KNOWN.pop(rig.key)  # process A: another process with its own memory
+    def process_a():
         rig.write("a/f1.dcm", "P")
         rig.settle()
         assert "P" in InboxIndex(DataRoot(rig.data)).update().patients
         (rig.inbox / "a" / "f1.dcm").unlink()  # gone again before B walks: B sees a/ changed, not P
         rig.settle()
-        inbox_index._KNOWN[rig.key] = b_known
-        return real_walk(*args, **kwargs)
 
-    monkeypatch.setattr(inbox_index, "walk_inbox", walk_after_process_a)
+    _during_next_walk(rig, monkeypatch, process_a)
     assert sorted(rig.index.update().patients) == ["X", "Y"]
-    inbox_index._KNOWN.clear()  # a process that loads the index file now
-    assert _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox) == _view(rig.full(), rig.other / "inbox")
+    assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
 
     # The same when B changed nothing but wrote a folder listed again (its idle call stores the new listing).
     (rig.inbox / "b" / "y3.txt").write_text("b/ changes now: B lists it again on its next calls")
     rig.index.update()
     real_write = InboxIndex._write
 
-    def write_after_process_a(self, *args, **kwargs):
+    def process_a_then_write(self, *args, **kwargs):
         monkeypatch.setattr(InboxIndex, "_write", real_write)
-        b_known = inbox_index._KNOWN.pop(rig.key)
-        rig.write("a/f2.dcm", "Q")
-        rig.settle()
-        assert "Q" in InboxIndex(DataRoot(rig.data)).update().patients
-        inbox_index._KNOWN[rig.key] = b_known
+
+        def process_a():
+            rig.write("a/f2.dcm", "Q")
+            rig.settle()
+            assert "Q" in InboxIndex(DataRoot(rig.data)).update().patients
+
+        _as_another_process(rig, process_a)
         return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(InboxIndex, "_write", write_after_process_a)
+    monkeypatch.setattr(InboxIndex, "_write", process_a_then_write)
     rig.index.update()
-    inbox_index._KNOWN.clear()
-    assert _view(InboxIndex(DataRoot(rig.data)).update(), rig.inbox) == _view(rig.full(), rig.other / "inbox")
+    assert _loaded_by_a_new_process(rig) == _view(rig.full(), rig.other / "inbox")
 
 
 def _as_another_process(rig: IndexRig, action) -> None:

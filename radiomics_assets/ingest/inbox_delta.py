@@ -20,7 +20,7 @@ the scope keep their entries. When the scope grows past ``MAX_SCOPE_FILES`` the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from radiomics_assets.ingest.dicom_headers import patient_identity
@@ -97,24 +97,22 @@ def ids_of_key(rels_of_id: dict[str, tuple[str, ...]], rows: dict[str, tuple], i
 
 def moved_ids_of_key(
     previous: dict[str, set],
-    patient_ids: Iterable[str],
+    patient_ids: Collection[str],
     old: tuple[dict[str, tuple[str, ...]], dict[str, tuple]],
     new: tuple[dict[str, tuple[str, ...]], dict[str, tuple]],
     issuer_column: int,
 ) -> dict[str, set]:
     """``previous`` (see :func:`ids_of_key`) after the headers of ``patient_ids`` changed from ``old`` to ``new``
     (each a pair of ``rels_of_id`` and rows); a new dict, sharing the sets of the keys that did not change."""
+    gone = ids_of_key({pid: old[0].get(pid, ()) for pid in patient_ids}, old[1], issuer_column)
+    came = ids_of_key({pid: new[0].get(pid, ()) for pid in patient_ids}, new[1], issuer_column)
     moved = dict(previous)
-    for (rels_of_id, rows), add in ((old, False), (new, True)):
-        for patient_id in patient_ids:
-            rels = rels_of_id.get(patient_id, ())
-            for key in keys_of(patient_id, (rows[rel] for rel in rels), issuer_column) if rels else ():
-                ids = set(moved.get(key, ()))
-                (ids.add if add else ids.discard)(patient_id)
-                if ids:
-                    moved[key] = ids
-                else:
-                    moved.pop(key, None)
+    for key in gone.keys() | came.keys():
+        ids = (set(moved.get(key, ())) - gone.get(key, set())) | came.get(key, set())
+        if ids:
+            moved[key] = ids
+        else:
+            moved.pop(key, None)
     return moved
 
 

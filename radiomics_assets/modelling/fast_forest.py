@@ -65,6 +65,11 @@ def _is_checked(value, checked) -> bool:
     return type(value) is type(checked) and value == checked
 
 
+def _is_count(value, minimum: int = 1) -> bool:
+    """An integer (not a bool) of at least ``minimum``: a count where scikit-learn also takes fractions."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
 def _same_tree(a: Tree, b: Tree) -> bool:
     """Whether two fitted trees have the same nodes and leaf values, field by field (bitwise for floats)."""
     state_a, state_b = a.__getstate__(), b.__getstate__()
@@ -173,10 +178,6 @@ class _FastForest:
             total += tree.tree_.predict(X)[:, :width]
         total /= len(self.estimators_)
         return total
-
-
-def _is_count(value, minimum: int = 1) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 class FastRandomForestClassifier(_FastForest, RandomForestClassifier):
